@@ -1,0 +1,71 @@
+# Croupier: the two commands are `make run` and `make test`; everything else supports them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+PROTOS := $(shell find protos -name '*.proto' | sort)
+
+.PHONY: setup run test check lint typecheck buf-lint buf-breaking generate generate-check migrate clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+setup: $(VENV)/.installed $(BUF)
+
+## run: start the gRPC server on 127.0.0.1:50051 (a private PostgreSQL under .data/ unless CROUPIER_DATABASE_URL is set)
+run: $(VENV)/.installed
+	$(VENV)/bin/croupier-server
+
+## test: the whole test suite against real PostgreSQL and real gRPC
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+## generate: regenerate Python code and type stubs from protos/ into generated/
+generate: $(VENV)/.installed
+	rm -rf generated/croupier
+	mkdir -p generated
+	$(PY) -m grpc_tools.protoc -I protos \
+	  --plugin=protoc-gen-mypy=$(VENV)/bin/protoc-gen-mypy \
+	  --plugin=protoc-gen-mypy_grpc=$(VENV)/bin/protoc-gen-mypy_grpc \
+	  --python_out=generated --grpc_python_out=generated \
+	  --mypy_out=generated --mypy_grpc_out=generated $(PROTOS)
+	find generated/croupier -type d -exec touch {}/__init__.py \;
+
+## generate-check: fail if the committed generated/ differs from a fresh `make generate`
+generate-check: generate
+	@git add -N generated >/dev/null 2>&1 || true
+	@if ! git diff --quiet --exit-code -- generated; then \
+	  echo "generated/ is stale: run 'make generate' and commit it"; git diff --stat -- generated; exit 1; fi
+	@echo "generated/ is up to date"
+
+migrate: $(VENV)/.installed
+	$(VENV)/bin/croupier-server --migrate-only
+
+buf-lint: $(BUF)
+	$(BUF) lint
+
+## buf-breaking: compare protos/ with main (skipped while main has no protos)
+buf-breaking: $(BUF)
+	@if git rev-parse --verify -q main >/dev/null && git ls-tree -r --name-only main -- protos | grep -q '\.proto$$'; then \
+	  $(BUF) breaking --against '.git#branch=main'; echo "buf breaking: OK against main"; \
+	else echo "buf breaking: main has no protos yet, skipped"; fi
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check server client tests
+	$(VENV)/bin/ruff format --check server client tests
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+check: buf-lint buf-breaking generate-check lint typecheck
+
+clean:
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
