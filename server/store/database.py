@@ -1,0 +1,96 @@
+"""The PostgreSQL connection pool and the versioned SQL migration runner.
+
+Migrations are the files `migrations/NNNN_name.sql`, applied in order, each in its own
+transaction, and recorded in `schema_migrations` (version, name, SHA-256 of the file). A
+session-level advisory lock makes concurrent starters wait for one another. An applied file
+whose content changed is an error: migrations are append-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+_MIGRATION_LOCK_ID = 0x63726F75  # "crou"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One migration file: `version` from its NNNN prefix, its name and SQL text."""
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 hex digest of the SQL text."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations() -> list[Migration]:
+    """Return the packaged migrations ordered by version."""
+    out: list[Migration] = []
+    for entry in resources.files("server.store").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            out.append(Migration(version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(out, key=lambda m: m.version)
+
+
+class MigrationError(RuntimeError):
+    """An applied migration was edited, or a migration failed."""
+
+
+async def migrate(url: str) -> list[str]:
+    """Apply pending migrations to the database at `url`; return the names applied.
+
+    Raises MigrationError when an applied migration's checksum differs from the file.
+    """
+    applied_now: list[str] = []
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_ID,))
+        try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            cur = conn.cursor(row_factory=tuple_row)
+            await cur.execute("SELECT version, checksum FROM schema_migrations")
+            done = {int(v): str(c) for v, c in await cur.fetchall()}
+            for m in load_migrations():
+                if m.version in done:
+                    if done[m.version] != m.checksum:
+                        raise MigrationError(f"migration {m.name} changed after it was applied")
+                    continue
+                async with conn.transaction():
+                    await conn.execute(m.sql.encode())
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum)"
+                        " VALUES (%s, %s, %s)",
+                        (m.version, m.name, m.checksum),
+                    )
+                applied_now.append(m.name)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_ID,))
+    return applied_now
+
+
+async def open_pool(url: str, min_size: int = 4, max_size: int = 16) -> AsyncConnectionPool:
+    """Open an autocommit async connection pool on `url` and wait until it is ready."""
+    pool = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"autocommit": True, "prepare_threshold": 0},
+        open=False,
+        name="croupier",
+    )
+    await pool.open(wait=True, timeout=30)
+    return pool

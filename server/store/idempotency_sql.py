@@ -1,0 +1,70 @@
+"""SQL for idempotency records (see migrations/0001_wallet_ledger.sql)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.store.wallet_sql import Conn
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """A stored outcome: state 'done' (code, response) or 'tombstone'."""
+
+    method: str
+    fingerprint: bytes | None
+    state: str
+    grpc_code: int | None
+    response: bytes | None
+
+
+async def claim(
+    conn: Conn, tenant_id: str, key: str, method: str, fingerprint: bytes
+) -> bool:
+    """Insert a pending record for the key; False if one exists (waits for a concurrent one)."""
+    cur = await conn.execute(
+        "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint, state)"
+        " VALUES (%s, %s, %s, %s, 'pending') ON CONFLICT DO NOTHING RETURNING 1",
+        (tenant_id, key, method, fingerprint),
+    )
+    return await cur.fetchone() is not None
+
+
+async def fetch(
+    conn: Conn, tenant_id: str, key: str, *, lock: bool = False
+) -> IdempotencyRecord | None:
+    """The record for the key, locked FOR UPDATE when `lock`."""
+    cur = await conn.execute(
+        "SELECT method, fingerprint, state, grpc_code, response FROM idempotency_records"
+        " WHERE tenant_id = %s AND idempotency_key = %s" + (" FOR UPDATE" if lock else ""),
+        (tenant_id, key),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return IdempotencyRecord(
+        str(row[0]),
+        None if row[1] is None else bytes(row[1]),
+        str(row[2]),
+        None if row[3] is None else int(row[3]),
+        None if row[4] is None else bytes(row[4]),
+    )
+
+
+async def complete(conn: Conn, tenant_id: str, key: str, code: int, response: bytes) -> None:
+    """Store the final outcome of a claimed key."""
+    await conn.execute(
+        "UPDATE idempotency_records SET state = 'done', grpc_code = %s, response = %s"
+        " WHERE tenant_id = %s AND idempotency_key = %s AND state = 'pending'",
+        (code, response, tenant_id, key),
+    )
+
+
+async def tombstone(conn: Conn, tenant_id: str, key: str) -> bool:
+    """Claim an unused key as a rollback tombstone; False if the key is already used."""
+    cur = await conn.execute(
+        "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, state)"
+        " VALUES (%s, %s, '', 'tombstone') ON CONFLICT DO NOTHING RETURNING 1",
+        (tenant_id, key),
+    )
+    return await cur.fetchone() is not None

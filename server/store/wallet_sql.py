@@ -1,0 +1,406 @@
+"""The wallet's SQL: every statement the ledger runs, in one place (STYLE.md).
+
+Functions take an open connection inside the caller's transaction and return plain tuples or
+small dataclasses; they hold no business rules. Postings for one ledger transaction are always
+inserted by one statement (`insert_postings`), which the database checks for balance.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+Conn = AsyncConnection[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    """A locked player account."""
+
+    account_id: int
+    currency: str
+    available: int
+    held: int
+    player_status: str
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRow:
+    """A hold (or a cancel tombstone when state == 'tombstone')."""
+
+    hold_id: uuid.UUID
+    player_id: str
+    account_id: int | None
+    currency: str
+    amount: int
+    state: str
+    expired: bool
+    expires_at: datetime | None
+    authorize_transaction_id: uuid.UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One posting to insert: signed minor units on an account's bucket."""
+
+    account_id: int
+    bucket: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRow:
+    """A journal row with its postings, for reads."""
+
+    transaction_id: uuid.UUID
+    seq: int
+    tenant_id: str
+    player_id: str
+    kind: str
+    currency: str
+    amount: int
+    idempotency_key: str | None
+    round_id: str
+    bet_id: str
+    game_id: str
+    target_transaction_id: uuid.UUID | None
+    metadata: dict[str, str]
+    created_at: datetime
+    postings: list[tuple[str, str, str, int]]  # (account kind, bucket, currency, amount)
+
+
+async def player_status(conn: Conn, tenant_id: str, player_id: str) -> str | None:
+    """The player's status, or None if the player is unknown."""
+    cur = await conn.execute(
+        "SELECT status FROM players WHERE tenant_id = %s AND player_id = %s",
+        (tenant_id, player_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+async def lock_account(
+    conn: Conn, tenant_id: str, player_id: str, currency: str
+) -> AccountRow | None:
+    """Lock (FOR UPDATE) and return the player's account in `currency`, or None."""
+    cur = await conn.execute(
+        "SELECT a.account_id, a.available, a.held, p.status"
+        "  FROM accounts a JOIN players p"
+        "    ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
+        " WHERE a.tenant_id = %s AND a.kind = 'player' AND a.owner = %s AND a.currency = %s"
+        "   FOR UPDATE OF a",
+        (tenant_id, player_id, currency),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return AccountRow(int(row[0]), currency, int(row[1]), int(row[2]), str(row[3]))
+
+
+async def lock_account_by_id(conn: Conn, account_id: int) -> AccountRow:
+    """Lock (FOR UPDATE) and return a player account by id."""
+    cur = await conn.execute(
+        "SELECT a.account_id, a.currency, a.available, a.held, p.status"
+        "  FROM accounts a JOIN players p"
+        "    ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
+        " WHERE a.account_id = %s FOR UPDATE OF a",
+        (account_id,),
+    )
+    row = await cur.fetchone()
+    assert row is not None, f"account {account_id} vanished"
+    return AccountRow(int(row[0]), str(row[1]), int(row[2]), int(row[3]), str(row[4]))
+
+
+async def open_account(conn: Conn, tenant_id: str, player_id: str, currency: str) -> None:
+    """Create the player (status active) and their account in `currency` if missing."""
+    await conn.execute(
+        "WITH p AS (INSERT INTO players (tenant_id, player_id) VALUES (%(t)s, %(p)s)"
+        "           ON CONFLICT DO NOTHING)"
+        " INSERT INTO accounts (tenant_id, kind, owner, currency, available, held)"
+        " VALUES (%(t)s, 'player', %(p)s, %(c)s, 0, 0) ON CONFLICT DO NOTHING",
+        {"t": tenant_id, "p": player_id, "c": currency},
+    )
+
+
+async def house_account(conn: Conn, tenant_id: str, kind: str, currency: str) -> int:
+    """The id of the tenant's house account of `kind` in `currency`, created if missing."""
+    cur = await conn.execute(
+        "WITH ins AS (INSERT INTO accounts (tenant_id, kind, owner, currency)"
+        "             VALUES (%(t)s, %(k)s, '', %(c)s) ON CONFLICT DO NOTHING"
+        "             RETURNING account_id)"
+        " SELECT account_id FROM ins UNION ALL"
+        " SELECT account_id FROM accounts"
+        "  WHERE tenant_id = %(t)s AND kind = %(k)s AND owner = '' AND currency = %(c)s",
+        {"t": tenant_id, "k": kind, "c": currency},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def insert_transaction(
+    conn: Conn,
+    *,
+    tenant_id: str,
+    player_id: str,
+    kind: str,
+    currency: str,
+    amount: int,
+    idempotency_key: str | None,
+    round_id: str = "",
+    bet_id: str = "",
+    game_id: str = "",
+    target_transaction_id: uuid.UUID | None = None,
+    metadata: dict[str, str] | None = None,
+) -> uuid.UUID:
+    """Append a journal transaction and return its id."""
+    cur = await conn.execute(
+        "INSERT INTO transactions (tenant_id, player_id, kind, currency, amount,"
+        " idempotency_key, round_id, bet_id, game_id, target_transaction_id, metadata)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING transaction_id",
+        (
+            tenant_id, player_id, kind, currency, amount, idempotency_key, round_id, bet_id,
+            game_id, target_transaction_id, json.dumps(metadata or {}, sort_keys=True),
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    tx_id = row[0]
+    assert isinstance(tx_id, uuid.UUID)
+    return tx_id
+
+
+async def insert_postings(
+    conn: Conn, transaction_id: uuid.UUID, currency: str, legs: Sequence[Leg]
+) -> None:
+    """Insert all legs of one transaction in one statement (the database checks the balance)."""
+    legs = [leg for leg in legs if leg.amount != 0]
+    if not legs:
+        return
+    await conn.execute(
+        "INSERT INTO postings (transaction_id, account_id, bucket, currency, amount)"
+        " SELECT %s, a, b, %s, m FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS l(a, b, m)",
+        (
+            transaction_id, currency,
+            [leg.account_id for leg in legs], [leg.bucket for leg in legs],
+            [leg.amount for leg in legs],
+        ),
+    )
+
+
+async def balance(conn: Conn, account_id: int) -> tuple[int, int]:
+    """(available, held) of a player account."""
+    cur = await conn.execute(
+        "SELECT available, held FROM accounts WHERE account_id = %s", (account_id,)
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+async def balances(
+    conn: Conn, tenant_id: str, player_id: str, currency: str | None
+) -> list[tuple[str, int, int]]:
+    """[(currency, available, held)] of the player's accounts, by currency."""
+    cur = await conn.execute(
+        "SELECT currency, available, held FROM accounts"
+        " WHERE tenant_id = %s AND kind = 'player' AND owner = %s"
+        "   AND (%s::text IS NULL OR currency = %s::text) ORDER BY currency",
+        (tenant_id, player_id, currency, currency),
+    )
+    return [(str(c), int(a), int(h)) for c, a, h in await cur.fetchall()]
+
+
+_HOLD_COLUMNS = (
+    "hold_id, player_id, account_id, currency, amount, state,"
+    " state = 'open' AND expires_at <= now(), expires_at, authorize_transaction_id"
+)
+
+
+def _hold(row: tuple[Any, ...]) -> HoldRow:
+    return HoldRow(
+        row[0], str(row[1]), None if row[2] is None else int(row[2]), str(row[3]), int(row[4]),
+        str(row[5]), bool(row[6]), row[7], row[8],
+    )
+
+
+async def insert_hold(
+    conn: Conn,
+    *,
+    tenant_id: str,
+    player_id: str,
+    bet_id: str,
+    round_id: str,
+    game_id: str,
+    account_id: int | None,
+    currency: str,
+    amount: int,
+    state: str,
+    ttl_seconds: int | None,
+    transaction_id: uuid.UUID,
+) -> tuple[uuid.UUID, datetime | None]:
+    """Insert a hold (or tombstone); a second one for `bet_id` raises UniqueViolation."""
+    cur = await conn.execute(
+        "INSERT INTO holds (tenant_id, player_id, bet_id, round_id, game_id, account_id,"
+        " currency, amount, state, expires_at, authorize_transaction_id, close_transaction_id,"
+        " closed_at)"
+        " VALUES (%(t)s, %(p)s, %(b)s, %(r)s, %(g)s, %(a)s, %(c)s, %(m)s, %(s)s,"
+        "  now() + make_interval(secs => %(ttl)s::bigint),"
+        "  CASE WHEN %(s)s = 'open' THEN %(x)s::uuid END,"
+        "  CASE WHEN %(s)s = 'tombstone' THEN %(x)s::uuid END,"
+        "  CASE WHEN %(s)s = 'tombstone' THEN now() END)"
+        " RETURNING hold_id, expires_at",
+        {
+            "t": tenant_id, "p": player_id, "b": bet_id, "r": round_id, "g": game_id,
+            "a": account_id, "c": currency, "m": amount, "s": state, "ttl": ttl_seconds,
+            "x": transaction_id,
+        },
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+async def find_hold(conn: Conn, tenant_id: str, bet_id: str, *, lock: bool) -> HoldRow | None:
+    """The hold for `bet_id`, locked FOR UPDATE when `lock`."""
+    cur = await conn.execute(
+        f"SELECT {_HOLD_COLUMNS} FROM holds WHERE tenant_id = %s AND bet_id = %s"
+        + (" FOR UPDATE" if lock else ""),
+        (tenant_id, bet_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _hold(row)
+
+
+async def close_hold(conn: Conn, hold_id: uuid.UUID, state: str, tx_id: uuid.UUID) -> None:
+    """Mark an open hold settled, cancelled or expired by transaction `tx_id`."""
+    await conn.execute(
+        "UPDATE holds SET state = %s, close_transaction_id = %s, closed_at = now()"
+        " WHERE hold_id = %s AND state = 'open'",
+        (state, tx_id, hold_id),
+    )
+
+
+async def lock_expired_holds(conn: Conn, limit: int) -> list[tuple[HoldRow, str]]:
+    """Lock up to `limit` open holds past expiry, skipping locked ones: [(hold, tenant_id)]."""
+    cur = await conn.execute(
+        f"SELECT {_HOLD_COLUMNS}, tenant_id, bet_id, round_id, game_id FROM holds"
+        " WHERE state = 'open' AND expires_at <= now()"
+        " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED",
+        (limit,),
+    )
+    return [(_hold(r[:9]), str(r[9])) for r in await cur.fetchall()]
+
+
+async def hold_ids(conn: Conn, hold_id: uuid.UUID) -> tuple[str, str, str]:
+    """(bet_id, round_id, game_id) of a hold."""
+    cur = await conn.execute(
+        "SELECT bet_id, round_id, game_id FROM holds WHERE hold_id = %s", (hold_id,)
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1]), str(row[2])
+
+
+async def set_player_status(
+    conn: Conn, tenant_id: str, player_id: str, status: str
+) -> str | None:
+    """Set the status (creating the player if unknown); return the previous status or None."""
+    cur = await conn.execute(
+        "WITH old AS (SELECT status FROM players WHERE tenant_id = %(t)s AND player_id = %(p)s"
+        "             FOR UPDATE),"
+        " up AS (INSERT INTO players (tenant_id, player_id, status) VALUES (%(t)s, %(p)s, %(s)s)"
+        "        ON CONFLICT (tenant_id, player_id)"
+        "        DO UPDATE SET status = EXCLUDED.status, updated_at = now())"
+        " SELECT status FROM old",
+        {"t": tenant_id, "p": player_id, "s": status},
+    )
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])
+
+
+_TX_COLUMNS = (
+    "t.transaction_id, t.seq, t.tenant_id, t.player_id, t.kind, t.currency, t.amount,"
+    " t.idempotency_key, t.round_id, t.bet_id, t.game_id, t.target_transaction_id, t.metadata,"
+    " t.created_at,"
+    " coalesce((SELECT array_agg(ARRAY[a.kind, p.bucket, p.currency, p.amount::text]"
+    "                            ORDER BY p.posting_id)"
+    "             FROM postings p JOIN accounts a ON a.account_id = p.account_id"
+    "            WHERE p.transaction_id = t.transaction_id), '{}')"
+)
+
+
+def _tx(row: tuple[Any, ...]) -> TransactionRow:
+    postings = [(str(k), str(b), str(c), int(m)) for k, b, c, m in row[14]]
+    return TransactionRow(
+        row[0], int(row[1]), str(row[2]), str(row[3]), str(row[4]), str(row[5]), int(row[6]),
+        row[7], str(row[8]), str(row[9]), str(row[10]), row[11],
+        {str(k): str(v) for k, v in dict(row[12]).items()}, row[13], postings,
+    )
+
+
+async def get_transaction(
+    conn: Conn, tenant_id: str, transaction_id: uuid.UUID
+) -> TransactionRow | None:
+    """One journal transaction of the tenant with its postings, or None."""
+    cur = await conn.execute(
+        f"SELECT {_TX_COLUMNS} FROM transactions t"
+        " WHERE t.tenant_id = %s AND t.transaction_id = %s",
+        (tenant_id, transaction_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _tx(row)
+
+
+async def transaction_by_key(
+    conn: Conn, tenant_id: str, idempotency_key: str
+) -> TransactionRow | None:
+    """The journal transaction a request with `idempotency_key` produced, or None."""
+    cur = await conn.execute(
+        f"SELECT {_TX_COLUMNS} FROM transactions t"
+        " WHERE t.tenant_id = %s AND t.idempotency_key = %s",
+        (tenant_id, idempotency_key),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _tx(row)
+
+
+async def rollback_of(conn: Conn, target: uuid.UUID) -> uuid.UUID | None:
+    """The rollback transaction that reversed `target`, if any."""
+    cur = await conn.execute(
+        "SELECT transaction_id FROM transactions WHERE target_transaction_id = %s"
+        " AND kind = 'rollback'",
+        (target,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    tx_id = row[0]
+    assert isinstance(tx_id, uuid.UUID)
+    return tx_id
+
+
+async def list_transactions(
+    conn: Conn,
+    tenant_id: str,
+    player_id: str,
+    currency: str | None,
+    before_seq: int | None,
+    limit: int,
+) -> list[TransactionRow]:
+    """The player's transactions with seq < `before_seq`, newest first, at most `limit`."""
+    cur = await conn.execute(
+        f"SELECT {_TX_COLUMNS} FROM transactions t"
+        " WHERE t.tenant_id = %s AND t.player_id = %s"
+        "   AND (%s::text IS NULL OR t.currency = %s::text)"
+        "   AND (%s::bigint IS NULL OR t.seq < %s::bigint)"
+        " ORDER BY t.seq DESC LIMIT %s",
+        (tenant_id, player_id, currency, currency, before_seq, before_seq, limit),
+    )
+    return [_tx(r) for r in await cur.fetchall()]

@@ -1,0 +1,1 @@
+"""gRPC transport: thin servicers translating protobuf to domain calls and errors to Status."""

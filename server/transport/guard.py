@@ -1,0 +1,56 @@
+"""A decorator for servicer methods: domain errors become Status, nothing leaks a traceback."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import psycopg
+import psycopg_pool
+from grpc_status import rpc_status
+
+from server.errors import DomainError, ErrorCode
+from server.transport.status import internal_status, to_status_proto
+
+log = logging.getLogger("croupier.rpc")
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) -> None:
+    status = rpc_status.to_status(to_status_proto(err))
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Map DomainError to its Status, database outages to UNAVAILABLE (retry with the same
+    idempotency key), anything else to a bare INTERNAL (logged here, never sent)."""
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Resp:
+        try:
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except DomainError as err:
+            await _abort(context, err)
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+            log.warning("database unavailable in %s: %s", handler.__name__, exc)
+            await _abort(context, DomainError(
+                ErrorCode.UNAVAILABLE, "DATABASE_UNAVAILABLE",
+                "the ledger database is unavailable; retry with the same idempotency key",
+            ))
+        except Exception:
+            log.exception("internal error in %s", handler.__name__)
+            status = rpc_status.to_status(internal_status())
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        raise AssertionError("unreachable")  # abort always raises
+
+    return wrapper

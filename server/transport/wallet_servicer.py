@@ -1,0 +1,402 @@
+"""WalletService over gRPC: protobuf in, domain commands out, stored replies back.
+
+Thin by design: validation and rules live in server.wallet; this module only converts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from typing import Any
+
+import grpc
+from croupier.common.v1 import account_pb2, money_pb2
+from croupier.wallet.v1 import wallet_service_pb2 as pb
+from croupier.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
+from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2
+
+from server.errors import invalid
+from server.idempotency import RequestKey
+from server.money import Money, check_amount, check_currency
+from server.store.wallet_sql import TransactionRow
+from server.transport.guard import guarded
+from server.transport.status import abort_with, encode_error
+from server.wallet import model
+from server.wallet.ledger import Wallet
+from server.wallet.validation import check_hold_ttl, check_id, check_metadata, check_text
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+_STATUS_TO_PB = {
+    model.PlayerStatus.ACTIVE: account_pb2.PLAYER_STATUS_ACTIVE,
+    model.PlayerStatus.BLOCKED: account_pb2.PLAYER_STATUS_BLOCKED,
+    model.PlayerStatus.SELF_EXCLUDED: account_pb2.PLAYER_STATUS_SELF_EXCLUDED,
+}
+_STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
+_KIND_TO_PB = {
+    "authorize": pb.TRANSACTION_KIND_AUTHORIZE,
+    "settle": pb.TRANSACTION_KIND_SETTLE,
+    "cancel": pb.TRANSACTION_KIND_CANCEL,
+    "credit": pb.TRANSACTION_KIND_CREDIT,
+    "debit": pb.TRANSACTION_KIND_DEBIT,
+    "rollback": pb.TRANSACTION_KIND_ROLLBACK,
+    "expire": pb.TRANSACTION_KIND_EXPIRE,
+}
+_ACCOUNT_NAMES = {
+    ("player", "available"): "player/available",
+    ("player", "held"): "player/held",
+    ("house_game", "available"): "house/game",
+    ("house_cashier", "available"): "house/cashier",
+}
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def money_in(m: money_pb2.Money) -> Money:
+    """Proto Money -> domain Money (no validation)."""
+    return Money(m.minor_units, m.currency)
+
+
+def money_out(minor_units: int, currency: str) -> money_pb2.Money:
+    """Domain amount -> proto Money."""
+    return money_pb2.Money(minor_units=minor_units, currency=currency)
+
+
+def balance_out(view: model.BalanceView) -> pb.Balance:
+    """BalanceView -> proto Balance."""
+    return pb.Balance(
+        available=money_out(view.available, view.currency),
+        held=money_out(view.held, view.currency),
+    )
+
+
+def _caller(request: Any) -> model.Caller:
+    return model.Caller(
+        check_id(request.tenant_id, "tenant_id"),
+        check_id(request.player_id, "player_id"),
+        check_id(request.idempotency_key, "idempotency_key"),
+    )
+
+
+def _key(method: str, request: _message.Message, caller: model.Caller) -> RequestKey:
+    body = request.SerializeToString(deterministic=True)
+    return RequestKey.of(caller.tenant_id, caller.idempotency_key, method, body)
+
+
+def _ts(value: Any) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def transaction_out(row: TransactionRow) -> pb.Transaction:
+    """TransactionRow -> proto Transaction."""
+    tx = pb.Transaction(
+        transaction_id=str(row.transaction_id),
+        tenant_id=row.tenant_id,
+        player_id=row.player_id,
+        kind=_KIND_TO_PB[row.kind],
+        idempotency_key=row.idempotency_key or "",
+        round_id=row.round_id,
+        bet_id=row.bet_id,
+        game_id=row.game_id,
+        target_transaction_id=str(row.target_transaction_id or ""),
+        create_time=_ts(row.created_at),
+        metadata=row.metadata,
+        postings=[
+            pb.Posting(account=_ACCOUNT_NAMES[(kind, bucket)], amount=money_out(amount, cur))
+            for kind, bucket, cur, amount in row.postings
+        ],
+    )
+    if row.currency:
+        tx.amount.CopyFrom(money_out(row.amount, row.currency))
+    return tx
+
+
+def _page_token(filters: bytes, seq: int) -> str:
+    digest = hashlib.sha256(filters).hexdigest()[:16]
+    return base64.urlsafe_b64encode(f"{seq}:{digest}".encode()).decode()
+
+
+def _parse_page_token(token: str, filters: bytes) -> int | None:
+    if not token:
+        return None
+    try:
+        seq_text, digest = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
+        seq = int(seq_text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid("page_token", "INVALID_PAGE_TOKEN", "page_token is malformed") from exc
+    if digest != hashlib.sha256(filters).hexdigest()[:16]:
+        raise invalid("page_token", "INVALID_PAGE_TOKEN",
+                      "page_token was issued for a different request")
+    return seq
+
+
+class WalletServicer(pb_grpc.WalletServiceServicer):
+    """croupier.wallet.v1.WalletService (see the proto for each RPC's contract)."""
+
+    def __init__(self, wallet: Wallet) -> None:
+        self.wallet = wallet
+
+    async def _reply(self, context: Ctx, payload_code: int, payload: bytes) -> None:
+        if payload_code != 0:
+            await abort_with(context, payload)
+
+    @guarded
+    async def GetBalance(self, request: pb.GetBalanceRequest, context: Ctx) -> pb.GetBalanceResponse:
+        """Balances per currency. NOT_FOUND PLAYER_NOT_FOUND."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        player = check_id(request.player_id, "player_id")
+        currency = check_currency(request.currency, "currency") if request.currency else None
+        status, views = await self.wallet.balances(tenant, player, currency)
+        return pb.GetBalanceResponse(
+            player_status=_STATUS_TO_PB[status], balances=[balance_out(v) for v in views]
+        )
+
+    @guarded
+    async def AuthorizeBet(
+        self, request: pb.AuthorizeBetRequest, context: Ctx
+    ) -> pb.AuthorizeBetResponse:
+        """Place a hold (see ledger.Wallet.authorize_bet)."""
+        caller = _caller(request)
+        cmd = model.AuthorizeBet(
+            caller,
+            model.RoundRef(
+                check_id(request.bet_id, "bet_id"),
+                check_id(request.round_id, "round_id", required=False),
+                check_id(request.game_id, "game_id", required=False),
+                check_metadata(dict(request.metadata)),
+            ),
+            check_amount(money_in(request.amount), "amount"),
+            check_hold_ttl(request.hold_ttl.seconds, request.hold_ttl.nanos),
+        )
+
+        def ok(r: model.AuthorizeResult) -> bytes:
+            return pb.AuthorizeBetResponse(
+                transaction_id=str(r.transaction_id), hold_id=str(r.hold_id),
+                expire_time=_ts(r.expire_time), balance=balance_out(r.balance),
+            ).SerializeToString(deterministic=True)
+
+        reply = await self.wallet.execute(
+            _key("AuthorizeBet", request, caller),
+            lambda conn: self.wallet.authorize_bet(conn, cmd), ok, encode_error,
+            currency=cmd.amount.currency,
+        )
+        await self._reply(context, reply.code, reply.payload)
+        return pb.AuthorizeBetResponse.FromString(reply.payload)
+
+    @guarded
+    async def SettleBet(self, request: pb.SettleBetRequest, context: Ctx) -> pb.SettleBetResponse:
+        """Capture and credit the win (see ledger.Wallet.settle_bet)."""
+        caller = _caller(request)
+        capture = (
+            check_amount(money_in(request.capture), "capture", allow_zero=True)
+            if request.HasField("capture") else None
+        )
+        win = (
+            check_amount(money_in(request.win), "win", allow_zero=True)
+            if request.HasField("win") else None
+        )
+        cmd = model.SettleBet(
+            caller,
+            model.RoundRef(
+                check_id(request.bet_id, "bet_id"),
+                check_id(request.round_id, "round_id", required=False),
+                check_id(request.game_id, "game_id", required=False),
+                check_metadata(dict(request.metadata)),
+            ),
+            capture, win,
+        )
+
+        def ok(r: model.SettleResult) -> bytes:
+            return pb.SettleBetResponse(
+                transaction_id=str(r.transaction_id),
+                captured=money_out(r.captured, r.currency),
+                released=money_out(r.released, r.currency),
+                win=money_out(r.win, r.currency),
+                balance=balance_out(r.balance),
+            ).SerializeToString(deterministic=True)
+
+        reply = await self.wallet.execute(
+            _key("SettleBet", request, caller),
+            lambda conn: self.wallet.settle_bet(conn, cmd), ok, encode_error,
+            currency=(capture or win).currency if (capture or win) else None,
+        )
+        await self._reply(context, reply.code, reply.payload)
+        return pb.SettleBetResponse.FromString(reply.payload)
+
+    @guarded
+    async def CancelBet(self, request: pb.CancelBetRequest, context: Ctx) -> pb.CancelBetResponse:
+        """Void a hold, or record a tombstone (see ledger.Wallet.cancel_bet)."""
+        caller = _caller(request)
+        cmd = model.CancelBet(
+            caller,
+            model.RoundRef(
+                check_id(request.bet_id, "bet_id"),
+                check_id(request.round_id, "round_id", required=False),
+                check_id(request.game_id, "game_id", required=False),
+                check_metadata(dict(request.metadata)),
+            ),
+            check_text(request.reason, "reason"),
+        )
+
+        def ok(r: model.CancelResult) -> bytes:
+            resp = pb.CancelBetResponse(transaction_id=str(r.transaction_id))
+            if r.balance is not None:
+                resp.released.CopyFrom(money_out(r.released, r.currency))
+                resp.balance.CopyFrom(balance_out(r.balance))
+            return resp.SerializeToString(deterministic=True)
+
+        reply = await self.wallet.execute(
+            _key("CancelBet", request, caller),
+            lambda conn: self.wallet.cancel_bet(conn, cmd), ok, encode_error,
+        )
+        await self._reply(context, reply.code, reply.payload)
+        return pb.CancelBetResponse.FromString(reply.payload)
+
+    def _transfer(self, request: pb.CreditRequest | pb.DebitRequest) -> model.Transfer:
+        return model.Transfer(
+            _caller(request),
+            model.RoundRef(
+                check_id(request.bet_id, "bet_id", required=False),
+                check_id(request.round_id, "round_id", required=False),
+                check_id(request.game_id, "game_id", required=False),
+                check_metadata(dict(request.metadata)),
+            ),
+            check_amount(money_in(request.amount), "amount"),
+        )
+
+    @guarded
+    async def Credit(self, request: pb.CreditRequest, context: Ctx) -> pb.CreditResponse:
+        """Credit a player (see ledger.Wallet.credit)."""
+        cmd = self._transfer(request)
+
+        def ok(r: model.TransferResult) -> bytes:
+            return pb.CreditResponse(
+                transaction_id=str(r.transaction_id), balance=balance_out(r.balance)
+            ).SerializeToString(deterministic=True)
+
+        reply = await self.wallet.execute(
+            _key("Credit", request, cmd.caller),
+            lambda conn: self.wallet.credit(conn, cmd), ok, encode_error,
+            currency=cmd.amount.currency,
+        )
+        await self._reply(context, reply.code, reply.payload)
+        return pb.CreditResponse.FromString(reply.payload)
+
+    @guarded
+    async def Debit(self, request: pb.DebitRequest, context: Ctx) -> pb.DebitResponse:
+        """Debit a player (see ledger.Wallet.debit)."""
+        cmd = self._transfer(request)
+
+        def ok(r: model.TransferResult) -> bytes:
+            return pb.DebitResponse(
+                transaction_id=str(r.transaction_id), balance=balance_out(r.balance)
+            ).SerializeToString(deterministic=True)
+
+        reply = await self.wallet.execute(
+            _key("Debit", request, cmd.caller),
+            lambda conn: self.wallet.debit(conn, cmd), ok, encode_error,
+            currency=cmd.amount.currency,
+        )
+        await self._reply(context, reply.code, reply.payload)
+        return pb.DebitResponse.FromString(reply.payload)
+
+    @guarded
+    async def RollbackTransaction(
+        self, request: pb.RollbackTransactionRequest, context: Ctx
+    ) -> pb.RollbackTransactionResponse:
+        """Reverse a debit or credit, or tombstone an unknown key (seed 001)."""
+        caller = _caller(request)
+        which = request.WhichOneof("target")
+        target_key: str | None = None
+        target_id: uuid.UUID | None = None
+        if which == "target_idempotency_key":
+            target_key = check_id(request.target_idempotency_key, "target_idempotency_key")
+        elif which == "target_transaction_id":
+            try:
+                target_id = uuid.UUID(request.target_transaction_id)
+            except ValueError as exc:
+                raise invalid("target_transaction_id", "INVALID_ID",
+                              "target_transaction_id must be a UUID") from exc
+        else:
+            raise invalid("target", "MISSING_FIELD",
+                          "one of target_idempotency_key or target_transaction_id is required")
+        cmd = model.Rollback(caller, target_key, target_id, check_metadata(dict(request.metadata)))
+
+        def ok(r: model.RollbackResult) -> bytes:
+            resp = pb.RollbackTransactionResponse(
+                transaction_id=str(r.transaction_id),
+                outcome=r.outcome.value,  # type: ignore[arg-type]
+                target_transaction_id=str(r.target_transaction_id or ""),
+            )
+            if r.balance is not None:
+                resp.reversed.CopyFrom(money_out(r.reversed_amount, r.currency))
+                resp.balance.CopyFrom(balance_out(r.balance))
+            return resp.SerializeToString(deterministic=True)
+
+        reply = await self.wallet.execute(
+            _key("RollbackTransaction", request, caller),
+            lambda conn: self.wallet.rollback(conn, cmd), ok, encode_error,
+        )
+        await self._reply(context, reply.code, reply.payload)
+        return pb.RollbackTransactionResponse.FromString(reply.payload)
+
+    @guarded
+    async def SetPlayerStatus(
+        self, request: pb.SetPlayerStatusRequest, context: Ctx
+    ) -> pb.SetPlayerStatusResponse:
+        """Set active / blocked / self-excluded."""
+        caller = _caller(request)
+        status = _STATUS_FROM_PB.get(request.status)
+        if status is None:
+            raise invalid("status", "INVALID_STATUS", "status must be ACTIVE, BLOCKED or "
+                          "SELF_EXCLUDED")
+        check_text(request.reason, "reason")
+
+        def ok(r: model.StatusResult) -> bytes:
+            return pb.SetPlayerStatusResponse(
+                previous_status=_STATUS_TO_PB[r.previous] if r.previous else 0,  # type: ignore[arg-type]
+                status=_STATUS_TO_PB[r.status],
+            ).SerializeToString(deterministic=True)
+
+        reply = await self.wallet.execute(
+            _key("SetPlayerStatus", request, caller),
+            lambda conn: self.wallet.set_player_status(conn, caller, status), ok, encode_error,
+        )
+        await self._reply(context, reply.code, reply.payload)
+        return pb.SetPlayerStatusResponse.FromString(reply.payload)
+
+    @guarded
+    async def GetTransaction(
+        self, request: pb.GetTransactionRequest, context: Ctx
+    ) -> pb.GetTransactionResponse:
+        """One transaction with its postings. NOT_FOUND TRANSACTION_NOT_FOUND."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        try:
+            tx_id = uuid.UUID(request.transaction_id)
+        except ValueError as exc:
+            raise invalid("transaction_id", "INVALID_ID", "transaction_id must be a UUID") from exc
+        row = await self.wallet.transaction(tenant, tx_id)
+        return pb.GetTransactionResponse(transaction=transaction_out(row))
+
+    @guarded
+    async def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: Ctx
+    ) -> pb.ListTransactionsResponse:
+        """A page of a player's transactions, newest first (AIP-158)."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        player = check_id(request.player_id, "player_id")
+        currency = check_currency(request.currency, "currency") if request.currency else None
+        if request.page_size < 0:
+            raise invalid("page_size", "INVALID_PAGE_SIZE", "page_size must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        filters = f"{tenant}\0{player}\0{currency or ''}".encode()
+        before = _parse_page_token(request.page_token, filters)
+        rows = await self.wallet.transactions(tenant, player, currency, before, size + 1)
+        resp = pb.ListTransactionsResponse(transactions=[transaction_out(r) for r in rows[:size]])
+        if len(rows) > size:
+            resp.next_page_token = _page_token(filters, rows[size - 1].seq)
+        return resp

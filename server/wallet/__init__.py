@@ -1,0 +1,1 @@
+"""The wallet domain: holds, settlements, credits, debits and rollbacks over the ledger."""
