@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import grpc
 from croupier.wallet.v1 import wallet_service_pb2, wallet_service_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 
@@ -31,7 +32,7 @@ class App:
     server: grpc.aio.Server
     port: int
     pool: AsyncConnectionPool
-    health: health.aio.HealthServicer
+    health: health_aio.HealthServicer
     wallet: Wallet
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -72,7 +73,7 @@ async def build_server(
     )
     wallet = Wallet(pool)
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(wallet), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = (
         WALLET_SERVICE,

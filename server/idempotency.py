@@ -26,7 +26,8 @@ from server.store.wallet_sql import Conn
 
 R = TypeVar("R")
 
-class RetryTransaction(Exception):
+
+class RetryTransactionError(Exception):
     """Raised inside a transaction to roll it back and run it again (a lost race)."""
 
 
@@ -36,7 +37,7 @@ _RETRYABLE = (
     psycopg.errors.DeadlockDetected,
     psycopg.errors.SerializationFailure,
     psycopg.errors.UniqueViolation,
-    RetryTransaction,
+    RetryTransactionError,
 )
 
 

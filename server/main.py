@@ -25,7 +25,9 @@ async def serve(settings: Settings, database_url: str) -> None:
         log.info("applied migrations: %s", ", ".join(applied))
     pool = await open_pool(database_url, settings.pool_min, settings.pool_max)
     app = await build_server(
-        pool, settings.grpc_addr, max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        pool,
+        settings.grpc_addr,
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
         hold_sweep_seconds=settings.hold_sweep_seconds,
     )
     host = settings.grpc_addr.rsplit(":", 1)[0]

@@ -83,7 +83,8 @@ def check_currency(currency: str, field: str) -> str:
         raise invalid(field, "MISSING_FIELD", f"{field} is required (an ISO 4217 code)")
     if exponent_of(currency) is None:
         raise invalid(
-            field, "UNKNOWN_CURRENCY",
+            field,
+            "UNKNOWN_CURRENCY",
             f"{field} {currency[:16]!r} is not an ISO 4217 currency with minor units "
             "nor a configured one",
         )
@@ -101,7 +102,8 @@ def check_amount(money: Money, field: str, *, allow_zero: bool = False) -> Money
     if not low <= money.minor_units <= INT64_MAX:
         need = "zero or more" if allow_zero else "more than zero"
         raise invalid(
-            f"{field}.minor_units", "INVALID_AMOUNT",
+            f"{field}.minor_units",
+            "INVALID_AMOUNT",
             f"{field}.minor_units must be {need}, got {money.minor_units}",
         )
     return money
@@ -127,7 +129,8 @@ def parse_decimal(text: str, currency: str, field: str = "amount") -> Money:
     scaled = value.scaleb(exponent)
     if scaled != scaled.to_integral_value():
         raise invalid(
-            field, "TOO_MANY_DECIMALS",
+            field,
+            "TOO_MANY_DECIMALS",
             f"{field} {text!r} has more decimals than {currency} allows ({exponent})",
         )
     minor = int(scaled)

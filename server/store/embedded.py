@@ -42,7 +42,9 @@ def find_pg_bindir() -> Path | None:
         candidates.append(Path(env))
     if pg_config := shutil.which("pg_config"):
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True
+            )
             candidates.append(Path(out.stdout.strip()))
     versions = sorted(
         Path("/usr/lib/postgresql").glob("*/bin"),
@@ -115,8 +117,15 @@ class EmbeddedPostgres:
         self._chown(self.data_dir)
         if not (pgdata / "PG_VERSION").exists():
             self._run(
-                "initdb", "-D", str(pgdata), "-U", self.user, "--auth=trust",
-                "--encoding=UTF8", "--locale=C", "--no-sync",
+                "initdb",
+                "-D",
+                str(pgdata),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
             )
         self._socket_dir = Path(tempfile.mkdtemp(prefix="croupier-pg-"))
         self._chown(self._socket_dir)
@@ -126,8 +135,17 @@ class EmbeddedPostgres:
             "-c fsync=on -c max_connections=300 -c shared_buffers=256MB"
         )
         self._run(
-            "pg_ctl", "-D", str(pgdata), "-o", opts, "-l", str(self.data_dir / "postgres.log"),
-            "-w", "-t", "60", "start",
+            "pg_ctl",
+            "-D",
+            str(pgdata),
+            "-o",
+            opts,
+            "-l",
+            str(self.data_dir / "postgres.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
         return self.url
 

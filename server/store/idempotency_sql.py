@@ -18,9 +18,7 @@ class IdempotencyRecord:
     response: bytes | None
 
 
-async def claim(
-    conn: Conn, tenant_id: str, key: str, method: str, fingerprint: bytes
-) -> bool:
+async def claim(conn: Conn, tenant_id: str, key: str, method: str, fingerprint: bytes) -> bool:
     """Insert a pending record for the key; False if one exists (waits for a concurrent one)."""
     cur = await conn.execute(
         "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint, state)"

@@ -165,8 +165,17 @@ async def insert_transaction(
         " idempotency_key, round_id, bet_id, game_id, target_transaction_id, metadata)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING transaction_id",
         (
-            tenant_id, player_id, kind, currency, amount, idempotency_key, round_id, bet_id,
-            game_id, target_transaction_id, json.dumps(metadata or {}, sort_keys=True),
+            tenant_id,
+            player_id,
+            kind,
+            currency,
+            amount,
+            idempotency_key,
+            round_id,
+            bet_id,
+            game_id,
+            target_transaction_id,
+            json.dumps(metadata or {}, sort_keys=True),
         ),
     )
     row = await cur.fetchone()
@@ -187,8 +196,10 @@ async def insert_postings(
         "INSERT INTO postings (transaction_id, account_id, bucket, currency, amount)"
         " SELECT %s, a, b, %s, m FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS l(a, b, m)",
         (
-            transaction_id, currency,
-            [leg.account_id for leg in legs], [leg.bucket for leg in legs],
+            transaction_id,
+            currency,
+            [leg.account_id for leg in legs],
+            [leg.bucket for leg in legs],
             [leg.amount for leg in legs],
         ),
     )
@@ -225,8 +236,15 @@ _HOLD_COLUMNS = (
 
 def _hold(row: tuple[Any, ...]) -> HoldRow:
     return HoldRow(
-        row[0], str(row[1]), None if row[2] is None else int(row[2]), str(row[3]), int(row[4]),
-        str(row[5]), bool(row[6]), row[7], row[8],
+        row[0],
+        str(row[1]),
+        None if row[2] is None else int(row[2]),
+        str(row[3]),
+        int(row[4]),
+        str(row[5]),
+        bool(row[6]),
+        row[7],
+        row[8],
     )
 
 
@@ -257,8 +275,16 @@ async def insert_hold(
         "  CASE WHEN %(s)s = 'tombstone' THEN now() END)"
         " RETURNING hold_id, expires_at",
         {
-            "t": tenant_id, "p": player_id, "b": bet_id, "r": round_id, "g": game_id,
-            "a": account_id, "c": currency, "m": amount, "s": state, "ttl": ttl_seconds,
+            "t": tenant_id,
+            "p": player_id,
+            "b": bet_id,
+            "r": round_id,
+            "g": game_id,
+            "a": account_id,
+            "c": currency,
+            "m": amount,
+            "s": state,
+            "ttl": ttl_seconds,
             "x": transaction_id,
         },
     )
@@ -308,9 +334,7 @@ async def hold_ids(conn: Conn, hold_id: uuid.UUID) -> tuple[str, str, str]:
     return str(row[0]), str(row[1]), str(row[2])
 
 
-async def set_player_status(
-    conn: Conn, tenant_id: str, player_id: str, status: str
-) -> str | None:
+async def set_player_status(conn: Conn, tenant_id: str, player_id: str, status: str) -> str | None:
     """Set the status (creating the player if unknown); return the previous status or None."""
     cur = await conn.execute(
         "WITH old AS (SELECT status FROM players WHERE tenant_id = %(t)s AND player_id = %(p)s"
@@ -339,9 +363,21 @@ _TX_COLUMNS = (
 def _tx(row: tuple[Any, ...]) -> TransactionRow:
     postings = [(str(k), str(b), str(c), int(m)) for k, b, c, m in row[14]]
     return TransactionRow(
-        row[0], int(row[1]), str(row[2]), str(row[3]), str(row[4]), str(row[5]), int(row[6]),
-        row[7], str(row[8]), str(row[9]), str(row[10]), row[11],
-        {str(k): str(v) for k, v in dict(row[12]).items()}, row[13], postings,
+        row[0],
+        int(row[1]),
+        str(row[2]),
+        str(row[3]),
+        str(row[4]),
+        str(row[5]),
+        int(row[6]),
+        row[7],
+        str(row[8]),
+        str(row[9]),
+        str(row[10]),
+        row[11],
+        {str(k): str(v) for k, v in dict(row[12]).items()},
+        row[13],
+        postings,
     )
 
 

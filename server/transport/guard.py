@@ -32,9 +32,7 @@ def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
     idempotency key), anything else to a bare INTERNAL (logged here, never sent)."""
 
     @functools.wraps(handler)
-    async def wrapper(
-        self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Resp:
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
         try:
             return await handler(self, request, context)
         except grpc.aio.AbortError:
@@ -43,10 +41,14 @@ def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
             await _abort(context, err)
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             log.warning("database unavailable in %s: %s", handler.__name__, exc)
-            await _abort(context, DomainError(
-                ErrorCode.UNAVAILABLE, "DATABASE_UNAVAILABLE",
-                "the ledger database is unavailable; retry with the same idempotency key",
-            ))
+            await _abort(
+                context,
+                DomainError(
+                    ErrorCode.UNAVAILABLE,
+                    "DATABASE_UNAVAILABLE",
+                    "the ledger database is unavailable; retry with the same idempotency key",
+                ),
+            )
         except Exception:
             log.exception("internal error in %s", handler.__name__)
             status = rpc_status.to_status(internal_status())

@@ -36,7 +36,8 @@ def to_status_proto(err: DomainError) -> status_pb2.Status:
 
 def encode_error(err: DomainError) -> bytes:
     """The serialized Status stored as a business error's exact response."""
-    return to_status_proto(err).SerializeToString(deterministic=True)
+    payload: bytes = to_status_proto(err).SerializeToString(deterministic=True)
+    return payload
 
 
 async def abort_with(context: grpc.aio.ServicerContext[object, object], payload: bytes) -> None:
@@ -49,8 +50,11 @@ async def abort_with(context: grpc.aio.ServicerContext[object, object], payload:
 def internal_status() -> status_pb2.Status:
     """A generic INTERNAL status that leaks no traceback."""
     return to_status_proto(
-        DomainError(ErrorCode.INTERNAL, "INTERNAL", "internal error; safe to retry with the "
-                    "same idempotency key")
+        DomainError(
+            ErrorCode.INTERNAL,
+            "INTERNAL",
+            "internal error; safe to retry with the same idempotency key",
+        )
     )
 
 

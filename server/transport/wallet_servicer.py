@@ -129,8 +129,9 @@ def _parse_page_token(token: str, filters: bytes) -> int | None:
     except (ValueError, UnicodeDecodeError) as exc:
         raise invalid("page_token", "INVALID_PAGE_TOKEN", "page_token is malformed") from exc
     if digest != hashlib.sha256(filters).hexdigest()[:16]:
-        raise invalid("page_token", "INVALID_PAGE_TOKEN",
-                      "page_token was issued for a different request")
+        raise invalid(
+            "page_token", "INVALID_PAGE_TOKEN", "page_token was issued for a different request"
+        )
     return seq
 
 
@@ -145,7 +146,9 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             await abort_with(context, payload)
 
     @guarded
-    async def GetBalance(self, request: pb.GetBalanceRequest, context: Ctx) -> pb.GetBalanceResponse:
+    async def GetBalance(
+        self, request: pb.GetBalanceRequest, context: Ctx
+    ) -> pb.GetBalanceResponse:
         """Balances per currency. NOT_FOUND PLAYER_NOT_FOUND."""
         tenant = check_id(request.tenant_id, "tenant_id")
         player = check_id(request.player_id, "player_id")
@@ -175,13 +178,17 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
 
         def ok(r: model.AuthorizeResult) -> bytes:
             return pb.AuthorizeBetResponse(
-                transaction_id=str(r.transaction_id), hold_id=str(r.hold_id),
-                expire_time=_ts(r.expire_time), balance=balance_out(r.balance),
+                transaction_id=str(r.transaction_id),
+                hold_id=str(r.hold_id),
+                expire_time=_ts(r.expire_time),
+                balance=balance_out(r.balance),
             ).SerializeToString(deterministic=True)
 
         reply = await self.wallet.execute(
             _key("AuthorizeBet", request, caller),
-            lambda conn: self.wallet.authorize_bet(conn, cmd), ok, encode_error,
+            lambda conn: self.wallet.authorize_bet(conn, cmd),
+            ok,
+            encode_error,
             currency=cmd.amount.currency,
         )
         await self._reply(context, reply.code, reply.payload)
@@ -193,11 +200,13 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         caller = _caller(request)
         capture = (
             check_amount(money_in(request.capture), "capture", allow_zero=True)
-            if request.HasField("capture") else None
+            if request.HasField("capture")
+            else None
         )
         win = (
             check_amount(money_in(request.win), "win", allow_zero=True)
-            if request.HasField("win") else None
+            if request.HasField("win")
+            else None
         )
         cmd = model.SettleBet(
             caller,
@@ -207,7 +216,8 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                 check_id(request.game_id, "game_id", required=False),
                 check_metadata(dict(request.metadata)),
             ),
-            capture, win,
+            capture,
+            win,
         )
 
         def ok(r: model.SettleResult) -> bytes:
@@ -221,8 +231,10 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
 
         reply = await self.wallet.execute(
             _key("SettleBet", request, caller),
-            lambda conn: self.wallet.settle_bet(conn, cmd), ok, encode_error,
-            currency=(capture or win).currency if (capture or win) else None,
+            lambda conn: self.wallet.settle_bet(conn, cmd),
+            ok,
+            encode_error,
+            currency=capture.currency if capture else (win.currency if win else None),
         )
         await self._reply(context, reply.code, reply.payload)
         return pb.SettleBetResponse.FromString(reply.payload)
@@ -251,7 +263,9 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
 
         reply = await self.wallet.execute(
             _key("CancelBet", request, caller),
-            lambda conn: self.wallet.cancel_bet(conn, cmd), ok, encode_error,
+            lambda conn: self.wallet.cancel_bet(conn, cmd),
+            ok,
+            encode_error,
         )
         await self._reply(context, reply.code, reply.payload)
         return pb.CancelBetResponse.FromString(reply.payload)
@@ -280,7 +294,9 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
 
         reply = await self.wallet.execute(
             _key("Credit", request, cmd.caller),
-            lambda conn: self.wallet.credit(conn, cmd), ok, encode_error,
+            lambda conn: self.wallet.credit(conn, cmd),
+            ok,
+            encode_error,
             currency=cmd.amount.currency,
         )
         await self._reply(context, reply.code, reply.payload)
@@ -298,7 +314,9 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
 
         reply = await self.wallet.execute(
             _key("Debit", request, cmd.caller),
-            lambda conn: self.wallet.debit(conn, cmd), ok, encode_error,
+            lambda conn: self.wallet.debit(conn, cmd),
+            ok,
+            encode_error,
             currency=cmd.amount.currency,
         )
         await self._reply(context, reply.code, reply.payload)
@@ -319,11 +337,15 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             try:
                 target_id = uuid.UUID(request.target_transaction_id)
             except ValueError as exc:
-                raise invalid("target_transaction_id", "INVALID_ID",
-                              "target_transaction_id must be a UUID") from exc
+                raise invalid(
+                    "target_transaction_id", "INVALID_ID", "target_transaction_id must be a UUID"
+                ) from exc
         else:
-            raise invalid("target", "MISSING_FIELD",
-                          "one of target_idempotency_key or target_transaction_id is required")
+            raise invalid(
+                "target",
+                "MISSING_FIELD",
+                "one of target_idempotency_key or target_transaction_id is required",
+            )
         cmd = model.Rollback(caller, target_key, target_id, check_metadata(dict(request.metadata)))
 
         def ok(r: model.RollbackResult) -> bytes:
@@ -339,7 +361,9 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
 
         reply = await self.wallet.execute(
             _key("RollbackTransaction", request, caller),
-            lambda conn: self.wallet.rollback(conn, cmd), ok, encode_error,
+            lambda conn: self.wallet.rollback(conn, cmd),
+            ok,
+            encode_error,
         )
         await self._reply(context, reply.code, reply.payload)
         return pb.RollbackTransactionResponse.FromString(reply.payload)
@@ -352,8 +376,9 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         caller = _caller(request)
         status = _STATUS_FROM_PB.get(request.status)
         if status is None:
-            raise invalid("status", "INVALID_STATUS", "status must be ACTIVE, BLOCKED or "
-                          "SELF_EXCLUDED")
+            raise invalid(
+                "status", "INVALID_STATUS", "status must be ACTIVE, BLOCKED or SELF_EXCLUDED"
+            )
         check_text(request.reason, "reason")
 
         def ok(r: model.StatusResult) -> bytes:
@@ -364,7 +389,9 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
 
         reply = await self.wallet.execute(
             _key("SetPlayerStatus", request, caller),
-            lambda conn: self.wallet.set_player_status(conn, caller, status), ok, encode_error,
+            lambda conn: self.wallet.set_player_status(conn, caller, status),
+            ok,
+            encode_error,
         )
         await self._reply(context, reply.code, reply.payload)
         return pb.SetPlayerStatusResponse.FromString(reply.payload)

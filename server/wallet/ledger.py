@@ -17,7 +17,7 @@ from typing import TypeVar
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode, invalid
-from server.idempotency import RequestKey, RetryTransaction, StoredReply, run_idempotent
+from server.idempotency import RequestKey, RetryTransactionError, StoredReply, run_idempotent
 from server.money import INT64_MAX, Money
 from server.store import idempotency_sql, wallet_sql
 from server.store.wallet_sql import AccountRow, Conn, HoldRow, Leg, TransactionRow
@@ -25,9 +25,9 @@ from server.wallet.model import (
     AuthorizeBet,
     AuthorizeResult,
     BalanceView,
+    Caller,
     CancelBet,
     CancelResult,
-    Caller,
     PlayerStatus,
     Rollback,
     RollbackOutcome,
@@ -139,21 +139,43 @@ class Wallet:
             if existing.state == "tombstone":
                 raise _precondition("BET_CANCELLED", "a cancel for this bet arrived first")
             raise DomainError(
-                ErrorCode.ALREADY_EXISTS, "BET_ALREADY_EXISTS",
+                ErrorCode.ALREADY_EXISTS,
+                "BET_ALREADY_EXISTS",
                 "this bet_id already has a hold (under another idempotency key)",
             )
         _check_funds(account, amount)
-        tx = await self._journal(conn, c, "authorize", cmd.amount, cmd.ref.bet_id,
-                                 cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata)
-        await wallet_sql.insert_postings(conn, tx, cmd.amount.currency, [
-            Leg(account.account_id, AVAILABLE, -amount),
-            Leg(account.account_id, HELD, amount),
-        ])
+        tx = await self._journal(
+            conn,
+            c,
+            "authorize",
+            cmd.amount,
+            cmd.ref.bet_id,
+            cmd.ref.round_id,
+            cmd.ref.game_id,
+            cmd.ref.metadata,
+        )
+        await wallet_sql.insert_postings(
+            conn,
+            tx,
+            cmd.amount.currency,
+            [
+                Leg(account.account_id, AVAILABLE, -amount),
+                Leg(account.account_id, HELD, amount),
+            ],
+        )
         hold = await wallet_sql.insert_hold(
-            conn, tenant_id=c.tenant_id, player_id=c.player_id, bet_id=cmd.ref.bet_id,
-            round_id=cmd.ref.round_id, game_id=cmd.ref.game_id, account_id=account.account_id,
-            currency=cmd.amount.currency, amount=amount, state="open",
-            ttl_seconds=cmd.ttl_seconds, transaction_id=tx,
+            conn,
+            tenant_id=c.tenant_id,
+            player_id=c.player_id,
+            bet_id=cmd.ref.bet_id,
+            round_id=cmd.ref.round_id,
+            game_id=cmd.ref.game_id,
+            account_id=account.account_id,
+            currency=cmd.amount.currency,
+            amount=amount,
+            state="open",
+            ttl_seconds=cmd.ttl_seconds,
+            transaction_id=tx,
         )
         hold_id, expires_at = hold
         assert expires_at is not None
@@ -182,31 +204,51 @@ class Wallet:
             raise _precondition("HOLD_EXPIRED", "the hold expired and is being voided")
         for name, money in (("capture", cmd.capture), ("win", cmd.win)):
             if money is not None and money.currency != hold.currency:
-                raise invalid(f"{name}.currency", "CURRENCY_MISMATCH",
-                              f"{name}.currency must be the hold's currency {hold.currency}")
+                raise invalid(
+                    f"{name}.currency",
+                    "CURRENCY_MISMATCH",
+                    f"{name}.currency must be the hold's currency {hold.currency}",
+                )
         captured = hold.amount if cmd.capture is None else cmd.capture.minor_units
         if captured > hold.amount:
-            raise invalid("capture.minor_units", "CAPTURE_EXCEEDS_HOLD",
-                          f"capture exceeds the hold of {hold.amount} minor units")
+            raise invalid(
+                "capture.minor_units",
+                "CAPTURE_EXCEEDS_HOLD",
+                f"capture exceeds the hold of {hold.amount} minor units",
+            )
         win = 0 if cmd.win is None else cmd.win.minor_units
         released = hold.amount - captured
         assert hold.account_id is not None
         account = await wallet_sql.lock_account_by_id(conn, hold.account_id)
         _check_no_overflow(account.available, released + win, "win.minor_units")
         money = Money(captured, hold.currency)
-        tx = await self._journal(conn, c, "settle", money, cmd.ref.bet_id,
-                                 cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata)
+        tx = await self._journal(
+            conn,
+            c,
+            "settle",
+            money,
+            cmd.ref.bet_id,
+            cmd.ref.round_id,
+            cmd.ref.game_id,
+            cmd.ref.metadata,
+        )
         house = await self._house(conn, c.tenant_id, HOUSE_GAME, hold.currency)
-        await wallet_sql.insert_postings(conn, tx, hold.currency, [
-            Leg(account.account_id, HELD, -hold.amount),
-            Leg(account.account_id, AVAILABLE, released),
-            Leg(house, AVAILABLE, captured),
-            Leg(house, AVAILABLE, -win),
-            Leg(account.account_id, AVAILABLE, win),
-        ])
+        await wallet_sql.insert_postings(
+            conn,
+            tx,
+            hold.currency,
+            [
+                Leg(account.account_id, HELD, -hold.amount),
+                Leg(account.account_id, AVAILABLE, released),
+                Leg(house, AVAILABLE, captured),
+                Leg(house, AVAILABLE, -win),
+                Leg(account.account_id, AVAILABLE, win),
+            ],
+        )
         await wallet_sql.close_hold(conn, hold.hold_id, "settled", tx)
-        view = BalanceView(hold.currency, account.available + released + win,
-                           account.held - hold.amount)
+        view = BalanceView(
+            hold.currency, account.available + released + win, account.held - hold.amount
+        )
         return SettleResult(tx, hold.currency, captured, released, win, view)
 
     async def cancel_bet(self, conn: Conn, cmd: CancelBet) -> CancelResult:
@@ -219,26 +261,57 @@ class Wallet:
         hold = await wallet_sql.find_hold(conn, c.tenant_id, cmd.ref.bet_id, lock=True)
         meta = {**cmd.ref.metadata, **({"reason": cmd.reason} if cmd.reason else {})}
         if hold is None:
-            tx = await self._journal(conn, c, "cancel", Money(0, ""), cmd.ref.bet_id,
-                                     cmd.ref.round_id, cmd.ref.game_id, meta)
+            tx = await self._journal(
+                conn,
+                c,
+                "cancel",
+                Money(0, ""),
+                cmd.ref.bet_id,
+                cmd.ref.round_id,
+                cmd.ref.game_id,
+                meta,
+            )
             await wallet_sql.insert_hold(
-                conn, tenant_id=c.tenant_id, player_id=c.player_id, bet_id=cmd.ref.bet_id,
-                round_id=cmd.ref.round_id, game_id=cmd.ref.game_id, account_id=None,
-                currency="", amount=0, state="tombstone", ttl_seconds=None, transaction_id=tx,
+                conn,
+                tenant_id=c.tenant_id,
+                player_id=c.player_id,
+                bet_id=cmd.ref.bet_id,
+                round_id=cmd.ref.round_id,
+                game_id=cmd.ref.game_id,
+                account_id=None,
+                currency="",
+                amount=0,
+                state="tombstone",
+                ttl_seconds=None,
+                transaction_id=tx,
             )
             return CancelResult(tx, "", 0, None)
         hold = await self._open_hold(conn, c, cmd.ref.bet_id)
         assert hold.account_id is not None
         account = await wallet_sql.lock_account_by_id(conn, hold.account_id)
-        tx = await self._journal(conn, c, "cancel", Money(hold.amount, hold.currency),
-                                 cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, meta)
-        await wallet_sql.insert_postings(conn, tx, hold.currency, [
-            Leg(account.account_id, HELD, -hold.amount),
-            Leg(account.account_id, AVAILABLE, hold.amount),
-        ])
+        tx = await self._journal(
+            conn,
+            c,
+            "cancel",
+            Money(hold.amount, hold.currency),
+            cmd.ref.bet_id,
+            cmd.ref.round_id,
+            cmd.ref.game_id,
+            meta,
+        )
+        await wallet_sql.insert_postings(
+            conn,
+            tx,
+            hold.currency,
+            [
+                Leg(account.account_id, HELD, -hold.amount),
+                Leg(account.account_id, AVAILABLE, hold.amount),
+            ],
+        )
         await wallet_sql.close_hold(conn, hold.hold_id, "cancelled", tx)
-        view = BalanceView(hold.currency, account.available + hold.amount,
-                           account.held - hold.amount)
+        view = BalanceView(
+            hold.currency, account.available + hold.amount, account.held - hold.amount
+        )
         return CancelResult(tx, hold.currency, hold.amount, view)
 
     async def expire_holds(self, limit: int = 100) -> int:
@@ -253,14 +326,26 @@ class Wallet:
                 account = await wallet_sql.lock_account_by_id(conn, hold.account_id)
                 bet_id, round_id, game_id = await wallet_sql.hold_ids(conn, hold.hold_id)
                 tx = await wallet_sql.insert_transaction(
-                    conn, tenant_id=tenant_id, player_id=hold.player_id, kind="expire",
-                    currency=hold.currency, amount=hold.amount, idempotency_key=None,
-                    round_id=round_id, bet_id=bet_id, game_id=game_id,
+                    conn,
+                    tenant_id=tenant_id,
+                    player_id=hold.player_id,
+                    kind="expire",
+                    currency=hold.currency,
+                    amount=hold.amount,
+                    idempotency_key=None,
+                    round_id=round_id,
+                    bet_id=bet_id,
+                    game_id=game_id,
                 )
-                await wallet_sql.insert_postings(conn, tx, hold.currency, [
-                    Leg(account.account_id, HELD, -hold.amount),
-                    Leg(account.account_id, AVAILABLE, hold.amount),
-                ])
+                await wallet_sql.insert_postings(
+                    conn,
+                    tx,
+                    hold.currency,
+                    [
+                        Leg(account.account_id, HELD, -hold.amount),
+                        Leg(account.account_id, AVAILABLE, hold.amount),
+                    ],
+                )
                 await wallet_sql.close_hold(conn, hold.hold_id, "expired", tx)
             return len(expired)
 
@@ -276,13 +361,26 @@ class Wallet:
         await wallet_sql.open_account(conn, c.tenant_id, c.player_id, cmd.amount.currency)
         account = await self._lock_account(conn, c, cmd.amount.currency)
         _check_no_overflow(account.available, amount, "amount.minor_units")
-        tx = await self._journal(conn, c, "credit", cmd.amount, cmd.ref.bet_id,
-                                 cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata)
+        tx = await self._journal(
+            conn,
+            c,
+            "credit",
+            cmd.amount,
+            cmd.ref.bet_id,
+            cmd.ref.round_id,
+            cmd.ref.game_id,
+            cmd.ref.metadata,
+        )
         cashier = await self._house(conn, c.tenant_id, HOUSE_CASHIER, cmd.amount.currency)
-        await wallet_sql.insert_postings(conn, tx, cmd.amount.currency, [
-            Leg(cashier, AVAILABLE, -amount),
-            Leg(account.account_id, AVAILABLE, amount),
-        ])
+        await wallet_sql.insert_postings(
+            conn,
+            tx,
+            cmd.amount.currency,
+            [
+                Leg(cashier, AVAILABLE, -amount),
+                Leg(account.account_id, AVAILABLE, amount),
+            ],
+        )
         view = BalanceView(cmd.amount.currency, account.available + amount, account.held)
         return TransferResult(tx, view)
 
@@ -296,13 +394,26 @@ class Wallet:
         account = await self._lock_account(conn, c, cmd.amount.currency)
         _check_may_bet(account)
         _check_funds(account, amount)
-        tx = await self._journal(conn, c, "debit", cmd.amount, cmd.ref.bet_id,
-                                 cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata)
+        tx = await self._journal(
+            conn,
+            c,
+            "debit",
+            cmd.amount,
+            cmd.ref.bet_id,
+            cmd.ref.round_id,
+            cmd.ref.game_id,
+            cmd.ref.metadata,
+        )
         cashier = await self._house(conn, c.tenant_id, HOUSE_CASHIER, cmd.amount.currency)
-        await wallet_sql.insert_postings(conn, tx, cmd.amount.currency, [
-            Leg(account.account_id, AVAILABLE, -amount),
-            Leg(cashier, AVAILABLE, amount),
-        ])
+        await wallet_sql.insert_postings(
+            conn,
+            tx,
+            cmd.amount.currency,
+            [
+                Leg(account.account_id, AVAILABLE, -amount),
+                Leg(cashier, AVAILABLE, amount),
+            ],
+        )
         view = BalanceView(cmd.amount.currency, account.available - amount, account.held)
         return TransferResult(tx, view)
 
@@ -322,17 +433,20 @@ class Wallet:
             record = await idempotency_sql.fetch(conn, c.tenant_id, cmd.target_key, lock=True)
             if record is None:
                 if not await idempotency_sql.tombstone(conn, c.tenant_id, cmd.target_key):
-                    raise RetryTransaction("the target key was claimed concurrently")
+                    raise RetryTransactionError("the target key was claimed concurrently")
                 tx = await self._journal(conn, c, "rollback", Money(0, ""), "", "", "", meta)
                 return RollbackResult(tx, RollbackOutcome.TOMBSTONED, None, "", 0, None)
             if record.state == "tombstone":
-                raise _precondition("TRANSACTION_ALREADY_ROLLED_BACK",
-                                    "a rollback for this key was already recorded")
+                raise _precondition(
+                    "TRANSACTION_ALREADY_ROLLED_BACK",
+                    "a rollback for this key was already recorded",
+                )
             target = await wallet_sql.transaction_by_key(conn, c.tenant_id, cmd.target_key)
             if target is None:
                 if record.method not in ("Debit", "Credit"):
-                    raise _precondition("TRANSACTION_NOT_REVERSIBLE",
-                                        "only a Debit or Credit can be rolled back")
+                    raise _precondition(
+                        "TRANSACTION_NOT_REVERSIBLE", "only a Debit or Credit can be rolled back"
+                    )
                 tx = await self._journal(conn, c, "rollback", Money(0, ""), "", "", "", meta)
                 return RollbackResult(tx, RollbackOutcome.NOTHING_TO_REVERSE, None, "", 0, None)
         else:
@@ -341,28 +455,45 @@ class Wallet:
         if target is None or target.player_id != c.player_id:
             raise _not_found("TRANSACTION_NOT_FOUND", "no such transaction for this player")
         if target.kind not in ("debit", "credit"):
-            raise _precondition("TRANSACTION_NOT_REVERSIBLE",
-                                "only a Debit or Credit can be rolled back; use CancelBet")
+            raise _precondition(
+                "TRANSACTION_NOT_REVERSIBLE",
+                "only a Debit or Credit can be rolled back; use CancelBet",
+            )
         if await wallet_sql.rollback_of(conn, target.transaction_id) is not None:
-            raise _precondition("TRANSACTION_ALREADY_ROLLED_BACK",
-                                "this transaction was already rolled back")
+            raise _precondition(
+                "TRANSACTION_ALREADY_ROLLED_BACK", "this transaction was already rolled back"
+            )
         account = await self._lock_account(conn, c, target.currency)
         delta = target.amount if target.kind == "debit" else -target.amount
         if delta < 0:
             _check_funds(account, -delta)
         else:
             _check_no_overflow(account.available, delta, "target")
-        tx = await self._journal(conn, c, "rollback", Money(target.amount, target.currency),
-                                 target.bet_id, target.round_id, target.game_id, meta,
-                                 target=target.transaction_id)
+        tx = await self._journal(
+            conn,
+            c,
+            "rollback",
+            Money(target.amount, target.currency),
+            target.bet_id,
+            target.round_id,
+            target.game_id,
+            meta,
+            target=target.transaction_id,
+        )
         cashier = await self._house(conn, c.tenant_id, HOUSE_CASHIER, target.currency)
-        await wallet_sql.insert_postings(conn, tx, target.currency, [
-            Leg(account.account_id, AVAILABLE, delta),
-            Leg(cashier, AVAILABLE, -delta),
-        ])
+        await wallet_sql.insert_postings(
+            conn,
+            tx,
+            target.currency,
+            [
+                Leg(account.account_id, AVAILABLE, delta),
+                Leg(cashier, AVAILABLE, -delta),
+            ],
+        )
         view = BalanceView(target.currency, account.available + delta, account.held)
-        return RollbackResult(tx, RollbackOutcome.REVERSED, target.transaction_id,
-                              target.currency, delta, view)
+        return RollbackResult(
+            tx, RollbackOutcome.REVERSED, target.transaction_id, target.currency, delta, view
+        )
 
     async def set_player_status(
         self, conn: Conn, caller: Caller, status: PlayerStatus
@@ -374,14 +505,30 @@ class Wallet:
         return StatusResult(None if previous is None else PlayerStatus(previous), status)
 
     async def _journal(
-        self, conn: Conn, c: Caller, kind: str, money: Money, bet_id: str, round_id: str,
-        game_id: str, metadata: dict[str, str], target: uuid.UUID | None = None,
+        self,
+        conn: Conn,
+        c: Caller,
+        kind: str,
+        money: Money,
+        bet_id: str,
+        round_id: str,
+        game_id: str,
+        metadata: dict[str, str],
+        target: uuid.UUID | None = None,
     ) -> uuid.UUID:
         return await wallet_sql.insert_transaction(
-            conn, tenant_id=c.tenant_id, player_id=c.player_id, kind=kind,
-            currency=money.currency, amount=money.minor_units,
-            idempotency_key=c.idempotency_key, round_id=round_id, bet_id=bet_id,
-            game_id=game_id, target_transaction_id=target, metadata=metadata,
+            conn,
+            tenant_id=c.tenant_id,
+            player_id=c.player_id,
+            kind=kind,
+            currency=money.currency,
+            amount=money.minor_units,
+            idempotency_key=c.idempotency_key,
+            round_id=round_id,
+            bet_id=bet_id,
+            game_id=game_id,
+            target_transaction_id=target,
+            metadata=metadata,
         )
 
     # -- reads -------------------------------------------------------------------------------
@@ -406,7 +553,11 @@ class Wallet:
         return row
 
     async def transactions(
-        self, tenant_id: str, player_id: str, currency: str | None, before_seq: int | None,
+        self,
+        tenant_id: str,
+        player_id: str,
+        currency: str | None,
+        before_seq: int | None,
         limit: int,
     ) -> list[TransactionRow]:
         """A page of the player's transactions, newest first."""

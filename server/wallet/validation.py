@@ -31,7 +31,8 @@ def check_id(value: str, field: str, *, required: bool = True) -> str:
         return value
     if len(value) > MAX_ID or not _ID.match(value):
         raise invalid(
-            field, "INVALID_ID",
+            field,
+            "INVALID_ID",
             f"{field} must be 1 to {MAX_ID} printable ASCII characters without spaces",
         )
     return value
@@ -44,7 +45,8 @@ def check_metadata(metadata: dict[str, str], field: str = "metadata") -> dict[st
     for k, v in metadata.items():
         if not k or len(k) > MAX_METADATA_KEY or len(v) > MAX_METADATA_VALUE:
             raise invalid(
-                field, "METADATA_TOO_LARGE",
+                field,
+                "METADATA_TOO_LARGE",
                 f"{field} keys must be 1..64 characters and values at most 1024",
             )
         if "\x00" in k or "\x00" in v:
@@ -65,7 +67,8 @@ def check_hold_ttl(seconds: int, nanos: int) -> int:
         return DEFAULT_HOLD_TTL_SECONDS
     if seconds < 1 or seconds > MAX_HOLD_TTL_SECONDS or nanos < 0:
         raise invalid(
-            "hold_ttl", "INVALID_HOLD_TTL",
+            "hold_ttl",
+            "INVALID_HOLD_TTL",
             f"hold_ttl must be between 1 second and {MAX_HOLD_TTL_SECONDS} seconds",
         )
     return seconds
