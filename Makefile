@@ -26,7 +26,7 @@ run: $(VENV)/.installed
 
 ## test: the whole test suite against real PostgreSQL and real gRPC
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -p no:cacheprovider
 
 ## generate: regenerate Python code and type stubs from protos/ into generated/
 generate: $(VENV)/.installed

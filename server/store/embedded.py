@@ -11,6 +11,7 @@ user (as on CI).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -94,13 +95,9 @@ class EmbeddedPostgres:
 
     def _cmd(self, *args: str) -> list[str]:
         assert self.bindir is not None
-        cmd = [str(self.bindir / args[0]), *args[1:]]
-        if self._run_as:
-            runuser = shutil.which("runuser") or shutil.which("su")
-            if runuser is None:
-                raise EmbeddedPostgresError("running as root needs runuser to drop to postgres")
-            return [runuser, "-u", self._run_as, "--", *cmd]
-        return cmd
+        if self._run_as and shutil.which("runuser") is None:
+            raise EmbeddedPostgresError("running as root needs runuser to drop to postgres")
+        return self._cmd_raw(str(self.bindir / args[0]), *args[1:])
 
     def _chown(self, path: Path) -> None:
         if self._run_as:
@@ -112,9 +109,16 @@ class EmbeddedPostgres:
 
         Raises EmbeddedPostgresError when initdb or pg_ctl fail.
         """
-        pgdata = self.data_dir / "pgdata"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.data_dir)
+        if self._run_as and not self._reachable_by_run_as():
+            # e.g. a checkout under /root (mode 700): the postgres user cannot reach it, so the
+            # cluster lives in a private directory under /tmp named after the requested one.
+            digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
+            self.data_dir = Path(tempfile.gettempdir()) / f"croupier-pg-{digest}"
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._chown(self.data_dir)
+        pgdata = self.data_dir / "pgdata"
         if not (pgdata / "PG_VERSION").exists():
             self._run(
                 "initdb",
@@ -148,6 +152,16 @@ class EmbeddedPostgres:
             "start",
         )
         return self.url
+
+    def _reachable_by_run_as(self) -> bool:
+        probe = self._cmd_raw("test", "-w", str(self.data_dir))
+        return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+
+    def _cmd_raw(self, *cmd: str) -> list[str]:
+        runuser = shutil.which("runuser")
+        if self._run_as and runuser:
+            return [runuser, "-u", self._run_as, "--", *cmd]
+        return list(cmd)
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the cluster (`mode`: smart, fast or immediate) and remove its socket dir."""
