@@ -62,20 +62,51 @@ async def test_grpcurl_moves_money_through_reflection(app: App, tenant: str) -> 
         described = _grpcurl(port, "describe", "croupier.wallet.v1.WalletService")
         assert "rpc AuthorizeBet" in described
         assert "minor_units" in _grpcurl(port, "describe", "croupier.common.v1.Money")
-        _grpcurl(port, "croupier.wallet.v1.WalletService/Credit", data={
-            "tenant_id": tenant, "player_id": "alice", "idempotency_key": "dep-1",
-            "amount": {"minor_units": "10000", "currency": "EUR"}})
-        _grpcurl(port, "croupier.wallet.v1.WalletService/AuthorizeBet", data={
-            "tenant_id": tenant, "player_id": "alice", "idempotency_key": "bet-1",
-            "bet_id": "bet-1", "round_id": "round-1", "game_id": "starburst",
-            "amount": {"minor_units": "250", "currency": "EUR"}})
-        settled = json.loads(_grpcurl(port, "croupier.wallet.v1.WalletService/SettleBet", data={
-            "tenant_id": tenant, "player_id": "alice", "idempotency_key": "settle-1",
-            "bet_id": "bet-1", "round_id": "round-1",
-            "win": {"minor_units": "1000", "currency": "EUR"}}))
+        _grpcurl(
+            port,
+            "croupier.wallet.v1.WalletService/Credit",
+            data={
+                "tenant_id": tenant,
+                "player_id": "alice",
+                "idempotency_key": "dep-1",
+                "amount": {"minor_units": "10000", "currency": "EUR"},
+            },
+        )
+        _grpcurl(
+            port,
+            "croupier.wallet.v1.WalletService/AuthorizeBet",
+            data={
+                "tenant_id": tenant,
+                "player_id": "alice",
+                "idempotency_key": "bet-1",
+                "bet_id": "bet-1",
+                "round_id": "round-1",
+                "game_id": "starburst",
+                "amount": {"minor_units": "250", "currency": "EUR"},
+            },
+        )
+        settled = json.loads(
+            _grpcurl(
+                port,
+                "croupier.wallet.v1.WalletService/SettleBet",
+                data={
+                    "tenant_id": tenant,
+                    "player_id": "alice",
+                    "idempotency_key": "settle-1",
+                    "bet_id": "bet-1",
+                    "round_id": "round-1",
+                    "win": {"minor_units": "1000", "currency": "EUR"},
+                },
+            )
+        )
         assert settled["balance"]["available"]["minor_units"] == "10750"
-        bal = json.loads(_grpcurl(port, "croupier.wallet.v1.WalletService/GetBalance", data={
-            "tenant_id": tenant, "player_id": "alice"}))
+        bal = json.loads(
+            _grpcurl(
+                port,
+                "croupier.wallet.v1.WalletService/GetBalance",
+                data={"tenant_id": tenant, "player_id": "alice"},
+            )
+        )
         assert bal["balances"][0]["available"] == {"minor_units": "10750", "currency": "EUR"}
         health = json.loads(_grpcurl(port, "grpc.health.v1.Health/Check"))
         assert health["status"] == "SERVING"
@@ -111,10 +142,18 @@ async def test_server_process_embedded_default_and_sigterm(tmp_path: Path) -> No
     port = _free_port()
     data_dir = ROOT / ".data" / f"proc-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if k != "CROUPIER_DATABASE_URL"}
-    env.update(CROUPIER_GRPC_ADDR=f"127.0.0.1:{port}", CROUPIER_DATA_DIR=str(data_dir),
-               CROUPIER_GRACE_SECONDS="2")
-    proc = subprocess.Popen([str(BIN / "croupier-server")], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env.update(
+        CROUPIER_GRPC_ADDR=f"127.0.0.1:{port}",
+        CROUPIER_DATA_DIR=str(data_dir),
+        CROUPIER_GRACE_SECONDS="2",
+    )
+    proc = subprocess.Popen(
+        [str(BIN / "croupier-server")],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         await _wait_serving(port, proc)
         proc.send_signal(signal.SIGTERM)
