@@ -130,6 +130,7 @@ async def open_account(conn: Conn, tenant_id: str, player_id: str, currency: str
 
 async def house_account(conn: Conn, tenant_id: str, kind: str, currency: str) -> int:
     """The id of the tenant's house account of `kind` in `currency`, created if missing."""
+    params = {"t": tenant_id, "k": kind, "c": currency}
     cur = await conn.execute(
         "WITH ins AS (INSERT INTO accounts (tenant_id, kind, owner, currency)"
         "             VALUES (%(t)s, %(k)s, '', %(c)s) ON CONFLICT DO NOTHING"
@@ -137,9 +138,18 @@ async def house_account(conn: Conn, tenant_id: str, kind: str, currency: str) ->
         " SELECT account_id FROM ins UNION ALL"
         " SELECT account_id FROM accounts"
         "  WHERE tenant_id = %(t)s AND kind = %(k)s AND owner = '' AND currency = %(c)s",
-        {"t": tenant_id, "k": kind, "c": currency},
+        params,
     )
     row = await cur.fetchone()
+    if row is None:
+        # A concurrent transaction created it after this statement's snapshot was taken: a new
+        # statement sees it (READ COMMITTED).
+        cur = await conn.execute(
+            "SELECT account_id FROM accounts"
+            " WHERE tenant_id = %(t)s AND kind = %(k)s AND owner = '' AND currency = %(c)s",
+            params,
+        )
+        row = await cur.fetchone()
     assert row is not None
     return int(row[0])
 

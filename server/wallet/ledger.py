@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode, invalid
+from server.events.outbox import append_event
+from server.events.outbox import money as event_money
 from server.idempotency import RequestKey, RetryTransactionError, StoredReply, run_idempotent
 from server.money import INT64_MAX, Money
 from server.store import idempotency_sql, wallet_sql
@@ -72,6 +74,43 @@ def _check_no_overflow(current: int, added: int, field: str) -> None:
     """Sums that would overflow int64 are refused, not wrapped."""
     if current + added > INT64_MAX:
         raise invalid(field, "AMOUNT_OVERFLOW", f"{field} would overflow the balance (int64)")
+
+
+async def _emit(
+    conn: Conn,
+    event_type: str,
+    tenant_id: str,
+    player_id: str,
+    tx: uuid.UUID,
+    view: BalanceView | None,
+    currency: str,
+    fields: dict[str, Any],
+) -> None:
+    """Write a wallet event in the transaction that made the change (invariant 8).
+
+    Aggregate: the player's account in `currency`, so one account's events keep commit order.
+    """
+    payload: dict[str, Any] = {
+        "transaction_id": str(tx),
+        "player_id": player_id,
+        **fields,
+    }
+    if view is not None:
+        payload["balance_after"] = {
+            "available": event_money(view.available, view.currency),
+            "held": event_money(view.held, view.currency),
+        }
+    await append_event(
+        conn,
+        event_type,
+        aggregate=f"account:{tenant_id}:{player_id}:{currency}",
+        tenant_id=tenant_id,
+        payload=payload,
+    )
+
+
+def _round(ref_bet: str, ref_round: str, ref_game: str, meta: dict[str, str]) -> dict[str, Any]:
+    return {"bet_id": ref_bet, "round_id": ref_round, "game_id": ref_game, "metadata": meta}
 
 
 class Wallet:
@@ -180,6 +219,21 @@ class Wallet:
         hold_id, expires_at = hold
         assert expires_at is not None
         view = BalanceView(cmd.amount.currency, account.available - amount, account.held + amount)
+        await _emit(
+            conn,
+            "wallet.bet.authorized",
+            c.tenant_id,
+            c.player_id,
+            tx,
+            view,
+            cmd.amount.currency,
+            {
+                "hold_id": str(hold_id),
+                "amount": event_money(amount, cmd.amount.currency),
+                "expire_time": expires_at.isoformat(),
+                **_round(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata),
+            },
+        )
         return AuthorizeResult(tx, hold_id, expires_at, view)
 
     async def _open_hold(self, conn: Conn, caller: Caller, bet_id: str) -> HoldRow:
@@ -249,6 +303,23 @@ class Wallet:
         view = BalanceView(
             hold.currency, account.available + released + win, account.held - hold.amount
         )
+        await _emit(
+            conn,
+            "wallet.bet.settled",
+            c.tenant_id,
+            c.player_id,
+            tx,
+            view,
+            hold.currency,
+            {
+                "hold_id": str(hold.hold_id),
+                "held": event_money(hold.amount, hold.currency),
+                "captured": event_money(captured, hold.currency),
+                "released": event_money(released, hold.currency),
+                "win": event_money(win, hold.currency),
+                **_round(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata),
+            },
+        )
         return SettleResult(tx, hold.currency, captured, released, win, view)
 
     async def cancel_bet(self, conn: Conn, cmd: CancelBet) -> CancelResult:
@@ -312,6 +383,21 @@ class Wallet:
         view = BalanceView(
             hold.currency, account.available + hold.amount, account.held - hold.amount
         )
+        await _emit(
+            conn,
+            "wallet.bet.cancelled",
+            c.tenant_id,
+            c.player_id,
+            tx,
+            view,
+            hold.currency,
+            {
+                "hold_id": str(hold.hold_id),
+                "released": event_money(hold.amount, hold.currency),
+                "reason": cmd.reason,
+                **_round(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata),
+            },
+        )
         return CancelResult(tx, hold.currency, hold.amount, view)
 
     async def expire_holds(self, limit: int = 100) -> int:
@@ -347,6 +433,23 @@ class Wallet:
                     ],
                 )
                 await wallet_sql.close_hold(conn, hold.hold_id, "expired", tx)
+                view = BalanceView(
+                    hold.currency, account.available + hold.amount, account.held - hold.amount
+                )
+                await _emit(
+                    conn,
+                    "wallet.bet.expired",
+                    tenant_id,
+                    hold.player_id,
+                    tx,
+                    view,
+                    hold.currency,
+                    {
+                        "hold_id": str(hold.hold_id),
+                        "released": event_money(hold.amount, hold.currency),
+                        **_round(bet_id, round_id, game_id, {}),
+                    },
+                )
             return len(expired)
 
     # -- transfers ---------------------------------------------------------------------------
@@ -382,6 +485,19 @@ class Wallet:
             ],
         )
         view = BalanceView(cmd.amount.currency, account.available + amount, account.held)
+        await _emit(
+            conn,
+            "wallet.credited",
+            c.tenant_id,
+            c.player_id,
+            tx,
+            view,
+            cmd.amount.currency,
+            {
+                "amount": event_money(amount, cmd.amount.currency),
+                **_round(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata),
+            },
+        )
         return TransferResult(tx, view)
 
     async def debit(self, conn: Conn, cmd: Transfer) -> TransferResult:
@@ -415,6 +531,19 @@ class Wallet:
             ],
         )
         view = BalanceView(cmd.amount.currency, account.available - amount, account.held)
+        await _emit(
+            conn,
+            "wallet.debited",
+            c.tenant_id,
+            c.player_id,
+            tx,
+            view,
+            cmd.amount.currency,
+            {
+                "amount": event_money(amount, cmd.amount.currency),
+                **_round(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata),
+            },
+        )
         return TransferResult(tx, view)
 
     async def rollback(self, conn: Conn, cmd: Rollback) -> RollbackResult:
@@ -491,6 +620,21 @@ class Wallet:
             ],
         )
         view = BalanceView(target.currency, account.available + delta, account.held)
+        await _emit(
+            conn,
+            "wallet.rolled_back",
+            c.tenant_id,
+            c.player_id,
+            tx,
+            view,
+            target.currency,
+            {
+                "target_transaction_id": str(target.transaction_id),
+                "target_kind": target.kind,
+                "reversed": event_money(delta, target.currency),
+                **_round(target.bet_id, target.round_id, target.game_id, meta),
+            },
+        )
         return RollbackResult(
             tx, RollbackOutcome.REVERSED, target.transaction_id, target.currency, delta, view
         )

@@ -1,0 +1,55 @@
+"""Appending events to the transactional outbox (PRODUCT.md invariant 8).
+
+`append_event` must be called with the connection of the transaction that makes the state
+change, so the event commits (or rolls back) with it; nothing is published outside a committed
+transaction. croupier-relay publishes committed events to RabbitMQ at least once, with a stable
+`event_id` receivers de-duplicate on.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from typing import Any
+
+from server.events.catalog import EVENT_TYPES
+from server.events.context import current_trace_id
+from server.store import outbox_sql
+from server.store.outbox_sql import PARTITIONS
+from server.store.wallet_sql import Conn
+
+
+def partition_of(aggregate: str) -> int:
+    """The relay partition (0..15) of an aggregate: stable CRC-32 of its name."""
+    return zlib.crc32(aggregate.encode()) % PARTITIONS
+
+
+def money(minor_units: int, currency: str) -> dict[str, Any]:
+    """Money in an event payload: `{"minor_units": int, "currency": "EUR"}`."""
+    return {"minor_units": minor_units, "currency": currency}
+
+
+async def append_event(
+    conn: Conn,
+    event_type: str,
+    *,
+    aggregate: str,
+    tenant_id: str,
+    payload: dict[str, Any],
+) -> uuid.UUID:
+    """Write one event in the caller's transaction and return its `event_id`.
+
+    `aggregate` names the ordering scope ("account:<tenant>:<player>:<currency>",
+    "pool:<pool_id>"): events of one aggregate are published in commit order.
+    Raises KeyError for an event type missing from server.events.catalog.
+    """
+    return await outbox_sql.insert_event(
+        conn,
+        event_type=event_type,
+        schema_version=EVENT_TYPES[event_type],
+        aggregate=aggregate,
+        partition=partition_of(aggregate),
+        tenant_id=tenant_id,
+        trace_id=current_trace_id.get(),
+        payload=payload,
+    )

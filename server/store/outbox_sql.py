@@ -1,0 +1,106 @@
+"""SQL for the transactional outbox (see migrations/0002_outbox.sql)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from server.store.wallet_sql import Conn
+
+PARTITIONS = 16
+_LOCK_BASE = 0x6F757462 << 8  # "outb" << 8: advisory lock ids for the partitions
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One committed, unpublished event."""
+
+    seq: int
+    event_id: uuid.UUID
+    event_type: str
+    schema_version: str
+    aggregate: str
+    tenant_id: str
+    trace_id: str
+    occurred_at: datetime
+    payload: dict[str, Any]
+
+
+async def insert_event(
+    conn: Conn,
+    *,
+    event_type: str,
+    schema_version: str,
+    aggregate: str,
+    partition: int,
+    tenant_id: str,
+    trace_id: str,
+    payload: dict[str, Any],
+) -> uuid.UUID:
+    """Insert one event in the caller's transaction; return its event_id."""
+    cur = await conn.execute(
+        "INSERT INTO outbox (event_type, schema_version, aggregate, partition, tenant_id,"
+        " trace_id, payload) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING event_id",
+        (
+            event_type,
+            schema_version,
+            aggregate,
+            partition,
+            tenant_id,
+            trace_id,
+            json.dumps(payload, sort_keys=True),
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    event_id = row[0]
+    assert isinstance(event_id, uuid.UUID)
+    return event_id
+
+
+async def try_lock_partition(conn: Conn, partition: int) -> bool:
+    """Take the partition's transaction-level advisory lock if free (inside a transaction)."""
+    cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_BASE + partition,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def pending(conn: Conn, partition: int, limit: int) -> list[OutboxRow]:
+    """Unpublished events of a partition whose transactions precede every running one, in
+    seq order."""
+    cur = await conn.execute(
+        "SELECT seq, event_id, event_type, schema_version, aggregate, tenant_id, trace_id,"
+        " occurred_at, payload FROM outbox"
+        " WHERE partition = %s AND published_at IS NULL"
+        "   AND xid < pg_snapshot_xmin(pg_current_snapshot())"
+        " ORDER BY seq LIMIT %s",
+        (partition, limit),
+    )
+    return [
+        OutboxRow(
+            int(r[0]), r[1], str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]), r[7], dict(r[8])
+        )
+        for r in await cur.fetchall()
+    ]
+
+
+async def mark_published(conn: Conn, seqs: list[int]) -> None:
+    """Record that the broker confirmed these events."""
+    await conn.execute(
+        "UPDATE outbox SET published_at = clock_timestamp() WHERE seq = ANY(%s)", (seqs,)
+    )
+
+
+async def lag(conn: Conn) -> tuple[int, int]:
+    """(unpublished count, age in milliseconds of the oldest unpublished event)."""
+    cur = await conn.execute(
+        "SELECT count(*),"
+        " coalesce((extract(epoch FROM clock_timestamp() - min(occurred_at)) * 1000)::bigint, 0)"
+        "  FROM outbox WHERE published_at IS NULL"
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
