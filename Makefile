@@ -22,7 +22,7 @@ setup: $(VENV)/.installed $(BUF)
 
 ## run: start the gRPC server on 127.0.0.1:50051 (a private PostgreSQL under .data/ unless CROUPIER_DATABASE_URL is set)
 run: $(VENV)/.installed
-	$(VENV)/bin/croupier-server
+	$(VENV)/bin/croupier-server --with relay,edge,webhooks
 
 ## test: the whole test suite against real PostgreSQL and real gRPC
 test: $(VENV)/.installed

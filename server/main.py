@@ -6,8 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import signal
+import subprocess
 import sys
+from pathlib import Path
 
 from server.config import Settings
 from server.store.database import migrate, open_pool
@@ -41,10 +45,53 @@ async def serve(settings: Settings, database_url: str) -> None:
     await app.stop(settings.grace_seconds)
 
 
+COMPANIONS = {
+    "relay": "croupier-relay",
+    "edge": "croupier-edge",
+    "webhooks": "croupier-webhooks",
+}
+
+
+def start_companions(names: list[str], database_url: str) -> list[subprocess.Popen[bytes]]:
+    """Start the companion processes (outbox relay, sportsbook edge, webhook dispatcher) with
+    the server's database; those not installed are skipped with a warning."""
+    procs: list[subprocess.Popen[bytes]] = []
+    env = {**os.environ, "CROUPIER_DATABASE_URL": database_url}
+    bindir = Path(sys.argv[0]).resolve().parent
+    for name in names:
+        exe = COMPANIONS.get(name)
+        if exe is None:
+            raise SystemExit(f"croupier-server: unknown companion {name!r}")
+        path = shutil.which(exe, path=str(bindir)) or shutil.which(exe)
+        if path is None:
+            log.warning("companion %s (%s) is not installed; skipped", name, exe)
+            continue
+        procs.append(subprocess.Popen([path], env=env))
+        log.info("started %s (pid %d)", exe, procs[-1].pid)
+    return procs
+
+
+def stop_companions(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM each companion, wait up to `grace` seconds, then SIGKILL."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point. `--migrate-only` applies migrations and exits."""
+    """Entry point. `--migrate-only` applies migrations and exits; `--with relay,edge,webhooks`
+    also runs those companion processes against the same database (what `make run` does)."""
     parser = argparse.ArgumentParser(prog="croupier-server", description=__doc__)
     parser.add_argument("--migrate-only", action="store_true", help="apply migrations and exit")
+    parser.add_argument(
+        "--with", dest="companions", default="",
+        help="comma-separated companions to run beside the server: relay, edge, webhooks",
+    )
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     logging.basicConfig(
@@ -61,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
             applied = asyncio.run(migrate(url))
             print("applied:", ", ".join(applied) or "nothing (up to date)")
             return 0
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(settings, url))
+        asyncio.run(migrate(url))
+        companions = start_companions([c for c in args.companions.split(",") if c], url)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(serve(settings, url))
+        finally:
+            stop_companions(companions, settings.grace_seconds)
         return 0
     except EmbeddedPostgresError as exc:
         print(f"croupier-server: {exc}", file=sys.stderr)

@@ -34,7 +34,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from server.events.crm import casino_event
 from server.events.crm import dumps as crm_dumps
 from server.store import outbox_sql
-from server.store.outbox_sql import PARTITIONS, OutboxRow
+from server.store.outbox_sql import OutboxRow
 
 log = logging.getLogger("croupier.relay")
 
@@ -136,23 +136,25 @@ class Relay:
         await asyncio.gather(*(self._publish_aggregate(r) for r in by_aggregate.values()))
 
     async def drain(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        """Publish everything publishable now, partition by partition; return the count."""
+        """Publish everything publishable now; return the count.
+
+        Each pass is one transaction: take the free partition locks, read up to a batch of
+        their committed events in seq order, publish, mark, commit.
+        """
         total = 0
-        progress = True
-        while progress:
-            progress = False
-            for partition in range(PARTITIONS):
-                async with conn.transaction():
-                    if not await outbox_sql.try_lock_partition(conn, partition):
-                        continue
-                    rows = await outbox_sql.pending(conn, partition, self.batch_size)
-                    if not rows:
-                        continue
+        while True:
+            async with conn.transaction():
+                partitions = await outbox_sql.lock_free_partitions(conn)
+                if not partitions:
+                    break
+                rows = await outbox_sql.pending(conn, partitions, self.batch_size)
+                if rows:
                     await self._connect_broker()
                     await self._publish(rows)
                     await outbox_sql.mark_published(conn, [r.seq for r in rows])
-                total += len(rows)
-                progress = True
+            total += len(rows)
+            if len(rows) < self.batch_size:
+                break
         self.published += total
         return total
 

@@ -61,23 +61,25 @@ async def insert_event(
     return event_id
 
 
-async def try_lock_partition(conn: Conn, partition: int) -> bool:
-    """Take the partition's transaction-level advisory lock if free (inside a transaction)."""
-    cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_BASE + partition,))
-    row = await cur.fetchone()
-    return bool(row and row[0])
+async def lock_free_partitions(conn: Conn) -> list[int]:
+    """Take every partition lock no other relay holds (transaction-level advisory locks)."""
+    cur = await conn.execute(
+        "SELECT p FROM generate_series(0, %s - 1) AS p WHERE pg_try_advisory_xact_lock(%s + p)",
+        (PARTITIONS, _LOCK_BASE),
+    )
+    return [int(r[0]) for r in await cur.fetchall()]
 
 
-async def pending(conn: Conn, partition: int, limit: int) -> list[OutboxRow]:
-    """Unpublished events of a partition whose transactions precede every running one, in
+async def pending(conn: Conn, partitions: list[int], limit: int) -> list[OutboxRow]:
+    """Unpublished events of the partitions whose transactions precede every running one, in
     seq order."""
     cur = await conn.execute(
         "SELECT seq, event_id, event_type, schema_version, aggregate, tenant_id, trace_id,"
         " occurred_at, payload FROM outbox"
-        " WHERE partition = %s AND published_at IS NULL"
+        " WHERE published_at IS NULL AND partition = ANY(%s)"
         "   AND xid < pg_snapshot_xmin(pg_current_snapshot())"
         " ORDER BY seq LIMIT %s",
-        (partition, limit),
+        (partitions, limit),
     )
     return [
         OutboxRow(
