@@ -11,6 +11,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from server.config import Settings
@@ -43,6 +46,49 @@ async def serve(settings: Settings, database_url: str) -> None:
     await stop.wait()
     log.info("shutting down (grace %.0fs)", settings.grace_seconds)
     await app.stop(settings.grace_seconds)
+
+
+def _worker(settings: Settings, database_url: str) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, database_url))
+
+
+def supervise_workers(n: int, settings: Settings, database_url: str) -> None:
+    """Fork `n` workers before any gRPC object exists (grpc's multiprocessing example); each
+    binds the same address with SO_REUSEPORT and serves independently. A worker that dies is
+    restarted; SIGTERM/SIGINT is forwarded to all and waited for (graceful shutdown)."""
+    ctx = get_context("fork")
+    stopping = False
+
+    def spawn(i: int) -> BaseProcess:
+        proc = ctx.Process(
+            target=_worker, args=(settings, database_url), name=f"croupier-worker-{i}"
+        )
+        proc.start()
+        log.info("worker %d started (pid %s)", i, proc.pid)
+        return proc
+
+    procs = [spawn(i) for i in range(n)]
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping:
+        for i, p in enumerate(procs):
+            if not p.is_alive() and not stopping:
+                log.warning("worker %d (pid %s) exited with %s; restarting", i, p.pid, p.exitcode)
+                procs[i] = spawn(i)
+        time.sleep(0.2)
+    for p in procs:
+        p.join(settings.grace_seconds + 5)
+        if p.is_alive():
+            p.kill()
 
 
 COMPANIONS = {
@@ -89,7 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="croupier-server", description=__doc__)
     parser.add_argument("--migrate-only", action="store_true", help="apply migrations and exit")
     parser.add_argument(
-        "--with", dest="companions", default="",
+        "--workers",
+        type=int,
+        default=int(os.environ.get("CROUPIER_WORKERS", "0")) or None,
+        help="server processes sharing the port with SO_REUSEPORT (default: CPU count)",
+    )
+    parser.add_argument(
+        "--with",
+        dest="companions",
+        default="",
         help="comma-separated companions to run beside the server: relay, edge, webhooks",
     )
     args = parser.parse_args(argv)
@@ -110,9 +164,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         asyncio.run(migrate(url))
         companions = start_companions([c for c in args.companions.split(",") if c], url)
+        workers = args.workers or os.cpu_count() or 1
         try:
-            with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(serve(settings, url))
+            if workers == 1:
+                with contextlib.suppress(KeyboardInterrupt):
+                    asyncio.run(serve(settings, url))
+            else:
+                supervise_workers(workers, settings, url)
         finally:
             stop_companions(companions, settings.grace_seconds)
         return 0
