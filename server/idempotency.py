@@ -7,7 +7,9 @@ gets those bytes back with no new effect; a different fingerprint is `ALREADY_EX
 `IDEMPOTENCY_KEY_REUSED`. Keys are scoped by tenant and kept as long as the ledger.
 
 Operations must raise `DomainError` only before their first write, so a refused request's
-transaction holds nothing but its idempotency record.
+transaction holds nothing but its idempotency record. Operations run in pipeline mode: a
+statement whose result is not read costs no round trip, so they read first (one round trip)
+and then queue their writes, using ids generated here rather than by the database.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ class RetryTransactionError(Exception):
     """Raised inside a transaction to roll it back and run it again (a lost race)."""
 
 
+# Unique violations meaning "this idempotency key was already used" (by a committed request).
+_KEY_USED = (idempotency_sql.PRIMARY_KEY, "transactions_by_idempotency_key")
+
 # A lost race (two requests inserting the same bet_id or rollback target) surfaces as a unique
-# violation; the retry then sees the winner's committed row and answers accordingly.
+# violation other than the idempotency key's; the retry then sees the winner's committed row.
 _RETRYABLE = (
     psycopg.errors.DeadlockDetected,
     psycopg.errors.SerializationFailure,
-    psycopg.errors.UniqueViolation,
     RetryTransactionError,
 )
 
@@ -85,12 +89,24 @@ async def run_idempotent(
 ) -> StoredReply:
     """Run `operation` once per (tenant, idempotency key) and return the stored reply.
 
+    The operation runs in a pipelined transaction: its reads go in one round trip, its writes,
+    the idempotency record and COMMIT in the next. If the key was already used, inserting the
+    record fails with a unique violation (after a concurrent holder of the key commits), the
+    whole transaction rolls back, and the stored outcome is returned instead: the original
+    bytes, or a refusal for a key a rollback tombstoned (seed 001).
+
     Raises DomainError `IDEMPOTENCY_KEY_REUSED` (not stored) for a different request under a
-    used key. Deadlocks and serialization failures are retried (three attempts).
+    used key. Deadlocks, serialization failures and lost insert races are retried (three
+    attempts).
     """
     for attempt in range(3):
         try:
             return await _attempt(pool, key, operation, encode_ok, encode_error)
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name in _KEY_USED:
+                return await _stored(pool, key, encode_error)
+            if attempt == 2:
+                raise
         except _RETRYABLE:
             if attempt == 2:
                 raise
@@ -104,29 +120,34 @@ async def _attempt(
     encode_ok: Callable[[R], bytes],
     encode_error: Callable[[DomainError], bytes],
 ) -> StoredReply:
-    async with pool.connection() as conn, conn.transaction():
-        claimed = await idempotency_sql.claim(
-            conn, key.tenant_id, key.idempotency_key, key.method, key.fingerprint
-        )
-        if not claimed:
-            record = await idempotency_sql.fetch(conn, key.tenant_id, key.idempotency_key)
-            assert record is not None
-            if record.state == "tombstone":
-                err = rolled_back_error(key.idempotency_key)
-                return StoredReply(int(err.code), encode_error(err), True)
-            if record.fingerprint != key.fingerprint:
-                raise DomainError(
-                    ErrorCode.ALREADY_EXISTS,
-                    "IDEMPOTENCY_KEY_REUSED",
-                    "this idempotency key was used for a different request",
-                    {"idempotency_key": key.idempotency_key, "original_method": record.method},
-                )
-            assert record.grpc_code is not None and record.response is not None
-            return StoredReply(record.grpc_code, record.response, True)
+    async with pool.connection() as conn, conn.pipeline(), conn.transaction():
         try:
             result = await operation(conn)
             code, payload = 0, encode_ok(result)
         except DomainError as err:
             code, payload = int(err.code), encode_error(err)
-        await idempotency_sql.complete(conn, key.tenant_id, key.idempotency_key, code, payload)
-        return StoredReply(code, payload, False)
+        await idempotency_sql.record(
+            conn, key.tenant_id, key.idempotency_key, key.method, key.fingerprint, code, payload
+        )
+    return StoredReply(code, payload, False)
+
+
+async def _stored(
+    pool: AsyncConnectionPool, key: RequestKey, encode_error: Callable[[DomainError], bytes]
+) -> StoredReply:
+    """The outcome stored under an already used key."""
+    async with pool.connection() as conn:
+        record = await idempotency_sql.fetch(conn, key.tenant_id, key.idempotency_key)
+    assert record is not None
+    if record.state == "tombstone":
+        err = rolled_back_error(key.idempotency_key)
+        return StoredReply(int(err.code), encode_error(err), True)
+    if record.fingerprint != key.fingerprint:
+        raise DomainError(
+            ErrorCode.ALREADY_EXISTS,
+            "IDEMPOTENCY_KEY_REUSED",
+            "this idempotency key was used for a different request",
+            {"idempotency_key": key.idempotency_key, "original_method": record.method},
+        )
+    assert record.grpc_code is not None and record.response is not None
+    return StoredReply(record.grpc_code, record.response, True)

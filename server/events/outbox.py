@@ -43,8 +43,10 @@ async def append_event(
     "pool:<pool_id>"): events of one aggregate are published in commit order.
     Raises KeyError for an event type missing from server.events.catalog.
     """
-    return await outbox_sql.insert_event(
+    event_id = uuid.uuid4()
+    await outbox_sql.insert_event(
         conn,
+        event_id=event_id,
         event_type=event_type,
         schema_version=EVENT_TYPES[event_type],
         aggregate=aggregate,
@@ -53,3 +55,4 @@ async def append_event(
         trace_id=current_trace_id.get(),
         payload=payload,
     )
+    return event_id

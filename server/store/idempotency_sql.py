@@ -18,16 +18,6 @@ class IdempotencyRecord:
     response: bytes | None
 
 
-async def claim(conn: Conn, tenant_id: str, key: str, method: str, fingerprint: bytes) -> bool:
-    """Insert a pending record for the key; False if one exists (waits for a concurrent one)."""
-    cur = await conn.execute(
-        "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint, state)"
-        " VALUES (%s, %s, %s, %s, 'pending') ON CONFLICT DO NOTHING RETURNING 1",
-        (tenant_id, key, method, fingerprint),
-    )
-    return await cur.fetchone() is not None
-
-
 async def fetch(
     conn: Conn, tenant_id: str, key: str, *, lock: bool = False
 ) -> IdempotencyRecord | None:
@@ -49,12 +39,25 @@ async def fetch(
     )
 
 
-async def complete(conn: Conn, tenant_id: str, key: str, code: int, response: bytes) -> None:
-    """Store the final outcome of a claimed key."""
+PRIMARY_KEY = "idempotency_records_pkey"
+
+
+async def record(
+    conn: Conn,
+    tenant_id: str,
+    key: str,
+    method: str,
+    fingerprint: bytes,
+    code: int,
+    response: bytes,
+) -> None:
+    """Store a request's outcome. A key already used raises UniqueViolation on PRIMARY_KEY
+    (after waiting for a concurrent holder of the key to finish), which rolls back the
+    transaction: the caller then replays the stored outcome instead."""
     await conn.execute(
-        "UPDATE idempotency_records SET state = 'done', grpc_code = %s, response = %s"
-        " WHERE tenant_id = %s AND idempotency_key = %s AND state = 'pending'",
-        (code, response, tenant_id, key),
+        "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint,"
+        " state, grpc_code, response) VALUES (%s, %s, %s, %s, 'done', %s, %s)",
+        (tenant_id, key, method, fingerprint, code, response),
     )
 
 

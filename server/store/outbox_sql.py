@@ -32,6 +32,7 @@ class OutboxRow:
 async def insert_event(
     conn: Conn,
     *,
+    event_id: uuid.UUID,
     event_type: str,
     schema_version: str,
     aggregate: str,
@@ -39,12 +40,13 @@ async def insert_event(
     tenant_id: str,
     trace_id: str,
     payload: dict[str, Any],
-) -> uuid.UUID:
-    """Insert one event in the caller's transaction; return its event_id."""
-    cur = await conn.execute(
-        "INSERT INTO outbox (event_type, schema_version, aggregate, partition, tenant_id,"
-        " trace_id, payload) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING event_id",
+) -> None:
+    """Insert one event in the caller's transaction (no result is read, so it pipelines)."""
+    await conn.execute(
+        "INSERT INTO outbox (event_id, event_type, schema_version, aggregate, partition,"
+        " tenant_id, trace_id, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
         (
+            event_id,
             event_type,
             schema_version,
             aggregate,
@@ -54,11 +56,6 @@ async def insert_event(
             json.dumps(payload, sort_keys=True),
         ),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    event_id = row[0]
-    assert isinstance(event_id, uuid.UUID)
-    return event_id
 
 
 async def lock_free_partitions(conn: Conn) -> list[int]:

@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -47,11 +47,16 @@ class HoldRow:
 
 @dataclass(frozen=True, slots=True)
 class Leg:
-    """One posting to insert: signed minor units on an account's bucket."""
+    """One posting to insert: signed minor units on an account's bucket.
 
-    account_id: int
+    `account_id` names a player account; for a tenant house account pass `house` (its kind,
+    e.g. "house_game") instead and the statement resolves it (the account must exist).
+    """
+
+    account_id: int | None
     bucket: str
     amount: int
+    house: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +106,47 @@ async def lock_account(
     if row is None:
         return None
     return AccountRow(int(row[0]), currency, int(row[1]), int(row[2]), str(row[3]))
+
+
+async def lock_account_for_bet(
+    conn: Conn, tenant_id: str, player_id: str, currency: str, bet_id: str
+) -> tuple[AccountRow | None, str | None]:
+    """Lock the player's account in `currency` and read the state of any hold already
+    recorded for `bet_id` (one statement, one round trip)."""
+    cur = await conn.execute(
+        "SELECT a.account_id, a.available, a.held, p.status,"
+        "       (SELECT h.state FROM holds h WHERE h.tenant_id = a.tenant_id AND h.bet_id = %s)"
+        "  FROM accounts a JOIN players p"
+        "    ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
+        " WHERE a.tenant_id = %s AND a.kind = 'player' AND a.owner = %s AND a.currency = %s"
+        "   FOR UPDATE OF a",
+        (bet_id, tenant_id, player_id, currency),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None, None
+    account = AccountRow(int(row[0]), currency, int(row[1]), int(row[2]), str(row[3]))
+    return account, None if row[4] is None else str(row[4])
+
+
+async def lock_hold_and_account(
+    conn: Conn, tenant_id: str, bet_id: str
+) -> tuple[HoldRow, AccountRow] | None:
+    """Lock the hold for `bet_id` and its player account in one statement; None when there is
+    no such hold with an account (none at all, or a tombstone: see `find_hold`)."""
+    cur = await conn.execute(
+        f"SELECT {_HOLD_COLUMNS_H}, a.available, a.held, p.status"
+        "  FROM holds h JOIN accounts a ON a.account_id = h.account_id"
+        "  JOIN players p ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
+        " WHERE h.tenant_id = %s AND h.bet_id = %s FOR UPDATE OF h, a",
+        (tenant_id, bet_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    hold = _hold(row[:9])
+    assert hold.account_id is not None
+    return hold, AccountRow(hold.account_id, hold.currency, int(row[9]), int(row[10]), str(row[11]))
 
 
 async def lock_account_by_id(conn: Conn, account_id: int) -> AccountRow:
@@ -157,6 +203,7 @@ async def house_account(conn: Conn, tenant_id: str, kind: str, currency: str) ->
 async def insert_transaction(
     conn: Conn,
     *,
+    transaction_id: uuid.UUID,
     tenant_id: str,
     player_id: str,
     kind: str,
@@ -168,13 +215,14 @@ async def insert_transaction(
     game_id: str = "",
     target_transaction_id: uuid.UUID | None = None,
     metadata: dict[str, str] | None = None,
-) -> uuid.UUID:
-    """Append a journal transaction and return its id."""
-    cur = await conn.execute(
-        "INSERT INTO transactions (tenant_id, player_id, kind, currency, amount,"
+) -> None:
+    """Append a journal transaction (no result is read, so it pipelines)."""
+    await conn.execute(
+        "INSERT INTO transactions (transaction_id, tenant_id, player_id, kind, currency, amount,"
         " idempotency_key, round_id, bet_id, game_id, target_transaction_id, metadata)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING transaction_id",
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
+            transaction_id,
             tenant_id,
             player_id,
             kind,
@@ -188,15 +236,10 @@ async def insert_transaction(
             json.dumps(metadata or {}, sort_keys=True),
         ),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    tx_id = row[0]
-    assert isinstance(tx_id, uuid.UUID)
-    return tx_id
 
 
 async def insert_postings(
-    conn: Conn, transaction_id: uuid.UUID, currency: str, legs: Sequence[Leg]
+    conn: Conn, transaction_id: uuid.UUID, tenant_id: str, currency: str, legs: Sequence[Leg]
 ) -> None:
     """Insert all legs of one transaction in one statement (the database checks the balance)."""
     legs = [leg for leg in legs if leg.amount != 0]
@@ -204,14 +247,20 @@ async def insert_postings(
         return
     await conn.execute(
         "INSERT INTO postings (transaction_id, account_id, bucket, currency, amount)"
-        " SELECT %s, a, b, %s, m FROM unnest(%s::bigint[], %s::text[], %s::bigint[]) AS l(a, b, m)",
-        (
-            transaction_id,
-            currency,
-            [leg.account_id for leg in legs],
-            [leg.bucket for leg in legs],
-            [leg.amount for leg in legs],
-        ),
+        " SELECT %(tx)s, coalesce(l.a, h.account_id), l.b, %(c)s, l.m"
+        "   FROM unnest(%(a)s::bigint[], %(h)s::text[], %(b)s::text[], %(m)s::bigint[])"
+        "        AS l(a, k, b, m)"
+        "   LEFT JOIN accounts h ON l.a IS NULL AND h.tenant_id = %(t)s AND h.kind = l.k"
+        "        AND h.owner = '' AND h.currency = %(c)s",
+        {
+            "tx": transaction_id,
+            "t": tenant_id,
+            "c": currency,
+            "a": [leg.account_id for leg in legs],
+            "h": [leg.house for leg in legs],
+            "b": [leg.bucket for leg in legs],
+            "m": [leg.amount for leg in legs],
+        },
     )
 
 
@@ -242,6 +291,10 @@ _HOLD_COLUMNS = (
     "hold_id, player_id, account_id, currency, amount, state,"
     " state = 'open' AND expires_at <= now(), expires_at, authorize_transaction_id"
 )
+_HOLD_COLUMNS_H = (
+    "h.hold_id, h.player_id, h.account_id, h.currency, h.amount, h.state,"
+    " h.state = 'open' AND h.expires_at <= now(), h.expires_at, h.authorize_transaction_id"
+)
 
 
 def _hold(row: tuple[Any, ...]) -> HoldRow:
@@ -261,6 +314,7 @@ def _hold(row: tuple[Any, ...]) -> HoldRow:
 async def insert_hold(
     conn: Conn,
     *,
+    hold_id: uuid.UUID,
     tenant_id: str,
     player_id: str,
     bet_id: str,
@@ -270,37 +324,32 @@ async def insert_hold(
     currency: str,
     amount: int,
     state: str,
-    ttl_seconds: int | None,
+    expires_at: datetime | None,
     transaction_id: uuid.UUID,
-) -> tuple[uuid.UUID, datetime | None]:
+) -> None:
     """Insert a hold (or tombstone); a second one for `bet_id` raises UniqueViolation."""
-    cur = await conn.execute(
-        "INSERT INTO holds (tenant_id, player_id, bet_id, round_id, game_id, account_id,"
+    open_ = state == "open"
+    await conn.execute(
+        "INSERT INTO holds (hold_id, tenant_id, player_id, bet_id, round_id, game_id, account_id,"
         " currency, amount, state, expires_at, authorize_transaction_id, close_transaction_id,"
-        " closed_at)"
-        " VALUES (%(t)s, %(p)s, %(b)s, %(r)s, %(g)s, %(a)s, %(c)s, %(m)s, %(s)s,"
-        "  now() + make_interval(secs => %(ttl)s::bigint),"
-        "  CASE WHEN %(s)s = 'open' THEN %(x)s::uuid END,"
-        "  CASE WHEN %(s)s = 'tombstone' THEN %(x)s::uuid END,"
-        "  CASE WHEN %(s)s = 'tombstone' THEN now() END)"
-        " RETURNING hold_id, expires_at",
-        {
-            "t": tenant_id,
-            "p": player_id,
-            "b": bet_id,
-            "r": round_id,
-            "g": game_id,
-            "a": account_id,
-            "c": currency,
-            "m": amount,
-            "s": state,
-            "ttl": ttl_seconds,
-            "x": transaction_id,
-        },
+        " closed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            hold_id,
+            tenant_id,
+            player_id,
+            bet_id,
+            round_id,
+            game_id,
+            account_id,
+            currency,
+            amount,
+            state,
+            expires_at,
+            transaction_id if open_ else None,
+            None if open_ else transaction_id,
+            None if open_ else datetime.now(UTC),
+        ),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return row[0], row[1]
 
 
 async def find_hold(conn: Conn, tenant_id: str, bet_id: str, *, lock: bool) -> HoldRow | None:

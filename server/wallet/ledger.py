@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
@@ -34,6 +35,7 @@ from server.wallet.model import (
     Rollback,
     RollbackOutcome,
     RollbackResult,
+    RoundRef,
     SettleBet,
     SettleResult,
     StatusResult,
@@ -109,8 +111,13 @@ async def _emit(
     )
 
 
-def _round(ref_bet: str, ref_round: str, ref_game: str, meta: dict[str, str]) -> dict[str, Any]:
-    return {"bet_id": ref_bet, "round_id": ref_round, "game_id": ref_game, "metadata": meta}
+def _round(ref: RoundRef) -> dict[str, Any]:
+    return {
+        "bet_id": ref.bet_id,
+        "round_id": ref.round_id,
+        "game_id": ref.game_id,
+        "metadata": ref.metadata,
+    }
 
 
 class Wallet:
@@ -118,7 +125,7 @@ class Wallet:
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
-        self._house_ids: dict[tuple[str, str, str], int] = {}
+        self._house_ready: set[tuple[str, str]] = set()
 
     async def execute(
         self,
@@ -138,28 +145,25 @@ class Wallet:
         return await run_idempotent(self.pool, key, operation, encode_ok, encode_error)
 
     async def _ensure_house_accounts(self, tenant_id: str, currency: str) -> None:
-        if (tenant_id, HOUSE_CASHIER, currency) in self._house_ids:
+        """Create the tenant's house accounts in `currency` (committed, outside the request's
+        transaction), once per process."""
+        if (tenant_id, currency) in self._house_ready:
             return
         async with self.pool.connection() as conn:
             for kind in (HOUSE_GAME, HOUSE_CASHIER):
-                account_id = await wallet_sql.house_account(conn, tenant_id, kind, currency)
-                self._house_ids[(tenant_id, kind, currency)] = account_id
-
-    async def _house(self, conn: Conn, tenant_id: str, kind: str, currency: str) -> int:
-        cached = self._house_ids.get((tenant_id, kind, currency))
-        if cached is not None:
-            return cached
-        # Not cached by this process: resolve inside the transaction, uncached, since the
-        # transaction that creates the row may still roll back.
-        return await wallet_sql.house_account(conn, tenant_id, kind, currency)
+                await wallet_sql.house_account(conn, tenant_id, kind, currency)
+        self._house_ready.add((tenant_id, currency))
 
     async def _lock_account(self, conn: Conn, caller: Caller, currency: str) -> AccountRow:
         account = await wallet_sql.lock_account(conn, caller.tenant_id, caller.player_id, currency)
         if account is None:
-            if await wallet_sql.player_status(conn, caller.tenant_id, caller.player_id) is None:
-                raise _not_found("PLAYER_NOT_FOUND", "no such player for this tenant")
-            raise _not_found("ACCOUNT_NOT_FOUND", f"the player has no {currency} account")
+            raise await self._no_account(conn, caller, currency)
         return account
+
+    async def _no_account(self, conn: Conn, caller: Caller, currency: str) -> DomainError:
+        if await wallet_sql.player_status(conn, caller.tenant_id, caller.player_id) is None:
+            return _not_found("PLAYER_NOT_FOUND", "no such player for this tenant")
+        return _not_found("ACCOUNT_NOT_FOUND", f"the player has no {currency} account")
 
     # -- holds -------------------------------------------------------------------------------
 
@@ -170,55 +174,51 @@ class Wallet:
         PLAYER_BLOCKED, PLAYER_SELF_EXCLUDED, INSUFFICIENT_FUNDS (invariant 6), BET_CANCELLED
         (a cancel came first); ALREADY_EXISTS BET_ALREADY_EXISTS.
         """
-        c, amount = cmd.caller, cmd.amount.minor_units
-        account = await self._lock_account(conn, c, cmd.amount.currency)
+        c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
+        account, hold_state = await wallet_sql.lock_account_for_bet(
+            conn, c.tenant_id, c.player_id, currency, cmd.ref.bet_id
+        )
+        if account is None:
+            raise await self._no_account(conn, c, currency)
         _check_may_bet(account)
-        existing = await wallet_sql.find_hold(conn, c.tenant_id, cmd.ref.bet_id, lock=False)
-        if existing is not None:
-            if existing.state == "tombstone":
-                raise _precondition("BET_CANCELLED", "a cancel for this bet arrived first")
+        if hold_state == "tombstone":
+            raise _precondition("BET_CANCELLED", "a cancel for this bet arrived first")
+        if hold_state is not None:
             raise DomainError(
                 ErrorCode.ALREADY_EXISTS,
                 "BET_ALREADY_EXISTS",
                 "this bet_id already has a hold (under another idempotency key)",
             )
         _check_funds(account, amount)
-        tx = await self._journal(
-            conn,
-            c,
-            "authorize",
-            cmd.amount,
-            cmd.ref.bet_id,
-            cmd.ref.round_id,
-            cmd.ref.game_id,
-            cmd.ref.metadata,
-        )
+        tx = await self._journal(conn, c, "authorize", cmd.amount, cmd.ref)
         await wallet_sql.insert_postings(
             conn,
             tx,
-            cmd.amount.currency,
+            c.tenant_id,
+            currency,
             [
                 Leg(account.account_id, AVAILABLE, -amount),
                 Leg(account.account_id, HELD, amount),
             ],
         )
-        hold = await wallet_sql.insert_hold(
+        hold_id = uuid.uuid4()
+        expires_at = datetime.now(UTC) + timedelta(seconds=cmd.ttl_seconds)
+        await wallet_sql.insert_hold(
             conn,
+            hold_id=hold_id,
             tenant_id=c.tenant_id,
             player_id=c.player_id,
             bet_id=cmd.ref.bet_id,
             round_id=cmd.ref.round_id,
             game_id=cmd.ref.game_id,
             account_id=account.account_id,
-            currency=cmd.amount.currency,
+            currency=currency,
             amount=amount,
             state="open",
-            ttl_seconds=cmd.ttl_seconds,
+            expires_at=expires_at,
             transaction_id=tx,
         )
-        hold_id, expires_at = hold
-        assert expires_at is not None
-        view = BalanceView(cmd.amount.currency, account.available - amount, account.held + amount)
+        view = BalanceView(currency, account.available - amount, account.held + amount)
         await _emit(
             conn,
             "wallet.bet.authorized",
@@ -226,24 +226,32 @@ class Wallet:
             c.player_id,
             tx,
             view,
-            cmd.amount.currency,
+            currency,
             {
                 "hold_id": str(hold_id),
-                "amount": event_money(amount, cmd.amount.currency),
+                "amount": event_money(amount, currency),
                 "expire_time": expires_at.isoformat(),
-                **_round(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata),
+                **_round(cmd.ref),
             },
         )
         return AuthorizeResult(tx, hold_id, expires_at, view)
 
-    async def _open_hold(self, conn: Conn, caller: Caller, bet_id: str) -> HoldRow:
-        hold = await wallet_sql.find_hold(conn, caller.tenant_id, bet_id, lock=True)
+    async def _open_hold(
+        self, conn: Conn, caller: Caller, bet_id: str
+    ) -> tuple[HoldRow, AccountRow]:
+        """Lock an open hold of the caller's player and its account (one round trip)."""
+        found = await wallet_sql.lock_hold_and_account(conn, caller.tenant_id, bet_id)
+        hold = (
+            found[0]
+            if found
+            else await wallet_sql.find_hold(conn, caller.tenant_id, bet_id, lock=True)
+        )
         if hold is None or hold.player_id != caller.player_id:
             raise _not_found("BET_NOT_FOUND", "no hold for this bet_id and player")
-        if hold.state != "open":
+        if hold.state != "open" or found is None:
             state = "cancelled" if hold.state == "tombstone" else hold.state
             raise _precondition("HOLD_NOT_OPEN", f"the hold is {state}", state=state)
-        return hold
+        return found
 
     async def settle_bet(self, conn: Conn, cmd: SettleBet) -> SettleResult:
         """Capture all or part of the hold and credit the win, in one transaction.
@@ -253,7 +261,7 @@ class Wallet:
         INVALID_ARGUMENT CURRENCY_MISMATCH, CAPTURE_EXCEEDS_HOLD, AMOUNT_OVERFLOW.
         """
         c = cmd.caller
-        hold = await self._open_hold(conn, c, cmd.ref.bet_id)
+        hold, account = await self._open_hold(conn, c, cmd.ref.bet_id)
         if hold.expired:
             raise _precondition("HOLD_EXPIRED", "the hold expired and is being voided")
         for name, money in (("capture", cmd.capture), ("win", cmd.win)):
@@ -272,30 +280,18 @@ class Wallet:
             )
         win = 0 if cmd.win is None else cmd.win.minor_units
         released = hold.amount - captured
-        assert hold.account_id is not None
-        account = await wallet_sql.lock_account_by_id(conn, hold.account_id)
         _check_no_overflow(account.available, released + win, "win.minor_units")
-        money = Money(captured, hold.currency)
-        tx = await self._journal(
-            conn,
-            c,
-            "settle",
-            money,
-            cmd.ref.bet_id,
-            cmd.ref.round_id,
-            cmd.ref.game_id,
-            cmd.ref.metadata,
-        )
-        house = await self._house(conn, c.tenant_id, HOUSE_GAME, hold.currency)
+        tx = await self._journal(conn, c, "settle", Money(captured, hold.currency), cmd.ref)
         await wallet_sql.insert_postings(
             conn,
             tx,
+            c.tenant_id,
             hold.currency,
             [
                 Leg(account.account_id, HELD, -hold.amount),
                 Leg(account.account_id, AVAILABLE, released),
-                Leg(house, AVAILABLE, captured),
-                Leg(house, AVAILABLE, -win),
+                Leg(None, AVAILABLE, captured, house=HOUSE_GAME),
+                Leg(None, AVAILABLE, -win, house=HOUSE_GAME),
                 Leg(account.account_id, AVAILABLE, win),
             ],
         )
@@ -317,7 +313,7 @@ class Wallet:
                 "captured": event_money(captured, hold.currency),
                 "released": event_money(released, hold.currency),
                 "win": event_money(win, hold.currency),
-                **_round(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata),
+                **_round(cmd.ref),
             },
         )
         return SettleResult(tx, hold.currency, captured, released, win, view)
@@ -329,21 +325,13 @@ class Wallet:
         HOLD_NOT_OPEN.
         """
         c = cmd.caller
-        hold = await wallet_sql.find_hold(conn, c.tenant_id, cmd.ref.bet_id, lock=True)
         meta = {**cmd.ref.metadata, **({"reason": cmd.reason} if cmd.reason else {})}
-        if hold is None:
-            tx = await self._journal(
-                conn,
-                c,
-                "cancel",
-                Money(0, ""),
-                cmd.ref.bet_id,
-                cmd.ref.round_id,
-                cmd.ref.game_id,
-                meta,
-            )
+        ref = RoundRef(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, meta)
+        if await wallet_sql.find_hold(conn, c.tenant_id, cmd.ref.bet_id, lock=True) is None:
+            tx = await self._journal(conn, c, "cancel", Money(0, ""), ref)
             await wallet_sql.insert_hold(
                 conn,
+                hold_id=uuid.uuid4(),
                 tenant_id=c.tenant_id,
                 player_id=c.player_id,
                 bet_id=cmd.ref.bet_id,
@@ -353,26 +341,16 @@ class Wallet:
                 currency="",
                 amount=0,
                 state="tombstone",
-                ttl_seconds=None,
+                expires_at=None,
                 transaction_id=tx,
             )
             return CancelResult(tx, "", 0, None)
-        hold = await self._open_hold(conn, c, cmd.ref.bet_id)
-        assert hold.account_id is not None
-        account = await wallet_sql.lock_account_by_id(conn, hold.account_id)
-        tx = await self._journal(
-            conn,
-            c,
-            "cancel",
-            Money(hold.amount, hold.currency),
-            cmd.ref.bet_id,
-            cmd.ref.round_id,
-            cmd.ref.game_id,
-            meta,
-        )
+        hold, account = await self._open_hold(conn, c, cmd.ref.bet_id)
+        tx = await self._journal(conn, c, "cancel", Money(hold.amount, hold.currency), ref)
         await wallet_sql.insert_postings(
             conn,
             tx,
+            c.tenant_id,
             hold.currency,
             [
                 Leg(account.account_id, HELD, -hold.amount),
@@ -395,7 +373,7 @@ class Wallet:
                 "hold_id": str(hold.hold_id),
                 "released": event_money(hold.amount, hold.currency),
                 "reason": cmd.reason,
-                **_round(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata),
+                **_round(cmd.ref),
             },
         )
         return CancelResult(tx, hold.currency, hold.amount, view)
@@ -411,8 +389,10 @@ class Wallet:
                 assert hold.account_id is not None
                 account = await wallet_sql.lock_account_by_id(conn, hold.account_id)
                 bet_id, round_id, game_id = await wallet_sql.hold_ids(conn, hold.hold_id)
-                tx = await wallet_sql.insert_transaction(
+                tx = uuid.uuid4()
+                await wallet_sql.insert_transaction(
                     conn,
+                    transaction_id=tx,
                     tenant_id=tenant_id,
                     player_id=hold.player_id,
                     kind="expire",
@@ -426,6 +406,7 @@ class Wallet:
                 await wallet_sql.insert_postings(
                     conn,
                     tx,
+                    tenant_id,
                     hold.currency,
                     [
                         Leg(account.account_id, HELD, -hold.amount),
@@ -447,7 +428,7 @@ class Wallet:
                     {
                         "hold_id": str(hold.hold_id),
                         "released": event_money(hold.amount, hold.currency),
-                        **_round(bet_id, round_id, game_id, {}),
+                        **_round(RoundRef(bet_id, round_id, game_id, {})),
                     },
                 )
             return len(expired)
@@ -460,31 +441,22 @@ class Wallet:
         Always succeeds whatever the player's status (invariant 6); refuses only an int64
         overflow (INVALID_ARGUMENT AMOUNT_OVERFLOW).
         """
-        c, amount = cmd.caller, cmd.amount.minor_units
-        await wallet_sql.open_account(conn, c.tenant_id, c.player_id, cmd.amount.currency)
-        account = await self._lock_account(conn, c, cmd.amount.currency)
+        c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
+        await wallet_sql.open_account(conn, c.tenant_id, c.player_id, currency)
+        account = await self._lock_account(conn, c, currency)
         _check_no_overflow(account.available, amount, "amount.minor_units")
-        tx = await self._journal(
-            conn,
-            c,
-            "credit",
-            cmd.amount,
-            cmd.ref.bet_id,
-            cmd.ref.round_id,
-            cmd.ref.game_id,
-            cmd.ref.metadata,
-        )
-        cashier = await self._house(conn, c.tenant_id, HOUSE_CASHIER, cmd.amount.currency)
+        tx = await self._journal(conn, c, "credit", cmd.amount, cmd.ref)
         await wallet_sql.insert_postings(
             conn,
             tx,
-            cmd.amount.currency,
+            c.tenant_id,
+            currency,
             [
-                Leg(cashier, AVAILABLE, -amount),
+                Leg(None, AVAILABLE, -amount, house=HOUSE_CASHIER),
                 Leg(account.account_id, AVAILABLE, amount),
             ],
         )
-        view = BalanceView(cmd.amount.currency, account.available + amount, account.held)
+        view = BalanceView(currency, account.available + amount, account.held)
         await _emit(
             conn,
             "wallet.credited",
@@ -492,10 +464,10 @@ class Wallet:
             c.player_id,
             tx,
             view,
-            cmd.amount.currency,
+            currency,
             {
-                "amount": event_money(amount, cmd.amount.currency),
-                **_round(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata),
+                "amount": event_money(amount, currency),
+                **_round(cmd.ref),
             },
         )
         return TransferResult(tx, view)
@@ -506,31 +478,22 @@ class Wallet:
         Errors: NOT_FOUND PLAYER_NOT_FOUND / ACCOUNT_NOT_FOUND; FAILED_PRECONDITION
         PLAYER_BLOCKED, PLAYER_SELF_EXCLUDED, INSUFFICIENT_FUNDS.
         """
-        c, amount = cmd.caller, cmd.amount.minor_units
-        account = await self._lock_account(conn, c, cmd.amount.currency)
+        c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
+        account = await self._lock_account(conn, c, currency)
         _check_may_bet(account)
         _check_funds(account, amount)
-        tx = await self._journal(
-            conn,
-            c,
-            "debit",
-            cmd.amount,
-            cmd.ref.bet_id,
-            cmd.ref.round_id,
-            cmd.ref.game_id,
-            cmd.ref.metadata,
-        )
-        cashier = await self._house(conn, c.tenant_id, HOUSE_CASHIER, cmd.amount.currency)
+        tx = await self._journal(conn, c, "debit", cmd.amount, cmd.ref)
         await wallet_sql.insert_postings(
             conn,
             tx,
-            cmd.amount.currency,
+            c.tenant_id,
+            currency,
             [
                 Leg(account.account_id, AVAILABLE, -amount),
-                Leg(cashier, AVAILABLE, amount),
+                Leg(None, AVAILABLE, amount, house=HOUSE_CASHIER),
             ],
         )
-        view = BalanceView(cmd.amount.currency, account.available - amount, account.held)
+        view = BalanceView(currency, account.available - amount, account.held)
         await _emit(
             conn,
             "wallet.debited",
@@ -538,10 +501,10 @@ class Wallet:
             c.player_id,
             tx,
             view,
-            cmd.amount.currency,
+            currency,
             {
-                "amount": event_money(amount, cmd.amount.currency),
-                **_round(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, cmd.ref.metadata),
+                "amount": event_money(amount, currency),
+                **_round(cmd.ref),
             },
         )
         return TransferResult(tx, view)
@@ -556,6 +519,7 @@ class Wallet:
         """
         c = cmd.caller
         meta = dict(cmd.metadata)
+        no_ref = RoundRef("", "", "", meta)
         target: TransactionRow | None
         if cmd.target_key is not None:
             meta["target_idempotency_key"] = cmd.target_key
@@ -563,7 +527,7 @@ class Wallet:
             if record is None:
                 if not await idempotency_sql.tombstone(conn, c.tenant_id, cmd.target_key):
                     raise RetryTransactionError("the target key was claimed concurrently")
-                tx = await self._journal(conn, c, "rollback", Money(0, ""), "", "", "", meta)
+                tx = await self._journal(conn, c, "rollback", Money(0, ""), no_ref)
                 return RollbackResult(tx, RollbackOutcome.TOMBSTONED, None, "", 0, None)
             if record.state == "tombstone":
                 raise _precondition(
@@ -576,7 +540,7 @@ class Wallet:
                     raise _precondition(
                         "TRANSACTION_NOT_REVERSIBLE", "only a Debit or Credit can be rolled back"
                     )
-                tx = await self._journal(conn, c, "rollback", Money(0, ""), "", "", "", meta)
+                tx = await self._journal(conn, c, "rollback", Money(0, ""), no_ref)
                 return RollbackResult(tx, RollbackOutcome.NOTHING_TO_REVERSE, None, "", 0, None)
         else:
             assert cmd.target_transaction_id is not None
@@ -598,25 +562,23 @@ class Wallet:
             _check_funds(account, -delta)
         else:
             _check_no_overflow(account.available, delta, "target")
+        ref = RoundRef(target.bet_id, target.round_id, target.game_id, meta)
         tx = await self._journal(
             conn,
             c,
             "rollback",
             Money(target.amount, target.currency),
-            target.bet_id,
-            target.round_id,
-            target.game_id,
-            meta,
+            ref,
             target=target.transaction_id,
         )
-        cashier = await self._house(conn, c.tenant_id, HOUSE_CASHIER, target.currency)
         await wallet_sql.insert_postings(
             conn,
             tx,
+            c.tenant_id,
             target.currency,
             [
                 Leg(account.account_id, AVAILABLE, delta),
-                Leg(cashier, AVAILABLE, -delta),
+                Leg(None, AVAILABLE, -delta, house=HOUSE_CASHIER),
             ],
         )
         view = BalanceView(target.currency, account.available + delta, account.held)
@@ -632,7 +594,7 @@ class Wallet:
                 "target_transaction_id": str(target.transaction_id),
                 "target_kind": target.kind,
                 "reversed": event_money(delta, target.currency),
-                **_round(target.bet_id, target.round_id, target.game_id, meta),
+                **_round(ref),
             },
         )
         return RollbackResult(
@@ -654,26 +616,27 @@ class Wallet:
         c: Caller,
         kind: str,
         money: Money,
-        bet_id: str,
-        round_id: str,
-        game_id: str,
-        metadata: dict[str, str],
+        ref: RoundRef,
         target: uuid.UUID | None = None,
     ) -> uuid.UUID:
-        return await wallet_sql.insert_transaction(
+        """Append the journal row of this request (id made here, so it pipelines)."""
+        tx = uuid.uuid4()
+        await wallet_sql.insert_transaction(
             conn,
+            transaction_id=tx,
             tenant_id=c.tenant_id,
             player_id=c.player_id,
             kind=kind,
             currency=money.currency,
             amount=money.minor_units,
             idempotency_key=c.idempotency_key,
-            round_id=round_id,
-            bet_id=bet_id,
-            game_id=game_id,
+            round_id=ref.round_id,
+            bet_id=ref.bet_id,
+            game_id=ref.game_id,
             target_transaction_id=target,
-            metadata=metadata,
+            metadata=ref.metadata,
         )
+        return tx
 
     # -- reads -------------------------------------------------------------------------------
 
