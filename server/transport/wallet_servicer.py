@@ -333,6 +333,12 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         target_id: uuid.UUID | None = None
         if which == "target_idempotency_key":
             target_key = check_id(request.target_idempotency_key, "target_idempotency_key")
+            if target_key == caller.idempotency_key:
+                raise invalid(
+                    "target_idempotency_key",
+                    "TARGET_IS_SELF",
+                    "target_idempotency_key must name another request, not this rollback",
+                )
         elif which == "target_transaction_id":
             try:
                 target_id = uuid.UUID(request.target_transaction_id)
