@@ -23,6 +23,7 @@ class ErrorCode(enum.IntEnum):
     OUT_OF_RANGE = 11
     INTERNAL = 13
     UNAVAILABLE = 14
+    UNAUTHENTICATED = 16
 
 
 class DomainError(Exception):

@@ -10,10 +10,9 @@ from typing import Any, TypeVar
 import grpc
 import psycopg
 import psycopg_pool
-from grpc_status import rpc_status
 
 from server.errors import DomainError, ErrorCode
-from server.transport.status import internal_status, to_status_proto
+from server.transport.status import abort_with_status, internal_status, to_status_proto
 
 log = logging.getLogger("croupier.rpc")
 
@@ -23,8 +22,7 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Res
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) -> None:
-    status = rpc_status.to_status(to_status_proto(err))
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    await abort_with_status(context, to_status_proto(err))
 
 
 def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -51,8 +49,7 @@ def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
             )
         except Exception:
             log.exception("internal error in %s", handler.__name__)
-            status = rpc_status.to_status(internal_status())
-            await context.abort(status.code, status.details, status.trailing_metadata)
+            await abort_with_status(context, internal_status())
         raise AssertionError("unreachable")  # abort always raises
 
     return wrapper

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from typing import Any
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -40,9 +43,33 @@ def encode_error(err: DomainError) -> bytes:
     return payload
 
 
+# The ErrorInfo reason of the call being served, for metrics (set just before an abort).
+error_reason: ContextVar[str] = ContextVar("croupier_error_reason", default="")
+
+
+def reason_of(status_proto: status_pb2.Status) -> str:
+    """The ErrorInfo reason inside a google.rpc.Status ("" if none)."""
+    for detail in status_proto.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""
+
+
+async def abort_with_status(
+    context: grpc.aio.ServicerContext[Any, Any], status_proto: status_pb2.Status
+) -> None:
+    """Abort the call with a google.rpc.Status (its ErrorInfo reason noted for metrics)."""
+    error_reason.set(reason_of(status_proto))
+    status = rpc_status.to_status(status_proto)
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
 async def abort_with(context: grpc.aio.ServicerContext[object, object], payload: bytes) -> None:
     """Abort the call with a stored serialized google.rpc.Status."""
     status_proto = status_pb2.Status.FromString(payload)
+    error_reason.set(reason_of(status_proto))
     status = rpc_status.to_status(status_proto)
     await context.abort(status.code, status.details, status.trailing_metadata)
 

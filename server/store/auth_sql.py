@@ -1,0 +1,40 @@
+"""SQL for tenant API keys (migrations/0003_api_keys.sql)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from server.store.wallet_sql import Conn
+
+
+async def insert_key(
+    conn: Conn, key_id: str, tenant_id: str, scopes: list[str], secret_hash: bytes, label: str
+) -> None:
+    """Store a new key (hash only)."""
+    await conn.execute(
+        "INSERT INTO api_keys (key_id, tenant_id, scopes, secret_hash, label)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (key_id, tenant_id, scopes, secret_hash, label),
+    )
+
+
+async def find_key(conn: Conn, key_id: str) -> tuple[str, list[str], bytes, datetime | None] | None:
+    """(tenant_id, scopes, secret_hash, revoked_at) of a key, or None."""
+    cur = await conn.execute(
+        "SELECT tenant_id, scopes, secret_hash, revoked_at FROM api_keys WHERE key_id = %s",
+        (key_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return str(row[0]), [str(s) for s in row[1]], bytes(row[2]), row[3]
+
+
+async def revoke_key(conn: Conn, key_id: str) -> bool:
+    """Revoke a key; False if unknown or already revoked."""
+    cur = await conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL"
+        " RETURNING 1",
+        (key_id,),
+    )
+    return await cur.fetchone() is not None

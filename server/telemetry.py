@@ -1,0 +1,147 @@
+"""Tracing and metrics setup (issue 7): OpenTelemetry traces, Prometheus metrics.
+
+Tracing is off unless the standard `OTEL_TRACES_EXPORTER` variable says `console` or `otlp`
+(the OTLP/HTTP exporter reads `OTEL_EXPORTER_OTLP_ENDPOINT` and friends itself); off, no tracer
+provider or interceptor is installed, so it costs nothing. `OTEL_SERVICE_NAME` names the
+service (default `croupier-server`).
+
+Metrics: Prometheus text format on `CROUPIER_METRICS_ADDR` (default 127.0.0.1:9464; with
+`--workers N`, worker i listens on port + i; empty disables).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger("croupier.telemetry")
+
+LATENCY_BUCKETS_SECONDS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.004,
+    0.006,
+    0.008,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.05,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+
+RPC_LATENCY = Histogram(
+    "croupier_rpc_duration_seconds",
+    "Server-side RPC latency (seconds)",
+    ["method", "code"],
+    buckets=LATENCY_BUCKETS_SECONDS,
+)
+RPC_ERRORS = Counter(
+    "croupier_rpc_errors_total",
+    "Failed RPCs by canonical code and ErrorInfo reason",
+    ["method", "code", "reason"],
+)
+DB_POOL = Gauge("croupier_db_pool_connections", "Database pool connections", ["state"])
+OUTBOX_UNPUBLISHED = Gauge("croupier_outbox_unpublished", "Outbox events not yet published")
+OUTBOX_LAG = Gauge(
+    "croupier_outbox_lag_seconds", "Age of the oldest unpublished outbox event (seconds)"
+)
+WALLET_CREDITS = Counter(
+    "croupier_wallet_credits_total",
+    "Wallet credits (Credit, SettleBet wins, payouts) by outcome",
+    ["outcome"],
+)
+
+
+def tracing_enabled() -> bool:
+    """Whether OTEL_TRACES_EXPORTER asks for traces."""
+    return os.environ.get("OTEL_TRACES_EXPORTER", "none").lower() not in ("", "none")
+
+
+def setup_tracing(default_service: str = "croupier-server") -> bool:
+    """Install a tracer provider with the exporter OTEL_TRACES_EXPORTER names; True if on."""
+    if not tracing_enabled():
+        return False
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+        SpanExporter,
+    )
+
+    kind = os.environ.get("OTEL_TRACES_EXPORTER", "").lower()
+    name = os.environ.get("OTEL_SERVICE_NAME", default_service)
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    exporter: SpanExporter
+    if kind == "console":
+        exporter = ConsoleSpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+    elif kind == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    else:
+        log.warning("OTEL_TRACES_EXPORTER=%s is not supported (console, otlp); tracing off", kind)
+        return False
+    trace.set_tracer_provider(provider)
+    log.info("tracing on (%s exporter)", kind)
+    return True
+
+
+def tracing_interceptors() -> Sequence[grpc.aio.ServerInterceptor[Any, Any]]:
+    """The OpenTelemetry gRPC server interceptor when tracing is on, else nothing."""
+    if not tracing_enabled():
+        return ()
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    interceptor: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor()  # type: ignore[no-untyped-call]
+    return (interceptor,)
+
+
+def current_trace_id() -> str:
+    """The hex trace id of the active OpenTelemetry span, or "" when none."""
+    if not tracing_enabled():
+        return ""
+    from opentelemetry import trace
+
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+
+def start_metrics_server(addr: str, offset: int = 0) -> int | None:
+    """Serve /metrics on host:port+offset (in a thread); returns the port, None if disabled."""
+    if not addr:
+        return None
+    host, _, port = addr.rpartition(":")
+    bound = int(port) + offset
+    try:
+        start_http_server(bound, addr=host or "127.0.0.1")
+    except OSError as exc:  # metrics must never keep the server from serving
+        log.warning("metrics endpoint %s:%d not started: %s", host, bound, exc)
+        return None
+    log.info("metrics on http://%s:%d/metrics", host, bound)
+    return bound
+
+
+def observe_pool(stats: dict[str, Any]) -> None:
+    """Copy psycopg_pool statistics into the pool gauge."""
+    size = int(stats.get("pool_size", 0))
+    available = int(stats.get("pool_available", 0))
+    DB_POOL.labels("open").set(size)
+    DB_POOL.labels("idle").set(available)
+    DB_POOL.labels("in_use").set(size - available)
+    DB_POOL.labels("waiting").set(int(stats.get("requests_waiting", 0)))

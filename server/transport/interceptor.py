@@ -1,0 +1,118 @@
+"""The server interceptor every call passes: authentication, the trace id, and metrics.
+
+- Authentication (when a KeyStore is given): see server.auth; health and reflection are open.
+- Trace id: the active OpenTelemetry span's, else the caller's `x-trace-id` metadata, else a
+  new one; it is put in `server.events.context.current_trace_id` so events written by the call
+  carry it, and returned to the caller as `x-trace-id` initial metadata.
+- Metrics: latency per method and code, errors per method, code and ErrorInfo reason.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from server.auth import KeyStore, authorize
+from server.errors import DomainError
+from server.events.context import current_trace_id
+from server.telemetry import RPC_ERRORS, RPC_LATENCY
+from server.telemetry import current_trace_id as otel_trace_id
+from server.transport.status import abort_with_status, error_reason, to_status_proto
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def _metadata(context: Ctx, name: str) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value if isinstance(value, str) else value.decode()
+    return ""
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """See the module doc. `keys=None` turns authentication off."""
+
+    def __init__(self, keys: KeyStore | None) -> None:
+        self.keys = keys
+
+    async def _admit(self, method: str, request: Any, context: Ctx) -> None:
+        trace_id = otel_trace_id() or _metadata(context, "x-trace-id")[:64] or uuid.uuid4().hex
+        current_trace_id.set(trace_id)
+        error_reason.set("")
+        if self.keys is None or method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            return
+        auth = _metadata(context, "authorization")
+        presented = (
+            auth[7:] if auth.lower().startswith("bearer ") else _metadata(context, "x-api-key")
+        )
+        try:
+            if not presented:
+                from server.errors import ErrorCode
+
+                raise DomainError(
+                    ErrorCode.UNAUTHENTICATED,
+                    "MISSING_API_KEY",
+                    "send `authorization: Bearer <API key>` metadata",
+                )
+            principal = await self.keys.authenticate(presented)
+            tenant = getattr(request, "tenant_id", None)
+            authorize(principal, method, tenant if isinstance(tenant, str) else None)
+        except DomainError as err:
+            await abort_with_status(context, to_status_proto(err))
+
+    def _record(self, method: str, context: Ctx, started: float) -> None:
+        code_obj = context.code()
+        code = code_obj.name if isinstance(code_obj, grpc.StatusCode) else "OK"
+        if code_obj not in (None, grpc.StatusCode.OK) and isinstance(code_obj, grpc.StatusCode):
+            RPC_ERRORS.labels(method, code, error_reason.get()).inc()
+        RPC_LATENCY.labels(method, code).observe(time.perf_counter() - started)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+        if handler.unary_unary is not None:
+            inner: Any = handler.unary_unary
+
+            async def unary(request: Any, context: Ctx) -> Any:
+                started = time.perf_counter()
+                try:
+                    await self._admit(method, request, context)
+                    return await inner(request, context)
+                finally:
+                    self._record(method, context, started)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream: Any = handler.unary_stream
+
+            async def stream(request: Any, context: Ctx) -> AsyncIterator[Any]:
+                started = time.perf_counter()
+                try:
+                    await self._admit(method, request, context)
+                    async for item in inner_stream(request, context):
+                        yield item
+                finally:
+                    self._record(method, context, started)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
