@@ -110,3 +110,39 @@ async def test_keys_are_stored_hashed(
         )
         row = await cur.fetchone()
     assert row is not None and secret not in "".join(str(c) for c in row)
+
+
+async def test_admin_cli_creates_and_revokes(
+    database_url: str, pool: AsyncConnectionPool, tenant: str
+) -> None:
+    import json
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    from client.cli import main
+
+    def run(*argv: str) -> dict[str, object]:
+        out = StringIO()
+        with redirect_stdout(out):
+            assert main(list(argv)) == 0
+        result: dict[str, object] = json.loads(out.getvalue())
+        return result
+
+    created = await asyncio.to_thread(
+        run,
+        "admin",
+        "key",
+        "create",
+        "--tenant",
+        tenant,
+        "--scope",
+        "wallet:read",
+        "--database-url",
+        database_url,
+    )
+    principal = await KeyStore(pool).authenticate(str(created["api_key"]))
+    assert principal.tenant_id == tenant and principal.scopes == {"wallet:read"}
+    revoked = await asyncio.to_thread(
+        run, "admin", "key", "revoke", str(created["key_id"]), "--database-url", database_url
+    )
+    assert revoked["revoked"] is True
