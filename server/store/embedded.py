@@ -131,9 +131,10 @@ class EmbeddedPostgres:
                 "--locale=C",
                 "--no-sync",
             )
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="croupier-pg-"))
-        self._chown(self._socket_dir)
-        os.chmod(self._socket_dir, 0o755)
+        if self._socket_dir is None:  # kept across restart(), so the URL stays the same
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="croupier-pg-"))
+            self._chown(self._socket_dir)
+            os.chmod(self._socket_dir, 0o755)
         opts = (
             f"-c listen_addresses='' -c unix_socket_directories='{self._socket_dir}' "
             "-c fsync=on -c max_connections=300 -c shared_buffers=256MB"
@@ -162,6 +163,12 @@ class EmbeddedPostgres:
         if self._run_as and runuser:
             return [runuser, "-u", self._run_as, "--", *cmd]
         return list(cmd)
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop (`mode` fast or immediate, as in a crash) and start again at the same URL."""
+        pgdata = self.data_dir / "pgdata"
+        self._run("pg_ctl", "-D", str(pgdata), "-m", mode, "-w", "stop")
+        self.start()
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the cluster (`mode`: smart, fast or immediate) and remove its socket dir."""
