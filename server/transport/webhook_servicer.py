@@ -1,0 +1,255 @@
+"""SubscriptionService over gRPC: protobuf in, server.webhooks calls out, stored replies back.
+
+Thin by design: validation lives in server.webhooks.validation and .patterns, rules in
+server.webhooks.subscriptions; this module only converts (and signs page tokens).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import grpc
+from croupier.events.v1 import subscription_service_pb2 as pb
+from croupier.events.v1 import subscription_service_pb2_grpc as pb_grpc
+from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2
+
+from server.errors import invalid
+from server.idempotency import RequestKey
+from server.store.webhook_sql import DeliveryRow, SubscriptionRow
+from server.transport.guard import guarded
+from server.transport.status import abort_with, encode_error
+from server.wallet.validation import check_id
+from server.webhooks.patterns import check_patterns
+from server.webhooks.subscriptions import CreateSubscription, Subscriptions
+from server.webhooks.validation import (
+    check_callback_url,
+    check_description,
+    check_secret,
+    check_uuid,
+)
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+_STATE_TO_PB = {
+    "pending": pb.DELIVERY_STATE_PENDING,
+    "delivered": pb.DELIVERY_STATE_DELIVERED,
+    "dead": pb.DELIVERY_STATE_DEAD_LETTERED,
+    "cancelled": pb.DELIVERY_STATE_CANCELLED,
+}
+_STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
+
+
+def _ts(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def subscription_out(row: SubscriptionRow) -> pb.Subscription:
+    """SubscriptionRow -> proto Subscription (there is no secret to leak: the row has none)."""
+    return pb.Subscription(
+        subscription_id=str(row.subscription_id),
+        tenant_id=row.tenant_id,
+        callback_url=row.callback_url,
+        event_types=row.event_types,
+        description=row.description,
+        create_time=_ts(row.created_at),
+    )
+
+
+def delivery_out(row: DeliveryRow) -> pb.Delivery:
+    """DeliveryRow -> proto Delivery."""
+    d = pb.Delivery(
+        delivery_id=str(row.delivery_id),
+        subscription_id=str(row.subscription_id),
+        event_id=str(row.event_id),
+        event_type=row.event_type,
+        state=_STATE_TO_PB[row.state],
+        attempts=row.attempts,
+        last_http_status=row.last_status,
+        last_error=row.last_error,
+        create_time=_ts(row.created_at),
+    )
+    if row.state == "pending":
+        d.next_attempt_time.CopyFrom(_ts(row.next_attempt_at))
+    if row.finished_at is not None:
+        d.finish_time.CopyFrom(_ts(row.finished_at))
+    return d
+
+
+def _key(method: str, request: _message.Message, tenant: str, idem: str) -> RequestKey:
+    return RequestKey.of(tenant, idem, method, request.SerializeToString(deterministic=True))
+
+
+def _page_size(value: int) -> int:
+    if value < 0:
+        raise invalid("page_size", "INVALID_PAGE_SIZE", "page_size must not be negative")
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _filters(request: _message.Message) -> bytes:
+    """The request without its paging fields: what a page token is bound to."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("page_size")
+    copy.ClearField("page_token")
+    return copy.SerializeToString(deterministic=True)
+
+
+def _page_token(filters: bytes, seq: int) -> str:
+    digest = hashlib.sha256(filters).hexdigest()[:16]
+    return base64.urlsafe_b64encode(f"{seq}:{digest}".encode()).decode()
+
+
+def _parse_page_token(token: str, filters: bytes) -> int | None:
+    if not token:
+        return None
+    try:
+        seq_text, digest = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
+        seq = int(seq_text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid("page_token", "INVALID_PAGE_TOKEN", "page_token is malformed") from exc
+    if digest != hashlib.sha256(filters).hexdigest()[:16]:
+        raise invalid(
+            "page_token", "INVALID_PAGE_TOKEN", "page_token was issued for a different request"
+        )
+    return seq
+
+
+class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
+    """croupier.events.v1.SubscriptionService (see the proto for each RPC's contract)."""
+
+    def __init__(self, subscriptions: Subscriptions) -> None:
+        self.subscriptions = subscriptions
+
+    @guarded
+    async def CreateSubscription(
+        self, request: pb.CreateSubscriptionRequest, context: Ctx
+    ) -> pb.CreateSubscriptionResponse:
+        """Register a subscription (see Subscriptions.create)."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        idem = check_id(request.idempotency_key, "idempotency_key")
+        cmd = CreateSubscription(
+            tenant,
+            check_callback_url(request.callback_url),
+            check_secret(request.secret),
+            check_patterns(list(request.event_types)),
+            check_description(request.description),
+        )
+
+        def ok(row: SubscriptionRow) -> bytes:
+            return pb.CreateSubscriptionResponse(
+                subscription=subscription_out(row)
+            ).SerializeToString(deterministic=True)
+
+        reply = await self.subscriptions.execute(
+            _key("CreateSubscription", request, tenant, idem),
+            lambda conn: self.subscriptions.create(conn, cmd),
+            ok,
+            encode_error,
+        )
+        if reply.code != 0:
+            await abort_with(context, reply.payload)
+        return pb.CreateSubscriptionResponse.FromString(reply.payload)
+
+    @guarded
+    async def GetSubscription(
+        self, request: pb.GetSubscriptionRequest, context: Ctx
+    ) -> pb.GetSubscriptionResponse:
+        """Read one active subscription."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        sub_id = check_uuid(request.subscription_id, "subscription_id")
+        row = await self.subscriptions.get(tenant, sub_id)
+        return pb.GetSubscriptionResponse(subscription=subscription_out(row))
+
+    @guarded
+    async def ListSubscriptions(
+        self, request: pb.ListSubscriptionsRequest, context: Ctx
+    ) -> pb.ListSubscriptionsResponse:
+        """A page of active subscriptions, oldest first."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        size = _page_size(request.page_size)
+        filters = _filters(request)
+        after = _parse_page_token(request.page_token, filters) or 0
+        rows = await self.subscriptions.list_active(tenant, after, size + 1)
+        resp = pb.ListSubscriptionsResponse(
+            subscriptions=[subscription_out(r) for r in rows[:size]]
+        )
+        if len(rows) > size:
+            resp.next_page_token = _page_token(filters, rows[size - 1].seq)
+        return resp
+
+    @guarded
+    async def DeleteSubscription(
+        self, request: pb.DeleteSubscriptionRequest, context: Ctx
+    ) -> pb.DeleteSubscriptionResponse:
+        """Soft-delete a subscription (see Subscriptions.delete)."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        idem = check_id(request.idempotency_key, "idempotency_key")
+        sub_id = check_uuid(request.subscription_id, "subscription_id")
+
+        def ok(row: SubscriptionRow) -> bytes:
+            resp = pb.DeleteSubscriptionResponse(subscription=subscription_out(row))
+            if row.deleted_at is not None:
+                resp.delete_time.CopyFrom(_ts(row.deleted_at))
+            return resp.SerializeToString(deterministic=True)
+
+        reply = await self.subscriptions.execute(
+            _key("DeleteSubscription", request, tenant, idem),
+            lambda conn: self.subscriptions.delete(conn, tenant, sub_id),
+            ok,
+            encode_error,
+        )
+        if reply.code != 0:
+            await abort_with(context, reply.payload)
+        return pb.DeleteSubscriptionResponse.FromString(reply.payload)
+
+    @guarded
+    async def ListDeliveries(
+        self, request: pb.ListDeliveriesRequest, context: Ctx
+    ) -> pb.ListDeliveriesResponse:
+        """A page of a subscription's deliveries, newest first, optionally one state."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        sub_id = check_uuid(request.subscription_id, "subscription_id")
+        if request.state != pb.DELIVERY_STATE_UNSPECIFIED and request.state not in _STATE_FROM_PB:
+            raise invalid("state", "INVALID_STATE", "state is not a known DeliveryState")
+        state = _STATE_FROM_PB.get(request.state)
+        size = _page_size(request.page_size)
+        filters = _filters(request)
+        before = _parse_page_token(request.page_token, filters)
+        rows = await self.subscriptions.deliveries(tenant, sub_id, state, before, size + 1)
+        resp = pb.ListDeliveriesResponse(deliveries=[delivery_out(r) for r in rows[:size]])
+        if len(rows) > size:
+            resp.next_page_token = _page_token(filters, rows[size - 1].seq)
+        return resp
+
+    @guarded
+    async def RedeliverDeadLetter(
+        self, request: pb.RedeliverDeadLetterRequest, context: Ctx
+    ) -> pb.RedeliverDeadLetterResponse:
+        """Requeue a dead letter (see Subscriptions.redeliver)."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        idem = check_id(request.idempotency_key, "idempotency_key")
+        sub_id = check_uuid(request.subscription_id, "subscription_id")
+        delivery_id = check_uuid(request.delivery_id, "delivery_id")
+
+        def ok(row: DeliveryRow) -> bytes:
+            return pb.RedeliverDeadLetterResponse(delivery=delivery_out(row)).SerializeToString(
+                deterministic=True
+            )
+
+        reply = await self.subscriptions.execute(
+            _key("RedeliverDeadLetter", request, tenant, idem),
+            lambda conn: self.subscriptions.redeliver(conn, tenant, sub_id, delivery_id),
+            ok,
+            encode_error,
+        )
+        if reply.code != 0:
+            await abort_with(context, reply.payload)
+        return pb.RedeliverDeadLetterResponse.FromString(reply.payload)

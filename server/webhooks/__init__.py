@@ -1,0 +1,1 @@
+"""Webhook subscriptions and the croupier-webhooks dispatcher (issue 5 item 5, seed 004)."""
