@@ -1,4 +1,4 @@
-"""Wiring: build the gRPC server (wallet, health, reflection) over a connection pool.
+"""Wiring: build the gRPC server (wallet, jackpot, health, reflection) over a connection pool.
 
 `build_server` returns `(server, port)` so tests bind port 0 (STYLE.md, grpc examples).
 """
@@ -11,18 +11,32 @@ import logging
 from dataclasses import dataclass, field
 
 import grpc
+from croupier.events.v1 import subscription_service_pb2, subscription_service_pb2_grpc
+from croupier.jackpot.v1 import jackpot_service_pb2, jackpot_service_pb2_grpc
 from croupier.wallet.v1 import wallet_service_pb2, wallet_service_pb2_grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 
+from server.auth import KeyStore
+from server.jackpot.engine import Jackpots
+from server.jackpot.payout import PayoutSaga
+from server.telemetry import tracing_interceptors
+from server.transport.interceptor import CallInterceptor
+from server.transport.jackpot_servicer import JackpotServicer
 from server.transport.wallet_servicer import WalletServicer
+from server.transport.webhook_servicer import SubscriptionServicer
 from server.wallet.ledger import Wallet
+from server.webhooks.subscriptions import Subscriptions
 
 log = logging.getLogger("croupier.server")
 
 WALLET_SERVICE = wallet_service_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
+JACKPOT_SERVICE = jackpot_service_pb2.DESCRIPTOR.services_by_name["JackpotService"].full_name
+SUBSCRIPTION_SERVICE = subscription_service_pb2.DESCRIPTOR.services_by_name[
+    "SubscriptionService"
+].full_name
 
 
 @dataclass
@@ -35,6 +49,8 @@ class App:
     health: health_aio.HealthServicer
     wallet: Wallet
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    jackpots: Jackpots | None = None
+    payouts: PayoutSaga | None = None
 
     async def stop(self, grace: float) -> None:
         """Graceful shutdown: NOT_SERVING, stop accepting, finish in-flight calls within
@@ -46,6 +62,8 @@ class App:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.payouts is not None:
+            await self.payouts.close()
         await self.pool.close()
 
 
@@ -65,28 +83,55 @@ async def build_server(
     *,
     max_concurrent_rpcs: int = 1024,
     hold_sweep_seconds: float = 5.0,
+    payout_retry_seconds: float = 1.0,
+    payout_start_delay_seconds: float = 0.0,
+    keys: KeyStore | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> App:
-    """Create and start the server on `addr` (port 0 = any free port); returns the App."""
+    """Create and start the server on `addr` (port 0 = any free port); returns the App.
+
+    `keys` turns on tenant authentication (server.auth); tracing follows OTEL_* variables.
+    `credentials` (server.tls.server_credentials) serves TLS or mutual TLS instead of plain text.
+    """
     server = grpc.aio.server(
+        interceptors=[*tracing_interceptors(), CallInterceptor(keys)],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
     )
     wallet = Wallet(pool)
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(wallet), server)
+    jackpots = Jackpots(pool)
+    payouts = PayoutSaga(pool, wallet, start_delay_seconds=payout_start_delay_seconds)
+    jackpot_service_pb2_grpc.add_JackpotServiceServicer_to_server(
+        JackpotServicer(jackpots, payouts), server
+    )
+    subscription_service_pb2_grpc.add_SubscriptionServiceServicer_to_server(
+        SubscriptionServicer(Subscriptions(pool)), server
+    )
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = (
         WALLET_SERVICE,
+        JACKPOT_SERVICE,
+        SUBSCRIPTION_SERVICE,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(services, server)
-    port = server.add_insecure_port(addr)
+    # TLS / mutual TLS when given credentials (server.tls.server_credentials), else plain text
+    if credentials is not None:
+        port = server.add_secure_port(addr, credentials)
+    else:
+        port = server.add_insecure_port(addr)
     if port == 0:
         raise RuntimeError(f"could not bind {addr}")
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(WALLET_SERVICE, health_pb2.HealthCheckResponse.SERVING)
-    app = App(server, port, pool, health_servicer, wallet)
+    await health_servicer.set(JACKPOT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(SUBSCRIPTION_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    app = App(server, port, pool, health_servicer, wallet, jackpots=jackpots, payouts=payouts)
     app.tasks.append(asyncio.create_task(_sweep_expired_holds(wallet, hold_sweep_seconds)))
+    # the payout saga's retrier: resumes requested wins (also after a crash), with backoff
+    app.tasks.append(asyncio.create_task(payouts.retry_forever(payout_retry_seconds)))
     return app

@@ -21,15 +21,34 @@ from psycopg_pool import AsyncConnectionPool
 from server.errors import DomainError, ErrorCode
 from server.store import auth_sql
 
-SCOPES = ("wallet:read", "wallet:write", "jackpot:read", "jackpot:write", "jackpot:admin",
-          "events:admin", "admin")
+SCOPES = (
+    "wallet:read",
+    "wallet:write",
+    "jackpot:read",
+    "jackpot:write",
+    "jackpot:admin",
+    "events:admin",
+    "admin",
+)
 
 # Methods whose scope is not "<service>:read" (reads) — everything not listed as a read of its
 # service needs the write scope, jackpot configuration needs jackpot:admin.
 _READS = {
-    "GetBalance", "GetTransaction", "ListTransactions", "GetPool", "ListPools", "WatchPools",
-    "GetWin", "ListWins", "GetAuditLog", "CheckEligibility", "GetSubscription",
-    "ListSubscriptions", "ListDeliveries",
+    "GetBalance",
+    "GetTransaction",
+    "ListTransactions",
+    "GetPool",
+    "ListPools",
+    "WatchPools",
+    "GetWin",
+    "ListWins",
+    "GetAuditLog",
+    "CheckEligibility",
+    "GetSubscription",
+    "ListSubscriptions",
+    "ListDeliveries",
+    "GetCycle",
+    "ListContributions",
 }
 _ADMIN = {"CreateJackpot", "UpdatePool", "Reconcile"}
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
@@ -122,8 +141,9 @@ class KeyStore:
             self._cache[key_id] = cached
             self._digests[key_id] = digest
         principal = cached[1]
-        if principal is None or not hmac.compare_digest(self._digests.get(key_id, b""),
-                                                        _hash(secret)):
+        if principal is None or not hmac.compare_digest(
+            self._digests.get(key_id, b""), _hash(secret)
+        ):
             raise _unauthenticated("unknown or revoked API key")
         return principal
 
@@ -132,8 +152,13 @@ def authorize(principal: Principal, method: str, tenant_id: str | None) -> None:
     """Check scope and tenant. Raises PERMISSION_DENIED `MISSING_SCOPE` / `WRONG_TENANT`."""
     scope = required_scope(method)
     if scope is not None and scope not in principal.scopes and "admin" not in principal.scopes:
-        raise DomainError(ErrorCode.PERMISSION_DENIED, "MISSING_SCOPE",
-                          f"this API key lacks the scope {scope}", {"scope": scope})
+        raise DomainError(
+            ErrorCode.PERMISSION_DENIED,
+            "MISSING_SCOPE",
+            f"this API key lacks the scope {scope}",
+            {"scope": scope},
+        )
     if tenant_id is not None and tenant_id != principal.tenant_id:
-        raise DomainError(ErrorCode.PERMISSION_DENIED, "WRONG_TENANT",
-                          "this API key belongs to another tenant")
+        raise DomainError(
+            ErrorCode.PERMISSION_DENIED, "WRONG_TENANT", "this API key belongs to another tenant"
+        )

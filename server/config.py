@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def _path(value: str | None) -> Path | None:
+    """A file path from an environment value; unset or empty is None."""
+    return Path(value) if value else None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server reads from its environment.
@@ -19,8 +24,16 @@ class Settings:
     | CROUPIER_MAX_CONCURRENT_RPCS | 1024 | in-flight RPC bound (then RESOURCE_EXHAUSTED) |
     | CROUPIER_GRACE_SECONDS | 10 | shutdown grace period (seconds) |
     | CROUPIER_HOLD_SWEEP_SECONDS | 5 | how often expired holds are voided (seconds) |
+    | CROUPIER_JP_PAYOUT_RETRY_SECONDS | 1 | how often due jackpot payouts are retried (seconds) |
+    | CROUPIER_JP_PAYOUT_DELAY_SECONDS | 0 | delay before a win's first payout attempt (seconds; |
+    |   | | chaos tests, or a short hold before crediting) |
     | CROUPIER_EXTRA_CURRENCIES | "" | extra currency codes, e.g. BTC:8,USDT:6 |
     | CROUPIER_LOG_LEVEL | INFO | Python logging level |
+    | CROUPIER_TLS_CERT / _KEY | (unset: plain text) | PEM server certificate chain and key |
+    | CROUPIER_TLS_CLIENT_CA | (unset: no client certificates) | PEM CA bundle; when set, |
+    |   | | clients must present a certificate from it (mutual TLS; server/tls.py) |
+    | CROUPIER_AUTH | off | `required`: every call needs a tenant API key (server.auth) |
+    | CROUPIER_METRICS_ADDR | 127.0.0.1:9464 | Prometheus /metrics (worker i: port + i) |
     """
 
     database_url: str | None
@@ -32,6 +45,13 @@ class Settings:
     grace_seconds: float
     hold_sweep_seconds: float
     log_level: str
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    payout_retry_seconds: float = 1.0
+    payout_start_delay_seconds: float = 0.0
+    auth_required: bool = False
+    metrics_addr: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -47,4 +67,11 @@ class Settings:
             grace_seconds=float(e.get("CROUPIER_GRACE_SECONDS", "10")),
             hold_sweep_seconds=float(e.get("CROUPIER_HOLD_SWEEP_SECONDS", "5")),
             log_level=e.get("CROUPIER_LOG_LEVEL", "INFO"),
+            tls_cert=_path(e.get("CROUPIER_TLS_CERT")),
+            tls_key=_path(e.get("CROUPIER_TLS_KEY")),
+            tls_client_ca=_path(e.get("CROUPIER_TLS_CLIENT_CA")),
+            payout_retry_seconds=float(e.get("CROUPIER_JP_PAYOUT_RETRY_SECONDS", "1")),
+            payout_start_delay_seconds=float(e.get("CROUPIER_JP_PAYOUT_DELAY_SECONDS", "0")),
+            auth_required=e.get("CROUPIER_AUTH", "off").lower() == "required",
+            metrics_addr=e.get("CROUPIER_METRICS_ADDR", "127.0.0.1:9464"),
         )

@@ -16,14 +16,47 @@ from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
+from psycopg_pool import AsyncConnectionPool
+
+from server.auth import KeyStore
 from server.config import Settings
+from server.store import outbox_sql
 from server.store.database import migrate, open_pool
 from server.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from server.telemetry import (
+    OUTBOX_LAG,
+    OUTBOX_UNPUBLISHED,
+    observe_pool,
+    setup_tracing,
+    start_metrics_server,
+)
+from server.tls import TLSConfigError, server_credentials, tls_files
 
 log = logging.getLogger("croupier")
 
 
-async def serve(settings: Settings, database_url: str) -> None:
+async def watch_gauges(pool: AsyncConnectionPool, every: float = 5.0) -> None:
+    """Refresh the pool and outbox-lag gauges every `every` seconds."""
+    while True:
+        observe_pool(pool.get_stats())
+        try:
+            async with pool.connection() as conn:
+                count, age_ms = await outbox_sql.lag(conn)
+            OUTBOX_UNPUBLISHED.set(count)
+            OUTBOX_LAG.set(age_ms / 1000)
+        except Exception:  # a gauge must never take the server down
+            log.debug("outbox lag probe failed", exc_info=True)
+        await asyncio.sleep(every)
+
+
+def _transport(settings: Settings) -> str:
+    """How the server listens, for the log: plain text, TLS or mutual TLS."""
+    if settings.tls_cert is None:
+        return "plain text"
+    return "mutual TLS" if settings.tls_client_ca is not None else "TLS"
+
+
+async def serve(settings: Settings, database_url: str, worker_index: int = 0) -> None:
     """Migrate, start the server, wait for SIGTERM/SIGINT, shut down gracefully."""
     from server.app import build_server  # after logging is set up
 
@@ -31,14 +64,21 @@ async def serve(settings: Settings, database_url: str) -> None:
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
     pool = await open_pool(database_url, settings.pool_min, settings.pool_max)
+    setup_tracing()
+    start_metrics_server(settings.metrics_addr, worker_index)
     app = await build_server(
         pool,
         settings.grpc_addr,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         hold_sweep_seconds=settings.hold_sweep_seconds,
+        payout_retry_seconds=settings.payout_retry_seconds,
+        payout_start_delay_seconds=settings.payout_start_delay_seconds,
+        keys=KeyStore(pool) if settings.auth_required else None,
+        credentials=server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca),
     )
+    app.tasks.append(asyncio.create_task(watch_gauges(pool)))
     host = settings.grpc_addr.rsplit(":", 1)[0]
-    log.info("croupier serving on %s:%d", host, app.port)
+    log.info("croupier serving on %s:%d (%s)", host, app.port, _transport(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -48,9 +88,9 @@ async def serve(settings: Settings, database_url: str) -> None:
     await app.stop(settings.grace_seconds)
 
 
-def _worker(settings: Settings, database_url: str) -> None:
+def _worker(settings: Settings, database_url: str, index: int) -> None:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings, database_url))
+        asyncio.run(serve(settings, database_url, index))
 
 
 def supervise_workers(n: int, settings: Settings, database_url: str) -> None:
@@ -62,7 +102,7 @@ def supervise_workers(n: int, settings: Settings, database_url: str) -> None:
 
     def spawn(i: int) -> BaseProcess:
         proc = ctx.Process(
-            target=_worker, args=(settings, database_url), name=f"croupier-worker-{i}"
+            target=_worker, args=(settings, database_url, i), name=f"croupier-worker-{i}"
         )
         proc.start()
         log.info("worker %d started (pid %s)", i, proc.pid)
@@ -151,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    try:  # a bad TLS configuration stops here, before any database or worker starts
+        tls_files(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    except TLSConfigError as exc:
+        print(f"croupier-server: {exc}", file=sys.stderr)
+        return 2
     embedded: EmbeddedPostgres | None = None
     url = settings.database_url
     try:

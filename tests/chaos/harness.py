@@ -52,8 +52,12 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 AMQP = os.environ.get("CROUPIER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 TRANSIENT = {
-    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.ABORTED,
 }
 
@@ -108,19 +112,28 @@ class Drill:
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        env.update(CROUPIER_DATABASE_URL=self.url, CROUPIER_GRPC_ADDR=f"127.0.0.1:{self.port}",
-                   CROUPIER_METRICS_ADDR="", CROUPIER_GRACE_SECONDS="2",
-                   CROUPIER_DB_POOL_MAX="8", CROUPIER_LOG_LEVEL="WARNING",
-                   CROUPIER_JP_PAYOUT_RETRY_SECONDS="0.3")
+        env.update(
+            CROUPIER_DATABASE_URL=self.url,
+            CROUPIER_GRPC_ADDR=f"127.0.0.1:{self.port}",
+            CROUPIER_METRICS_ADDR="",
+            CROUPIER_GRACE_SECONDS="2",
+            CROUPIER_DB_POOL_MAX="8",
+            CROUPIER_LOG_LEVEL="WARNING",
+            CROUPIER_JP_PAYOUT_RETRY_SECONDS="0.3",
+        )
         return env
 
     def start_processes(self) -> None:
-        log = open(self.embedded.data_dir / "processes.log", "ab")  # noqa: SIM115
+        log = open(self.embedded.data_dir / "processes.log", "ab")
         self.procs["server"] = subprocess.Popen(
-            [str(BIN / "croupier-server"), "--workers", "2"], env=self._env(), stdout=log,
-            stderr=log)
-        self.procs["relay"] = subprocess.Popen([str(BIN / "croupier-relay")], env=self._env(),
-                                               stdout=log, stderr=log)
+            [str(BIN / "croupier-server"), "--workers", "2"],
+            env=self._env(),
+            stdout=log,
+            stderr=log,
+        )
+        self.procs["relay"] = subprocess.Popen(
+            [str(BIN / "croupier-relay")], env=self._env(), stdout=log, stderr=log
+        )
 
     def stop_processes(self) -> None:
         for p in self.procs.values():
@@ -133,8 +146,12 @@ class Drill:
                 p.kill()
 
     def worker_pids(self) -> list[int]:
-        out = subprocess.run(["pgrep", "-P", str(self.procs["server"].pid)],
-                             capture_output=True, text=True, check=False).stdout
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.procs["server"].pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
         return [int(x) for x in out.split()]
 
     # -- faults ------------------------------------------------------------------------------
@@ -150,16 +167,31 @@ class Drill:
         self.stats.faults[f"postgres {mode} restart"] += 1
 
     async def rabbit_outage(self, seconds: float) -> None:
-        await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "stop_app"], check=True,
-                                capture_output=True, timeout=120)
+        await asyncio.to_thread(
+            subprocess.run,
+            ["rabbitmqctl", "stop_app"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         self.stats.faults["rabbitmq stopped"] += 1
         try:
             await asyncio.sleep(seconds)
         finally:
-            await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "start_app"], check=True,
-                                    capture_output=True, timeout=120)
-            await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "await_startup"],
-                                    check=False, capture_output=True, timeout=120)
+            await asyncio.to_thread(
+                subprocess.run,
+                ["rabbitmqctl", "start_app"],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            await asyncio.to_thread(
+                subprocess.run,
+                ["rabbitmqctl", "await_startup"],
+                check=False,
+                capture_output=True,
+                timeout=120,
+            )
 
     async def inject(self, stop: asyncio.Event) -> None:
         """Every fault at least once, in random order, then random ones until stopped."""
@@ -171,8 +203,11 @@ class Drill:
                 await asyncio.wait_for(stop.wait(), random.uniform(gap * 0.5, gap))
             if stop.is_set():
                 break
-            fault = plan.pop() if plan else random.choice(["kill", "kill", "fast", "immediate",
-                                                           "rabbit"])
+            fault = (
+                plan.pop()
+                if plan
+                else random.choice(["kill", "kill", "fast", "immediate", "rabbit"])
+            )
             if fault == "kill":
                 await self.kill_worker()
             elif fault in ("fast", "immediate"):
@@ -212,8 +247,13 @@ class Drill:
         player = f"p{i}"
         deposit = 100_000
         k = f"{self.tenant}-dep-{player}"
-        status, _ = await self.call(stub, "Credit", pb.CreditRequest(
-            tenant_id=self.tenant, player_id=player, idempotency_key=k, amount=eur(deposit)))
+        status, _ = await self.call(
+            stub,
+            "Credit",
+            pb.CreditRequest(
+                tenant_id=self.tenant, player_id=player, idempotency_key=k, amount=eur(deposit)
+            ),
+        )
         assert status == "ok"
         self.model.deposits[player] = deposit
         self.model.ok_keys.add(k)
@@ -223,18 +263,33 @@ class Drill:
             bet = f"{player}-r{r}"
             stake = random.randint(1, 500)
             ak = f"{self.tenant}-auth-{bet}"
-            status, _ = await self.call(stub, "AuthorizeBet", pb.AuthorizeBetRequest(
-                tenant_id=self.tenant, player_id=player, idempotency_key=ak, bet_id=bet,
-                round_id=bet, game_id="chaos-slot", amount=eur(stake)))
+            status, _ = await self.call(
+                stub,
+                "AuthorizeBet",
+                pb.AuthorizeBetRequest(
+                    tenant_id=self.tenant,
+                    player_id=player,
+                    idempotency_key=ak,
+                    bet_id=bet,
+                    round_id=bet,
+                    game_id="chaos-slot",
+                    amount=eur(stake),
+                ),
+            )
             if status != "ok":
                 self.model.refused_keys.add(ak)
                 continue
             self.model.ok_keys.add(ak)
             win = random.choice([0, 0, 0, stake // 2, stake * 2, stake * 10])
             sk = f"{self.tenant}-settle-{bet}"
-            sreq = pb.SettleBetRequest(tenant_id=self.tenant, player_id=player,
-                                       idempotency_key=sk, bet_id=bet, round_id=bet,
-                                       win=eur(win))
+            sreq = pb.SettleBetRequest(
+                tenant_id=self.tenant,
+                player_id=player,
+                idempotency_key=sk,
+                bet_id=bet,
+                round_id=bet,
+                win=eur(win),
+            )
             status, _ = await self.call(stub, "SettleBet", sreq)
             if status != "ok":
                 self.stats.anomalies.append(f"settle of an authorized bet refused: {bet}")
@@ -272,7 +327,9 @@ class Drill:
             async with pool.connection() as conn:
                 cur = await conn.execute(
                     "SELECT idempotency_key, count(*) FROM transactions WHERE tenant_id = %s"
-                    " GROUP BY idempotency_key", (self.tenant,))
+                    " GROUP BY idempotency_key",
+                    (self.tenant,),
+                )
                 in_ledger = {str(k): int(n) for k, n in await cur.fetchall()}
                 for key, n in in_ledger.items():
                     if n != 1:
@@ -283,7 +340,9 @@ class Drill:
                     a.append(f"refused {key} is in the ledger")
                 cur = await conn.execute(
                     "SELECT owner, available, held FROM accounts WHERE tenant_id = %s"
-                    " AND kind = 'player'", (self.tenant,))
+                    " AND kind = 'player'",
+                    (self.tenant,),
+                )
                 for owner, available, held in await cur.fetchall():
                     expected = self.model.deposits.get(owner, 0) + self.model.net[owner]
                     if (available, held) != (expected, 0):
@@ -297,7 +356,9 @@ class Drill:
                 async with pool.connection() as conn:
                     cur = await conn.execute(
                         "SELECT event_id::text, published_at IS NOT NULL FROM outbox"
-                        " WHERE tenant_id = %s", (self.tenant,))
+                        " WHERE tenant_id = %s",
+                        (self.tenant,),
+                    )
                     rows = await cur.fetchall()
                 committed = {str(e) for e, _ in rows}
                 if committed <= self.received or time.monotonic() > deadline:
@@ -327,13 +388,15 @@ class Drill:
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as ch:
                 stub = WalletServiceStub(ch)
-                await self.call(stub, "GetBalance", pb.GetBalanceRequest(
-                    tenant_id=self.tenant, player_id="warmup"))
+                await self.call(
+                    stub,
+                    "GetBalance",
+                    pb.GetBalanceRequest(tenant_id=self.tenant, player_id="warmup"),
+                )
                 stop = asyncio.Event()
                 deadline = time.monotonic() + self.seconds
                 injector = asyncio.create_task(self.inject(stop))
-                await asyncio.gather(*(self.player(stub, i, deadline)
-                                       for i in range(self.players)))
+                await asyncio.gather(*(self.player(stub, i, deadline) for i in range(self.players)))
                 stop.set()
                 await injector
             await self.audit()
