@@ -31,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 from server.errors import DomainError, ErrorCode, invalid
 from server.idempotency import RequestKey, RetryTransactionError, StoredReply, run_idempotent
 from server.jackpot import audit, fairness
+from server.jackpot import events as jp_events
 from server.jackpot.accounting import MICRO, Split, split_contribution
 from server.jackpot.model import (
     Contribute,
@@ -457,6 +458,25 @@ class Jackpots:
         await self._record_contribution(
             conn, pool, cmd, given, conversion, split, probability, win_id
         )
+        await jp_events.contribution_recorded(
+            conn,
+            tenant_id=cmd.tenant_id,
+            pool_id=pool.pool_id,
+            tier=cfg.tier,
+            cycle=pool.cycle,
+            key=cmd.idempotency_key,
+            player_id=cmd.player_id,
+            round_id=cmd.round_id,
+            game_id=cmd.game_id,
+            bet=cmd.bet.minor_units,
+            bet_currency=cmd.bet.currency,
+            currency=jackpot.currency,
+            to_pool=split.to_pool,
+            to_reseed=split.to_reseed,
+            to_overflow=split.to_overflow,
+            pool_amount=amount,
+            hit=win_id is not None,
+        )
         if win_id is not None:
             await self._hit(
                 conn,
@@ -605,6 +625,18 @@ class Jackpots:
             hit_at=now,
         )
         await sql.end_cycle(conn, pool.pool_id, pool.cycle, win_id, now)
+        await jp_events.triggered(
+            conn,
+            win_id=str(win_id),
+            tenant_id=tenant_id,
+            player_id=player_id,
+            pool_id=pool.pool_id,
+            cycle=pool.cycle,
+            amount=amount,
+            currency=jackpot.currency,
+            reason=reason,
+            round_id=round_id,
+        )
         owner = jackpot.owner_tenant_id
         await self._audit(
             conn,
@@ -624,6 +656,15 @@ class Jackpots:
         )
         base = pool.config.seed + hidden
         await sql.advance_pool(conn, pool.pool_id, pool.cycle + 1, base, hidden)
+        await jp_events.pool_updated(
+            conn,
+            tenant_id=owner,
+            pool_id=pool.pool_id,
+            cycle=pool.cycle + 1,
+            amount=base,
+            currency=jackpot.currency,
+            reason="reset after hit",
+        )
         await self._start_cycle(
             conn, owner, pool.pool_id, pool.cycle + 1, pool.config, base, hidden, now
         )
@@ -708,6 +749,14 @@ class Jackpots:
             time_micros=micros,
             prev_hash=prev,
             hash_=digest,
+        )
+        await jp_events.config_changed(
+            conn,
+            tenant_id=tenant_id,
+            action=action,
+            subject=subject,
+            seq=seq,
+            record_hash=digest.hex() if isinstance(digest, bytes) else str(digest),
         )
 
     # -- reads ---------------------------------------------------------------------------------

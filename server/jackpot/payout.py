@@ -28,6 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode
 from server.idempotency import RequestKey
+from server.jackpot import events as jp_events
 from server.jackpot.model import PayoutState, WinRow
 from server.money import Money
 from server.store import jackpot_sql as sql
@@ -83,6 +84,7 @@ class PayoutSaga:
             if refused is not None:
                 async with conn.transaction():
                     await sql.mark_failed(conn, win_id, refused)
+                    await jp_events.payout_outcome(conn, win, credited=False, reason=refused)
                 return await self._reload(win_id)
         try:
             await self._credit(win)
@@ -119,6 +121,9 @@ class PayoutSaga:
         async def credit_and_close(conn: Conn) -> TransferResult:
             result = await self.wallet.credit(conn, cmd)
             await sql.mark_credited(conn, win.win_id, result.transaction_id, "")
+            await jp_events.payout_outcome(
+                conn, win, credited=True, wallet_transaction_id=str(result.transaction_id)
+            )
             return result
 
         reply = await self.wallet.execute(
@@ -131,6 +136,9 @@ class PayoutSaga:
         if reply.code != 0:  # the wallet refused (an int64 overflow of the balance)
             async with self.pool.connection() as conn, conn.transaction():
                 await sql.mark_failed(conn, win.win_id, reply.payload.decode())
+                await jp_events.payout_outcome(
+                    conn, win, credited=False, reason=reply.payload.decode()
+                )
 
     async def _reload(self, win_id: uuid.UUID) -> WinRow:
         async with self.pool.connection() as conn:
