@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 PROTOS := $(shell find protos -name '*.proto' | sort)
 
-.PHONY: setup run test check lint typecheck buf-lint buf-breaking generate generate-check migrate clean
+.PHONY: setup run test chaos check lint typecheck buf-lint buf-breaking generate generate-check migrate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,16 @@ setup: $(VENV)/.installed $(BUF)
 run: $(VENV)/.installed
 	$(VENV)/bin/croupier-server --with relay,edge,webhooks
 
-## test: the whole test suite against real PostgreSQL and real gRPC
-test: $(VENV)/.installed
+## test: the whole test suite against real PostgreSQL and real gRPC (and the Node client, tests/ts)
+test: $(VENV)/.installed $(BUF)
 	$(PY) -m pytest -q -p no:cacheprovider
 
-## generate: regenerate Python code and type stubs from protos/ into generated/
-generate: $(VENV)/.installed
+## chaos: the 5-minute chaos drill (faults injected under load, exact audit afterwards)
+chaos: $(VENV)/.installed
+	$(PY) -m tests.chaos --seconds 300
+
+## generate: regenerate Python code and type stubs (and generated/ts) from protos/ into generated/
+generate: $(VENV)/.installed generate-ts
 	rm -rf generated/croupier
 	mkdir -p generated
 	$(PY) -m grpc_tools.protoc -I protos \
@@ -38,6 +42,15 @@ generate: $(VENV)/.installed
 	  --python_out=generated --grpc_python_out=generated \
 	  --mypy_out=generated --mypy_grpc_out=generated $(PROTOS)
 	find generated/croupier -type d -exec touch {}/__init__.py \;
+
+## generate-ts: TypeScript stubs (protoc-gen-es v2, buf.gen.ts.yaml) for every proto under protos/
+.PHONY: generate-ts certs
+generate-ts: $(BUF)
+	$(BUF) generate --template buf.gen.ts.yaml
+
+## certs: development CA, server (localhost, 127.0.0.1) and client certificates in .data/certs/
+certs: $(VENV)/.installed
+	$(PY) -m server.certs .data/certs
 
 ## generate-check: fail if the committed generated/ differs from a fresh `make generate`
 generate-check: generate
@@ -69,3 +82,8 @@ check: buf-lint buf-breaking generate-check lint typecheck
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
+
+## bench: client-observed AuthorizeBet / SettleBet latency at concurrency 32 (e.g. BENCH_ARGS="--seconds 5")
+.PHONY: bench
+bench: $(VENV)/.installed
+	$(PY) bench/client_latency.py $(BENCH_ARGS)
