@@ -41,7 +41,7 @@ class Report:
             all(c.net_minor_units == 0 for c in self.currencies)
             and not self.unbalanced_transactions
             and not self.drifting_accounts
-            and all(int(str(p.get("drift_minor_units", 0))) == 0 for p in self.pools)
+            and all(p.get("balanced", False) is True for p in self.pools)
         )
 
 
