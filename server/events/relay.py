@@ -42,8 +42,6 @@ EVENTS_EXCHANGE = "croupier.events"
 CRM_EXCHANGE = "croupier.crm"
 CRM_ROUTING_KEY = "casino"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-# What pauses the relay (then backs off and retries): broker or database unreachable.
-_PAUSES = (TimeoutError, aio_pika.exceptions.AMQPError, OSError, psycopg.OperationalError)
 
 
 def envelope(row: OutboxRow) -> dict[str, Any]:
@@ -88,10 +86,10 @@ class Relay:
 
     async def close(self) -> None:
         """Close the broker connection."""
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
-            self._channel = None
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # it may already be broken
+                await connection.close()
 
     async def _publish_aggregate(self, rows: Sequence[OutboxRow]) -> None:
         assert self._events is not None and self._crm is not None
@@ -176,12 +174,7 @@ class Relay:
                         await self.drain(worker)
                         backoff = 0.2
                         await self._wait(listener, stop)
-            except (
-                TimeoutError,
-                aio_pika.exceptions.AMQPError,
-                OSError,
-                psycopg.OperationalError,
-            ) as exc:
+            except Exception as exc:  # the relay outlives any broker or database failure
                 log.warning(
                     "relay paused (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff
                 )

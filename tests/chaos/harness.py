@@ -39,11 +39,14 @@ import aio_pika
 import grpc
 import psycopg
 from croupier.common.v1 import money_pb2
+from croupier.jackpot.v1 import jackpot_service_pb2 as jpb
+from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
 from grpc_status import rpc_status
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from server.jackpot.reconcile_all import reconcile_pools
 from server.reconcile import reconcile_ledger
 from server.store.database import migrate, open_pool
 from server.store.embedded import EmbeddedPostgres
@@ -107,6 +110,10 @@ class Drill:
         self.port = free_port()
         self.embedded = EmbeddedPostgres(ROOT / ".data" / f"chaos-{os.getpid()}")
         self.url = ""
+        self.jackpot_id = ""
+        self.contributions = 0
+        self.hits = 0
+        self.wins_paid = 0
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -243,7 +250,72 @@ class Drill:
                 self.stats.operations[f"{method} refused"] += 1
                 return "err", reason
 
-    async def player(self, stub: WalletServiceStub, i: int, deadline: float) -> None:
+    async def create_jackpot(self, stub: JackpotServiceStub) -> None:
+        """A two-tier network jackpot: a must-drop mini that drops every few hundred minor
+        units (many hits, many payouts) and a progressive grand."""
+        self.jackpot_id = f"jp-{self.tenant}"
+        tiers = [
+            jpb.TierConfig(
+                tier="mini",
+                kind=jpb.POOL_KIND_PROGRESSIVE,
+                seed_minor_units=1_000,
+                contribution_rate_ppm=20_000,
+                trigger=jpb.TRIGGER_KIND_MUST_DROP,
+                must_drop_min_minor_units=1_100,
+                must_drop_max_minor_units=1_400,
+            ),
+            jpb.TierConfig(
+                tier="grand",
+                kind=jpb.POOL_KIND_PROGRESSIVE,
+                seed_minor_units=100_000,
+                contribution_rate_ppm=5_000,
+                trigger=jpb.TRIGGER_KIND_EXTERNAL,
+                shards=8,
+            ),
+        ]
+        status, _ = await self.call(
+            stub,
+            "CreateJackpot",
+            jpb.CreateJackpotRequest(
+                tenant_id=self.tenant,
+                idempotency_key=f"{self.tenant}-create-jp",
+                jackpot_id=self.jackpot_id,
+                currency="EUR",
+                scope=jpb.JACKPOT_SCOPE_NETWORK,
+                tenant_ids=[self.tenant],
+                tiers=tiers,
+            ),
+        )
+        assert status == "ok", "could not create the chaos jackpot"
+
+    async def contribute(self, stub: JackpotServiceStub, player: str, bet: str, stake: int) -> None:
+        ck = f"{self.tenant}-jp-{bet}"
+        status, resp = await self.call(
+            stub,
+            "Contribute",
+            jpb.ContributeRequest(
+                tenant_id=self.tenant,
+                idempotency_key=ck,
+                jackpot_id=self.jackpot_id,
+                player_id=player,
+                game_id="chaos-slot",
+                round_id=bet,
+                bet=eur(stake),
+            ),
+        )
+        if status != "ok":
+            self.stats.anomalies.append(f"contribution {ck} refused: {resp}")
+            return
+        self.contributions += 1
+        self.hits += sum(1 for t in resp.tiers if t.hit)
+
+    async def player(
+        self,
+        stub: WalletServiceStub,
+        i: int,
+        deadline: float,
+        jackpot: JackpotServiceStub | None = None,
+    ) -> None:
         player = f"p{i}"
         deposit = 100_000
         k = f"{self.tenant}-dep-{player}"
@@ -280,6 +352,8 @@ class Drill:
                 self.model.refused_keys.add(ak)
                 continue
             self.model.ok_keys.add(ak)
+            if jackpot is not None:
+                await self.contribute(jackpot, player, bet, stake)
             win = random.choice([0, 0, 0, stake // 2, stake * 2, stake * 10])
             sk = f"{self.tenant}-settle-{bet}"
             sreq = pb.SettleBetRequest(
@@ -338,18 +412,49 @@ class Drill:
                     a.append(f"acknowledged {key} is missing from the ledger")
                 for key in self.model.refused_keys & in_ledger.keys():
                     a.append(f"refused {key} is in the ledger")
+                # every jackpot hit paid exactly once (the saga may still be finishing)
+                won: Counter[str] = Counter()
+                wins: list[tuple[Any, ...]] = []
+                for _ in range(120):
+                    cur = await conn.execute(
+                        "SELECT w.win_id::text, w.player_id, w.amount, w.payout_state,"
+                        "  (SELECT count(*) FROM transactions t WHERE t.tenant_id = w.tenant_id"
+                        "     AND t.idempotency_key = 'jp-payout-' || w.win_id::text)"
+                        "  FROM jp_wins w WHERE w.tenant_id = %s",
+                        (self.tenant,),
+                    )
+                    wins = list(await cur.fetchall())
+                    if all(str(w[3]) == "credited" for w in wins):
+                        break
+                    await asyncio.sleep(0.5)
+                for win_id, owner, amount, state, credits in wins:
+                    if str(state) != "credited" or int(credits) != 1:
+                        a.append(f"win {win_id}: state {state}, {credits} wallet credits")
+                    won[str(owner)] += int(amount)
+                self.wins_paid = len(wins)
+                if len(wins) != self.hits:
+                    a.append(f"{self.hits} hits acknowledged but {len(wins)} wins recorded")
                 cur = await conn.execute(
                     "SELECT owner, available, held FROM accounts WHERE tenant_id = %s"
                     " AND kind = 'player'",
                     (self.tenant,),
                 )
                 for owner, available, held in await cur.fetchall():
-                    expected = self.model.deposits.get(owner, 0) + self.model.net[owner]
+                    expected = (
+                        self.model.deposits.get(owner, 0) + self.model.net[owner] + won[owner]
+                    )
                     if (available, held) != (expected, 0):
                         a.append(f"{owner}: balance {available}/{held}, model {expected}/0")
             report = await reconcile_ledger(pool)
+            report.pools = [
+                p
+                for p in await reconcile_pools(pool)
+                if str(p["pool_id"]).startswith(self.jackpot_id)
+            ]
             if not report.ok:
-                a.append(f"ledger does not reconcile: {report}")
+                a.append(f"ledger or pools do not reconcile: {report}")
+            if not report.pools:
+                a.append("the chaos jackpot's pools are missing from the reconciliation")
             # every committed event reaches the broker
             deadline = time.monotonic() + 60
             while True:
@@ -393,10 +498,14 @@ class Drill:
                     "GetBalance",
                     pb.GetBalanceRequest(tenant_id=self.tenant, player_id="warmup"),
                 )
+                jackpot = JackpotServiceStub(ch)
+                await self.create_jackpot(jackpot)
                 stop = asyncio.Event()
                 deadline = time.monotonic() + self.seconds
                 injector = asyncio.create_task(self.inject(stop))
-                await asyncio.gather(*(self.player(stub, i, deadline) for i in range(self.players)))
+                await asyncio.gather(
+                    *(self.player(stub, i, deadline, jackpot) for i in range(self.players))
+                )
                 stop.set()
                 await injector
             await self.audit()
@@ -418,6 +527,8 @@ class Drill:
             f"chaos drill: {self.seconds:.0f}s, {self.players} players",
             "operations: " + ", ".join(f"{k} {v}" for k, v in sorted(s.operations.items())),
             f"unacknowledged attempts retried with the same key: {s.unacked_attempts}",
+            f"jackpot: {self.contributions} contributions, {self.hits} hits, "
+            f"{self.wins_paid} wins paid exactly once",
             "faults injected: " + ", ".join(f"{k} x{v}" for k, v in sorted(s.faults.items())),
             f"events committed and received: {getattr(self, 'events', 0)}",
             f"anomalies: {len(s.anomalies)}",
