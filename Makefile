@@ -83,7 +83,7 @@ check: buf-lint buf-breaking generate-check lint typecheck
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
 
-## bench: client-observed AuthorizeBet / SettleBet latency at concurrency 32 (e.g. BENCH_ARGS="--seconds 5")
-.PHONY: bench
-bench: $(VENV)/.installed
+## bench-latency: client-observed AuthorizeBet / SettleBet latency at concurrency 32 (BENCH_ARGS="--seconds 5")
+.PHONY: bench-latency
+bench-latency: $(VENV)/.installed
 	$(PY) bench/client_latency.py $(BENCH_ARGS)
