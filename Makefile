@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 PROTOS := $(shell find protos -name '*.proto' | sort)
 
-.PHONY: setup run test chaos check lint typecheck buf-lint buf-breaking generate generate-check migrate clean
+.PHONY: setup run test chaos bench check lint typecheck buf-lint buf-breaking generate generate-check migrate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,10 @@ check: buf-lint buf-breaking generate-check lint typecheck
 
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
+
+## bench: throughput and latency against pgbench's physical limit, side by side (bench/run.py)
+bench: $(VENV)/.installed
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 ## bench-latency: client-observed AuthorizeBet / SettleBet latency at concurrency 32 (BENCH_ARGS="--seconds 5")
 .PHONY: bench-latency
