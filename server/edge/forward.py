@@ -22,6 +22,7 @@ import hashlib
 import logging
 import re
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -142,6 +143,10 @@ def _refusal(exc: grpc.aio.AioRpcError) -> Outcome:
     return Outcome(error=code, wallet_reason=reason or exc.code().name)
 
 
+# The trace id of the callback being forwarded (set by the HTTP handler).
+trace_id: ContextVar[str] = ContextVar("croupier_edge_trace_id", default="")
+
+
 class Forwarder:
     """Sends callbacks to the WalletService through `stub` (one channel, shared)."""
 
@@ -180,7 +185,7 @@ class Forwarder:
         integration: Integration,
     ) -> Resp:
         """Call with a deadline; retry transient failures with the same request (same key)."""
-        metadata = integration.call_metadata()
+        metadata = (*integration.call_metadata(), ("x-trace-id", trace_id.get()))
         for attempt in range(self.attempts):
             try:
                 return await method(request, timeout=self.timeout, metadata=metadata)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ from aiohttp import web
 
 from server.edge.config import Integration
 from server.edge.disputes import Disputes
-from server.edge.forward import Forwarder, Outcome
+from server.edge.forward import Forwarder, Outcome, trace_id
 from server.edge.protocol import ROLLBACK, TRANSACTION, Callback, Code, EdgeError, Rollback
 from server.edge.protocol import parse as parse_callback
 from server.edge.signature import HEADER, verify
@@ -115,6 +116,9 @@ class CallbackHandler:
         self, request: web.Request, integration: Integration, endpoint: str
     ) -> web.Response:
         """One callback delivery (steps 1-3 of the module doc)."""
+        # The provider's X-Trace-Id (or a new one) follows the callback into the wallet call
+        # (gRPC metadata x-trace-id) and so onto the outbox events it writes.
+        trace_id.set(request.headers.get("X-Trace-Id", "")[:64] or uuid.uuid4().hex)
         if request.method != "POST":
             return refuse(Code.METHOD_NOT_ALLOWED)
         body = await read_limited(request, self.max_body_bytes)
