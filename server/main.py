@@ -27,6 +27,7 @@ from server.telemetry import (
     OUTBOX_LAG,
     OUTBOX_UNPUBLISHED,
     observe_pool,
+    refresh_business_gauges,
     setup_tracing,
     start_metrics_server,
 )
@@ -35,13 +36,18 @@ from server.tls import TLSConfigError, server_credentials, tls_files
 log = logging.getLogger("croupier")
 
 
-async def watch_gauges(pool: AsyncConnectionPool, every: float = 5.0) -> None:
-    """Refresh the pool and outbox-lag gauges every `every` seconds."""
+async def watch_gauges(pool: AsyncConnectionPool, business: bool, every: float = 5.0) -> None:
+    """Refresh the pool and outbox-lag gauges every `every` seconds, and (worker 0 only) the
+    jackpot business gauges every third time."""
+    tick = 0
     while True:
         observe_pool(pool.get_stats())
         try:
             async with pool.connection() as conn:
                 count, age_ms = await outbox_sql.lag(conn)
+                if business and tick % 3 == 0:
+                    await refresh_business_gauges(conn)
+            tick += 1
             OUTBOX_UNPUBLISHED.set(count)
             OUTBOX_LAG.set(age_ms / 1000)
         except Exception:  # a gauge must never take the server down
@@ -76,7 +82,7 @@ async def serve(settings: Settings, database_url: str, worker_index: int = 0) ->
         keys=KeyStore(pool) if settings.auth_required else None,
         credentials=server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca),
     )
-    app.tasks.append(asyncio.create_task(watch_gauges(pool)))
+    app.tasks.append(asyncio.create_task(watch_gauges(pool, worker_index == 0)))
     host = settings.grpc_addr.rsplit(":", 1)[0]
     log.info("croupier serving on %s:%d (%s)", host, app.port, _transport(settings))
     stop = asyncio.Event()

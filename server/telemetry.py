@@ -145,3 +145,58 @@ def observe_pool(stats: dict[str, Any]) -> None:
     DB_POOL.labels("idle").set(available)
     DB_POOL.labels("in_use").set(size - available)
     DB_POOL.labels("waiting").set(int(stats.get("requests_waiting", 0)))
+
+
+# -- business gauges (seed 000 section 10), refreshed from the database by worker 0 ---------
+
+JP_POOL_SIZE = Gauge(
+    "croupier_jp_pool_size_minor_units",
+    "Current pool amount (minor units)",
+    ["pool_id", "tier", "currency"],
+)
+JP_POOL_OVER_CAP = Gauge(
+    "croupier_jp_pool_over_cap", "1 when a capped pool's amount exceeds its cap", ["pool_id"]
+)
+JP_CONTRIBUTIONS = Gauge(
+    "croupier_jp_contributions", "Qualifying contributions recorded", ["pool_id"]
+)
+JP_CONTRIBUTED = Gauge(
+    "croupier_jp_contributed_minor_units", "Sum contributed to the visible pool", ["pool_id"]
+)
+JP_CONTRIBUTION_PER_BET_PPM = Gauge(
+    "croupier_jp_contribution_per_bet_ppm",
+    "Average contribution per bet, ppm of the bet",
+    ["pool_id"],
+)
+JP_TIME_TO_DROP = Gauge(
+    "croupier_jp_time_to_drop_seconds", "Duration of the pool's last ended cycle", ["pool_id"]
+)
+JP_PAYOUTS = Gauge(
+    "croupier_jp_payouts",
+    "Wins by tier and payout state (tier distribution)",
+    ["tier", "currency", "state"],
+)
+JP_PAYOUTS_SUM = Gauge(
+    "croupier_jp_payouts_minor_units",
+    "Sum of wins by tier and payout state",
+    ["tier", "currency", "state"],
+)
+
+
+async def refresh_business_gauges(conn: Any) -> None:
+    """Read the jackpot business figures (pool size, contributions, average contribution per
+    bet, time to drop, payouts count and sum per tier and state) into their gauges."""
+    from server.store import metrics_sql
+
+    for pool_id, tier, currency, amount, cap in await metrics_sql.pool_amounts(conn):
+        JP_POOL_SIZE.labels(pool_id, tier, currency).set(amount)
+        JP_POOL_OVER_CAP.labels(pool_id).set(1 if cap and amount > cap else 0)
+    for pool_id, count, to_pool, bets in await metrics_sql.contributions(conn):
+        JP_CONTRIBUTIONS.labels(pool_id).set(count)
+        JP_CONTRIBUTED.labels(pool_id).set(to_pool)
+        JP_CONTRIBUTION_PER_BET_PPM.labels(pool_id).set(to_pool * 1_000_000 // bets if bets else 0)
+    for pool_id, seconds in await metrics_sql.time_to_drop(conn):
+        JP_TIME_TO_DROP.labels(pool_id).set(seconds)
+    for tier, currency, state, count, total in await metrics_sql.payouts(conn):
+        JP_PAYOUTS.labels(tier, currency, state).set(count)
+        JP_PAYOUTS_SUM.labels(tier, currency, state).set(total)

@@ -103,3 +103,45 @@ def test_metrics_endpoint_serves_prometheus_text() -> None:
     assert port == free
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert "croupier_rpc_duration_seconds" in body
+
+
+async def test_business_gauges_follow_the_jackpot(
+    channel: grpc.aio.Channel, tenant: str, pool: AsyncConnectionPool
+) -> None:
+    from croupier.jackpot.v1 import jackpot_service_pb2 as jpb
+    from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
+
+    from server.telemetry import refresh_business_gauges
+    from tests.jackpot.conftest import contribution, create, tier
+
+    stub = JackpotServiceStub(channel)
+    jp = await create(
+        stub,
+        tenant,
+        tier(
+            "mini",
+            trigger=jpb.TRIGGER_KIND_MUST_DROP,
+            seed_minor_units=100,
+            must_drop_min_minor_units=101,
+            must_drop_max_minor_units=102,
+            contribution_rate_ppm=500_000,
+        ),
+    )
+    for _ in range(6):
+        await stub.Contribute(contribution(tenant, jp.jackpot_id, 2))
+    async with pool.connection() as conn:
+        await refresh_business_gauges(conn)
+    pool_id = f"{jp.jackpot_id}.mini"
+    assert REGISTRY.get_sample_value("croupier_jp_contributions", {"pool_id": pool_id}) == 6
+    assert (
+        REGISTRY.get_sample_value("croupier_jp_contribution_per_bet_ppm", {"pool_id": pool_id})
+        == 500_000
+    )
+    size = REGISTRY.get_sample_value(
+        "croupier_jp_pool_size_minor_units", {"pool_id": pool_id, "tier": "mini", "currency": "EUR"}
+    )
+    assert size is not None and 100 <= size <= 102
+    assert (
+        REGISTRY.get_sample_value("croupier_jp_time_to_drop_seconds", {"pool_id": pool_id})
+        is not None
+    )
