@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import random
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiohttp
 import grpc
 import psycopg
 from croupier.common.v1 import money_pb2
@@ -54,6 +57,7 @@ from server.store.embedded import EmbeddedPostgres
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 AMQP = os.environ.get("CROUPIER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+SB_SECRET = "chaos-sportsbook-secret"
 TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -108,6 +112,9 @@ class Drill:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.received: set[str] = set()
         self.port = free_port()
+        self.edge_port = free_port()
+        self.sb_ok = 0
+        self.sb_duplicates = 0
         self.embedded = EmbeddedPostgres(ROOT / ".data" / f"chaos-{os.getpid()}")
         self.url = ""
         self.jackpot_id = ""
@@ -135,6 +142,26 @@ class Drill:
         self.procs["server"] = subprocess.Popen(
             [str(BIN / "croupier-server"), "--workers", "2"],
             env=self._env(),
+            stdout=log,
+            stderr=log,
+        )
+        self.procs["edge"] = subprocess.Popen(
+            [str(BIN / "croupier-edge")],
+            env={
+                **self._env(),
+                "CROUPIER_EDGE_ADDR": f"127.0.0.1:{self.edge_port}",
+                "CROUPIER_EDGE_INTEGRATIONS": json.dumps(
+                    [
+                        {
+                            "name": "chaos",
+                            "tenant": self.tenant,
+                            "secret": SB_SECRET,
+                            "path_prefix": "/sb",
+                            "currencies": ["EUR"],
+                        }
+                    ]
+                ),
+            },
             stdout=log,
             stderr=log,
         )
@@ -375,6 +402,81 @@ class Drill:
                 if again[0] != "ok":
                     self.stats.anomalies.append(f"replay of {sk} changed its answer")
 
+    # -- sportsbook callbacks (seed 001), with duplicates ------------------------------------
+
+    async def sb_post(
+        self, http: aiohttp.ClientSession, endpoint: str, doc: dict[str, str]
+    ) -> dict[str, Any]:
+        """POST a signed callback until the edge answers; the provider resends on failure."""
+        body = json.dumps(doc).encode()
+        sig = hmac.new(SB_SECRET.encode(), body, hashlib.sha256).hexdigest()
+        delay = 0.05
+        while True:
+            try:
+                async with http.post(
+                    f"http://127.0.0.1:{self.edge_port}/sb/{endpoint}",
+                    data=body,
+                    headers={"X-Security-Hash": sig, "Content-Type": "application/json"},
+                    timeout=aiohttp.ClientTimeout(total=5),
+                ) as resp:
+                    reply: dict[str, Any] = await resp.json()
+                if reply.get("error") != "INTERNAL_ERROR":
+                    return reply
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            self.stats.unacked_attempts += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def bettor(self, http: aiohttp.ClientSession, i: int, deadline: float) -> None:
+        """A sportsbook player: results (credits), bets (debits), some rolled back, every
+        callback sometimes delivered twice; the model counts only first answers."""
+        user = f"sb{i}"
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            tid = f"{user}-t{n}"
+            action = "result" if n == 1 or random.random() < 0.4 else "bet"
+            cents = random.randint(1, 2_000) if action == "bet" else random.randint(1, 5_000)
+            doc = {
+                "transaction_id": tid,
+                "action": action,
+                "user_id": user,
+                "currency": "EUR",
+                "amount": f"{cents // 100}.{cents % 100:02d}",
+            }
+            reply = await self.sb_post(http, "transaction", doc)
+            for _ in range(random.choice([0, 0, 1, 2])):  # the provider delivers again
+                again = await self.sb_post(http, "transaction", doc)
+                self.sb_duplicates += 1
+                if again != reply:
+                    self.stats.anomalies.append(f"{tid}: duplicate answered {again} != {reply}")
+            if reply.get("error") is not None:
+                self.model.refused_keys.add(f"sb:chaos:{tid}")
+                continue
+            self.sb_ok += 1
+            self.model.ok_keys.add(f"sb:chaos:{tid}")
+            self.model.net[user] += cents if action == "result" else -cents
+            if action == "bet" and random.random() < 0.2:
+                rid = f"{tid}-rb"
+                rb = {
+                    "transaction_id": rid,
+                    "rollback_transaction_id": tid,
+                    "action": "rollback",
+                    "user_id": user,
+                    "currency": "EUR",
+                    "amount": doc["amount"],
+                }
+                rreply = await self.sb_post(http, "transaction-rollback", rb)
+                await self.sb_post(http, "transaction-rollback", rb)  # rollbacks repeat
+                self.sb_duplicates += 1
+                if rreply.get("error") is None:
+                    self.model.ok_keys.add(f"sb:chaos:{rid}")
+                    self.model.net[user] += cents
+                else:
+                    self.stats.anomalies.append(f"rollback {rid} refused: {rreply}")
+            self.stats.operations["sportsbook callbacks"] += 1
+
     # -- events ------------------------------------------------------------------------------
 
     async def consume(self) -> aio_pika.abc.AbstractRobustConnection:
@@ -503,9 +605,11 @@ class Drill:
                 stop = asyncio.Event()
                 deadline = time.monotonic() + self.seconds
                 injector = asyncio.create_task(self.inject(stop))
-                await asyncio.gather(
-                    *(self.player(stub, i, deadline, jackpot) for i in range(self.players))
-                )
+                async with aiohttp.ClientSession() as http:
+                    await asyncio.gather(
+                        *(self.player(stub, i, deadline, jackpot) for i in range(self.players)),
+                        *(self.bettor(http, i, deadline) for i in range(max(2, self.players // 4))),
+                    )
                 stop.set()
                 await injector
             await self.audit()
@@ -527,6 +631,8 @@ class Drill:
             f"chaos drill: {self.seconds:.0f}s, {self.players} players",
             "operations: " + ", ".join(f"{k} {v}" for k, v in sorted(s.operations.items())),
             f"unacknowledged attempts retried with the same key: {s.unacked_attempts}",
+            f"sportsbook: {self.sb_ok} callbacks taken, {self.sb_duplicates} duplicates "
+            "answered identically",
             f"jackpot: {self.contributions} contributions, {self.hits} hits, "
             f"{self.wins_paid} wins paid exactly once",
             "faults injected: " + ", ".join(f"{k} x{v}" for k, v in sorted(s.faults.items())),
