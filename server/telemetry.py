@@ -112,6 +112,28 @@ def tracing_interceptors() -> Sequence[grpc.aio.ServerInterceptor[Any, Any]]:
     return (interceptor,)
 
 
+def tracing_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """OpenTelemetry gRPC client interceptors when tracing is on (trace context propagated)."""
+    if not tracing_enabled():
+        return []
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+    interceptors: list[grpc.aio.ClientInterceptor] = aio_client_interceptors()  # type: ignore[no-untyped-call]
+    return interceptors
+
+
+def instrument_http_server() -> None:
+    """When tracing is on, have every aiohttp Application made afterwards trace its requests
+    (OpenTelemetry's aiohttp server instrumentor; idempotent)."""
+    if not tracing_enabled():
+        return
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+
+    instrumentor = AioHttpServerInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
+
+
 def current_trace_id() -> str:
     """The hex trace id of the active OpenTelemetry span, or "" when none."""
     if not tracing_enabled():

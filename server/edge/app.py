@@ -18,6 +18,7 @@ from server.edge.config import Integration
 from server.edge.disputes import Disputes
 from server.edge.forward import Forwarder
 from server.edge.http import CallbackHandler, build_application
+from server.telemetry import instrument_http_server, tracing_client_interceptors
 
 
 @dataclass
@@ -56,7 +57,11 @@ async def build_edge(
     shutdown_timeout: float = 5.0,
 ) -> EdgeApp:
     """Start the edge on `host:port` (0 = any free port), forwarding to `wallet_addr`."""
-    channel = grpc.aio.insecure_channel(wallet_addr)
+    # OpenTelemetry (when OTEL_TRACES_EXPORTER asks for it): the wallet call continues the
+    # callback's trace (traceparent metadata), so the server's span and the outbox event's
+    # trace_id belong to the same trace as the edge's HTTP span.
+    channel = grpc.aio.insecure_channel(wallet_addr, interceptors=tracing_client_interceptors())
+    instrument_http_server()
     stub = wallet_service_pb2_grpc.WalletServiceStub(channel)
     disputes = Disputes(pool)
     admin = (

@@ -30,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.edge.config import ConfigError, EdgeSettings, dev_integrations
 from server.store.database import migrate
+from server.telemetry import setup_tracing
 
 log = logging.getLogger("croupier.edge")
 LOOPBACK = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    setup_tracing("croupier-edge")
     if not settings.integrations:
         if settings.host not in LOOPBACK:
             print(
