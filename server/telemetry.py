@@ -11,6 +11,7 @@ Metrics: Prometheus text format on `CROUPIER_METRICS_ADDR` (default 127.0.0.1:94
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -132,6 +133,30 @@ def instrument_http_server() -> None:
     instrumentor = AioHttpServerInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()
+
+
+def publish_span(event_type: str, trace_id: str) -> contextlib.AbstractContextManager[Any]:
+    """A span for publishing one event, in the trace of the request that wrote it (when
+    tracing is on and the event carries an OpenTelemetry trace id); else a no-op."""
+    if not tracing_enabled() or len(trace_id) != 32:
+        return contextlib.nullcontext()
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    try:
+        parent = SpanContext(
+            int(trace_id, 16),
+            int.from_bytes(os.urandom(8), "big") or 1,
+            is_remote=True,
+            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        )
+    except ValueError:
+        return contextlib.nullcontext()
+    ctx = trace.set_span_in_context(NonRecordingSpan(parent))
+    tracer = trace.get_tracer("croupier.relay")
+    return tracer.start_as_current_span(
+        f"publish {event_type}", context=ctx, kind=trace.SpanKind.PRODUCER
+    )
 
 
 def current_trace_id() -> str:

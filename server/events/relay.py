@@ -35,6 +35,7 @@ from server.events.crm import casino_event
 from server.events.crm import dumps as crm_dumps
 from server.store import outbox_sql
 from server.store.outbox_sql import OutboxRow
+from server.telemetry import publish_span, setup_tracing
 
 log = logging.getLogger("croupier.relay")
 
@@ -94,38 +95,43 @@ class Relay:
     async def _publish_aggregate(self, rows: Sequence[OutboxRow]) -> None:
         assert self._events is not None and self._crm is not None
         for row in rows:
-            await self._events.publish(
+            with publish_span(row.event_type, row.trace_id):
+                await self._publish_one(row)
+
+    async def _publish_one(self, row: OutboxRow) -> None:
+        assert self._events is not None and self._crm is not None
+        await self._events.publish(
+            aio_pika.Message(
+                json.dumps(envelope(row), sort_keys=True).encode(),
+                message_id=str(row.event_id),
+                type=row.event_type,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                timestamp=row.occurred_at,
+                headers={
+                    "tenant_id": row.tenant_id,
+                    "schema_version": row.schema_version,
+                    "trace_id": row.trace_id,
+                },
+            ),
+            routing_key=row.event_type,
+            timeout=10,
+        )
+        crm = casino_event(
+            str(row.event_id), row.event_type, row.tenant_id, row.occurred_at, row.payload
+        )
+        if crm is not None:
+            await self._crm.publish(
                 aio_pika.Message(
-                    json.dumps(envelope(row), sort_keys=True).encode(),
-                    message_id=str(row.event_id),
-                    type=row.event_type,
+                    crm_dumps(crm),
+                    message_id=f"{row.event_id}:casino",
+                    type="CASINO",
                     content_type="application/json",
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    timestamp=row.occurred_at,
-                    headers={
-                        "tenant_id": row.tenant_id,
-                        "schema_version": row.schema_version,
-                        "trace_id": row.trace_id,
-                    },
                 ),
-                routing_key=row.event_type,
+                routing_key=CRM_ROUTING_KEY,
                 timeout=10,
             )
-            crm = casino_event(
-                str(row.event_id), row.event_type, row.tenant_id, row.occurred_at, row.payload
-            )
-            if crm is not None:
-                await self._crm.publish(
-                    aio_pika.Message(
-                        crm_dumps(crm),
-                        message_id=f"{row.event_id}:casino",
-                        type="CASINO",
-                        content_type="application/json",
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
-                    routing_key=CRM_ROUTING_KEY,
-                    timeout=10,
-                )
 
     async def _publish(self, rows: Sequence[OutboxRow]) -> None:
         by_aggregate: dict[str, list[OutboxRow]] = defaultdict(list)
@@ -192,6 +198,7 @@ class Relay:
 
 def main() -> int:
     """`croupier-relay`: CROUPIER_DATABASE_URL (required), CROUPIER_AMQP_URL."""
+    setup_tracing("croupier-relay")
     logging.basicConfig(
         level=os.environ.get("CROUPIER_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
