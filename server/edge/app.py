@@ -6,6 +6,7 @@ bind port 0 (STYLE.md). The edge owns one gRPC channel to the wallet; it keeps n
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 import grpc
@@ -55,12 +56,23 @@ async def build_edge(
     wallet_timeout: float = 5.0,
     admin_token: str | None = None,
     shutdown_timeout: float = 5.0,
+    ssl_context: ssl.SSLContext | None = None,
+    wallet_credentials: grpc.ChannelCredentials | None = None,
 ) -> EdgeApp:
-    """Start the edge on `host:port` (0 = any free port), forwarding to `wallet_addr`."""
+    """Start the edge on `host:port` (0 = any free port), forwarding to `wallet_addr`.
+
+    `ssl_context` serves HTTPS (mutual when it requires client certificates; server.edge.tls);
+    `wallet_credentials` makes the wallet channel TLS / mTLS.
+    """
     # OpenTelemetry (when OTEL_TRACES_EXPORTER asks for it): the wallet call continues the
     # callback's trace (traceparent metadata), so the server's span and the outbox event's
     # trace_id belong to the same trace as the edge's HTTP span.
-    channel = grpc.aio.insecure_channel(wallet_addr, interceptors=tracing_client_interceptors())
+    interceptors = tracing_client_interceptors()
+    channel = (
+        grpc.aio.secure_channel(wallet_addr, wallet_credentials, interceptors=interceptors)
+        if wallet_credentials is not None
+        else grpc.aio.insecure_channel(wallet_addr, interceptors=interceptors)
+    )
     instrument_http_server()
     stub = wallet_service_pb2_grpc.WalletServiceStub(channel)
     disputes = Disputes(pool)
@@ -71,7 +83,7 @@ async def build_edge(
     app = build_application(integrations, callbacks, admin_routes=admin.routes() if admin else None)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     bound = runner.addresses[0][1]
     return EdgeApp(runner, int(bound), channel, callbacks)

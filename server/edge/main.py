@@ -29,6 +29,7 @@ from pathlib import Path
 from psycopg_pool import AsyncConnectionPool
 
 from server.edge.config import ConfigError, EdgeSettings, dev_integrations
+from server.edge.tls import EdgeTLSError, http_ssl_context, wallet_channel_credentials
 from server.store.database import migrate
 from server.telemetry import setup_tracing
 
@@ -117,6 +118,8 @@ async def serve(settings: EdgeSettings, url: str) -> None:
             max_body_bytes=settings.max_body_bytes,
             wallet_timeout=settings.wallet_timeout,
             admin_token=settings.admin_token,
+            ssl_context=http_ssl_context(os.environ),
+            wallet_credentials=wallet_channel_credentials(os.environ),
         )
         for i in settings.integrations:
             log.info(
@@ -177,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         url = database_url(settings, args.wait_db)
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(settings, url))
-    except RuntimeError as exc:
+    except (RuntimeError, EdgeTLSError) as exc:
         print(f"croupier-edge: {exc}", file=sys.stderr)
         return 2
     return 0
