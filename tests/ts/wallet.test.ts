@@ -13,6 +13,12 @@ import { describe, it } from "node:test";
 import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 
+import {
+  JackpotScope,
+  JackpotService,
+  PoolKind,
+  TriggerKind,
+} from "../../generated/ts/croupier/jackpot/v1/jackpot_service_pb.js";
 import { WalletService } from "../../generated/ts/croupier/wallet/v1/wallet_service_pb.js";
 import { ErrorInfoSchema } from "../../generated/ts/google/rpc/error_details_pb.js";
 
@@ -121,6 +127,47 @@ describe("WalletService from TypeScript over gRPC", () => {
   it("credits, authorizes, settles and reads balances in minor units (plain text)", async () => {
     assert.ok(port, "CROUPIER_GRPC_PORT is not set");
     await roundTrip(plainWallet(port));
+  });
+
+  it("creates a jackpot, contributes and reads the pool (plain text)", async () => {
+    assert.ok(port, "CROUPIER_GRPC_PORT is not set");
+    const jackpot = createClient(
+      JackpotService,
+      createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` }),
+    );
+    const tenantId = `ts-${randomUUID().slice(0, 12)}`;
+    const jackpotId = `ts-jp-${randomUUID().slice(0, 8)}`;
+    await jackpot.createJackpot({
+      tenantId,
+      idempotencyKey: "create-1",
+      jackpotId,
+      currency: "EUR",
+      scope: JackpotScope.LOCAL,
+      tiers: [
+        {
+          tier: "grand",
+          kind: PoolKind.PROGRESSIVE,
+          seedMinorUnits: 100000n,
+          contributionRatePpm: 10000n,
+          trigger: TriggerKind.EXTERNAL,
+        },
+      ],
+    });
+    const contributed = await jackpot.contribute({
+      tenantId,
+      idempotencyKey: "bet-1",
+      jackpotId,
+      playerId: "alice",
+      gameId: "starburst",
+      roundId: "round-1",
+      bet: eur(1000n),
+    });
+    assert.equal(contributed.tiers.length, 1);
+    const { pool } = await jackpot.getPool({ tenantId, poolId: `${jackpotId}.grand` });
+    // seed 1000.00 + 1% of a 10.00 bet = 1000.10 EUR, in minor units
+    assert.equal(pool?.amount?.minorUnits, 100010n);
+    assert.equal(pool?.amount?.currency, "EUR");
+    assert.notEqual(pool?.seedCommitment ?? "", "");
   });
 
   const mtlsPort = env("CROUPIER_MTLS_PORT");
