@@ -146,3 +146,45 @@ async def test_admin_cli_creates_and_revokes(
         run, "admin", "key", "revoke", str(created["key_id"]), "--database-url", database_url
     )
     assert revoked["revoked"] is True
+
+
+async def test_grpcurl_with_an_api_key(secured: tuple[App, KeyStore], tenant: str) -> None:
+    """The README's grpcurl line with `-H "authorization: Bearer $KEY"` works against a server
+    with authentication on; without the header the call is UNAUTHENTICATED."""
+    import os
+    import re
+    import subprocess
+    from pathlib import Path
+
+    app, keys = secured
+    _, api_key = await keys.create(tenant, ["wallet:read", "wallet:write"])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
+        await WalletServiceStub(ch).Credit(
+            pb.CreditRequest(
+                tenant_id=tenant, player_id="alice", idempotency_key=key(), amount=eur(10_750)
+            ),
+            metadata=_md(api_key),
+        )
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    line = next(m for m in re.findall(r"`(\.venv/bin/grpcurl [^`]*authorization[^`]*)`", readme))
+    line = line.replace("127.0.0.1:50051", f"127.0.0.1:{app.port}")
+    line = line.replace('"tenant_id":"demo"', f'"tenant_id":"{tenant}"')
+    env = {**os.environ, "KEY": api_key}
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", command],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+
+    ok = await asyncio.to_thread(run, line)
+    assert ok.returncode == 0, ok.stderr
+    assert '"minor_units": "10750"' in ok.stdout
+    without = await asyncio.to_thread(run, line.replace('-H "authorization: Bearer $KEY" ', ""))
+    assert without.returncode != 0 and "Unauthenticated" in without.stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from croupier.jackpot.v1 import jackpot_service_pb2, jackpot_service_pb2_grpc
 from croupier.wallet.v1 import wallet_service_pb2, wallet_service_pb2_grpc
 
 from server.app import App
@@ -26,6 +27,7 @@ DOC = ROOT / "docs" / "operations-grpcurl.md"
 DOC_ADDRESSES = ("127.0.0.1:50051", "localhost:50051")
 DOC_CERTS = ".data/certs/"
 DOC_TENANT = '"tenant_id":"demo"'
+DOC_POOL = '"pool_id":"demo-jp.grand"'
 
 
 def doc_commands() -> list[str]:
@@ -49,6 +51,7 @@ def test_the_document_covers_health_list_describe_and_balance_both_ways() -> Non
             " list",
             " describe croupier.wallet.v1.WalletService",
             "croupier.wallet.v1.WalletService/GetBalance",
+            "croupier.jackpot.v1.JackpotService/GetPool",
         ):
             assert needle in text, f"no {needle.strip()} command in {commands}"
 
@@ -59,6 +62,7 @@ def argv(command: str, port: int, certs: DevCerts, tenant: str) -> list[str]:
         command = command.replace(address, address.split(":")[0] + f":{port}")
     command = command.replace(DOC_CERTS, f"{certs.directory}/")
     command = command.replace(DOC_TENANT, f'"tenant_id":"{tenant}"')
+    command = command.replace(DOC_POOL, f'"pool_id":"{tenant}-jp.grand"')
     args = shlex.split(command)
     args[0] = str(ROOT / args[0])
     return args
@@ -96,6 +100,10 @@ def check_output(command: str, out: str) -> None:
                 "held": {"minor_units": "250", "currency": "EUR"},
             }
         ], out
+    elif command.endswith("JackpotService/GetPool"):
+        pool = json.loads(out)["pool"]
+        assert pool["amount"] == {"minor_units": "100000", "currency": "EUR"}, out
+        assert pool["cycle"] == "1" and len(pool["seed_commitment"]) == 64, out
     else:
         pytest.fail(f"no expectation for {command!r}: add one here")
 
@@ -118,6 +126,26 @@ async def fund_alice(channel: grpc.aio.Channel, tenant: str) -> None:
             round_id="round-1",
             game_id="starburst",
             amount=eur(250),
+        ),
+        timeout=10,
+    )
+    jackpots = jackpot_service_pb2_grpc.JackpotServiceStub(channel)
+    await jackpots.CreateJackpot(
+        jackpot_service_pb2.CreateJackpotRequest(
+            tenant_id=tenant,
+            idempotency_key=key(),
+            jackpot_id=f"{tenant}-jp",
+            currency="EUR",
+            scope=jackpot_service_pb2.JACKPOT_SCOPE_LOCAL,
+            tiers=[
+                jackpot_service_pb2.TierConfig(
+                    tier="grand",
+                    kind=jackpot_service_pb2.POOL_KIND_PROGRESSIVE,
+                    seed_minor_units=100000,
+                    contribution_rate_ppm=10000,
+                    trigger=jackpot_service_pb2.TRIGGER_KIND_EXTERNAL,
+                )
+            ],
         ),
         timeout=10,
     )
