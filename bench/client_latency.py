@@ -31,23 +31,19 @@ import signal
 import socket
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import grpc
-import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from client.errors import CroupierError
 from client.retry import RetryPolicy
 from client.wallet import CHANNEL_OPTIONS, AsyncWalletClient
 from server.store.database import migrate
-from server.store.embedded import EmbeddedPostgres
+from server.store.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -90,27 +86,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextlib.contextmanager
-def database() -> Iterator[str]:
+def database() -> contextlib.AbstractContextManager[str]:
     """A fresh, empty database URL: on CROUPIER_DATABASE_URL's server, or an embedded cluster
     under .data/bench-postgres. Dropped / stopped on exit."""
-    base = os.environ.get("CROUPIER_DATABASE_URL")
-    embedded: EmbeddedPostgres | None = None
-    if not base:
-        embedded = EmbeddedPostgres(ROOT / ".data" / "bench-postgres")
-        base = embedded.start()
-    name = f"croupier_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params: dict[str, Any] = conninfo_to_dict(base)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if embedded is not None:
-            embedded.stop()
+    return scratch_database("croupier_bench", ROOT / ".data" / "bench-postgres")
 
 
 async def wait_serving(target: str, proc: asyncio.subprocess.Process, seconds: float) -> None:

@@ -31,22 +31,20 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
-import psycopg
 from croupier.common.v1 import money_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from server.edge.signature import sign
 from server.store.database import migrate
-from server.store.embedded import EmbeddedPostgres
+from server.store.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -63,26 +61,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextlib.contextmanager
-def database() -> Iterator[str]:
+def database() -> contextlib.AbstractContextManager[str]:
     """A fresh database URL (CROUPIER_DATABASE_URL's server, or an embedded cluster)."""
-    base = os.environ.get("CROUPIER_DATABASE_URL")
-    embedded: EmbeddedPostgres | None = None
-    if not base:
-        embedded = EmbeddedPostgres(ROOT / ".data" / "bench-edge-postgres")
-        base = embedded.start()
-    name = f"croupier_bench_edge_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params: dict[str, Any] = conninfo_to_dict(base)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if embedded is not None:
-            embedded.stop()
+    return scratch_database("croupier_bench_edge", ROOT / ".data" / "bench-edge-postgres")
 
 
 async def wait_port(port: int, proc: asyncio.subprocess.Process, seconds: float = 30) -> None:

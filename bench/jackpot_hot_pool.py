@@ -32,21 +32,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg
 from croupier.common.v1 import money_pb2
 from croupier.jackpot.v1 import jackpot_service_pb2 as pb
 from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from server.store.database import migrate
-from server.store.embedded import EmbeddedPostgres
+from server.store.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -54,26 +51,9 @@ OWNER = "bench-network"
 TENANTS = tuple(f"bench-op{i}" for i in range(8))
 
 
-@contextlib.contextmanager
-def database() -> Iterator[str]:
+def database() -> contextlib.AbstractContextManager[str]:
     """A fresh database URL (dropped afterwards)."""
-    base = os.environ.get("CROUPIER_DATABASE_URL")
-    embedded = None
-    if not base:
-        embedded = EmbeddedPostgres(ROOT / ".data" / "bench-jackpot-postgres")
-        base = embedded.start()
-    name = f"croupier_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params: dict[str, Any] = conninfo_to_dict(base)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if embedded is not None:
-            embedded.stop()
+    return scratch_database("croupier_bench", ROOT / ".data" / "bench-jackpot-postgres")
 
 
 def free_port() -> int:

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import time
 import uuid
@@ -24,16 +23,14 @@ from pathlib import Path
 
 import aio_pika
 import grpc
-import psycopg
 from croupier.common.v1 import money_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from server.app import build_server
 from server.events.relay import EVENTS_EXCHANGE, Relay
 from server.store.database import migrate, open_pool
-from server.store.embedded import EmbeddedPostgres
+from server.store.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 AMQP = os.environ.get("CROUPIER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -111,24 +108,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    base = os.environ.get("CROUPIER_DATABASE_URL")
-    embedded = None
-    if not base:
-        embedded = EmbeddedPostgres(ROOT / ".data" / f"bench-outbox-{os.getpid()}")
-        base = embedded.start()
-    name = f"croupier_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(base)
-    params["dbname"] = name
-    try:
-        asyncio.run(run(make_conninfo(**params), args.seconds, args.concurrency))
-    finally:
-        with psycopg.connect(base, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if embedded is not None:
-            embedded.stop()
-            shutil.rmtree(embedded.data_dir, ignore_errors=True)
+    with scratch_database(
+        "croupier_bench", ROOT / ".data" / f"bench-outbox-{os.getpid()}", remove=True
+    ) as url:
+        asyncio.run(run(url, args.seconds, args.concurrency))
 
 
 if __name__ == "__main__":

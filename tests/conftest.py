@@ -8,22 +8,18 @@ machine's PostgreSQL binaries and stop it afterwards.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
-import psycopg
 import pytest
 from croupier.wallet.v1 import wallet_service_pb2_grpc
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from server.app import App, build_server
 from server.store.database import migrate, open_pool
-from server.store.embedded import EmbeddedPostgres
+from server.store.scratch import scratch_database
 from tests.invariants import check_ledger_invariants
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,26 +29,12 @@ os.environ.setdefault("CROUPIER_EXTRA_CURRENCIES", "BTC:8,USDT:6")
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    """URL of a fresh, empty database used by this test session only."""
-    base = os.environ.get("CROUPIER_DATABASE_URL")
-    embedded: EmbeddedPostgres | None = None
-    if not base:
-        # one cluster per test process, so parallel runs never share a data directory
-        embedded = EmbeddedPostgres(ROOT / ".data" / f"test-postgres-{os.getpid()}")
-        base = embedded.start()
-    name = f"croupier_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params: dict[str, Any] = conninfo_to_dict(base)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if embedded is not None:
-            embedded.stop()
-            shutil.rmtree(embedded.data_dir, ignore_errors=True)
+    """URL of a fresh, empty database used by this test session only (one embedded cluster
+    per test process, so parallel runs never share a data directory)."""
+    with scratch_database(
+        "croupier_test", ROOT / ".data" / f"test-postgres-{os.getpid()}", remove=True
+    ) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

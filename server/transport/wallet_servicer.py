@@ -282,45 +282,43 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             check_amount(money_in(request.amount), "amount"),
         )
 
-    @guarded
-    async def Credit(self, request: pb.CreditRequest, context: Ctx) -> pb.CreditResponse:
-        """Credit a player (see ledger.Wallet.credit)."""
+    async def _run_transfer(
+        self,
+        method: str,
+        request: pb.CreditRequest | pb.DebitRequest,
+        context: Ctx,
+        response: type[pb.CreditResponse] | type[pb.DebitResponse],
+    ) -> bytes:
+        """Credit and Debit share everything but the ledger operation and the response type."""
         cmd = self._transfer(request)
+        operation = self.wallet.credit if method == "Credit" else self.wallet.debit
 
         def ok(r: model.TransferResult) -> bytes:
-            return pb.CreditResponse(
+            return response(
                 transaction_id=str(r.transaction_id), balance=balance_out(r.balance)
             ).SerializeToString(deterministic=True)
 
         reply = await self.wallet.execute(
-            _key("Credit", request, cmd.caller),
-            lambda conn: self.wallet.credit(conn, cmd),
+            _key(method, request, cmd.caller),
+            lambda conn: operation(conn, cmd),
             ok,
             encode_error,
             currency=cmd.amount.currency,
         )
         await self._reply(context, reply.code, reply.payload)
-        return pb.CreditResponse.FromString(reply.payload)
+        return reply.payload
+
+    @guarded
+    async def Credit(self, request: pb.CreditRequest, context: Ctx) -> pb.CreditResponse:
+        """Credit a player (see ledger.Wallet.credit)."""
+        payload = await self._run_transfer("Credit", request, context, pb.CreditResponse)
+        return pb.CreditResponse.FromString(payload)
 
     @guarded
     async def Debit(self, request: pb.DebitRequest, context: Ctx) -> pb.DebitResponse:
         """Debit a player (see ledger.Wallet.debit)."""
-        cmd = self._transfer(request)
-
-        def ok(r: model.TransferResult) -> bytes:
-            return pb.DebitResponse(
-                transaction_id=str(r.transaction_id), balance=balance_out(r.balance)
-            ).SerializeToString(deterministic=True)
-
-        reply = await self.wallet.execute(
-            _key("Debit", request, cmd.caller),
-            lambda conn: self.wallet.debit(conn, cmd),
-            ok,
-            encode_error,
-            currency=cmd.amount.currency,
-        )
-        await self._reply(context, reply.code, reply.payload)
-        return pb.DebitResponse.FromString(reply.payload)
+        payload = await self._run_transfer("Debit", request, context, pb.DebitResponse)
+        return pb.DebitResponse.FromString(payload)
 
     @guarded
     async def RollbackTransaction(

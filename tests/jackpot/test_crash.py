@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from server.store.database import migrate
+from server.store.scratch import database_on
 from tests.jackpot.conftest import contribution, create, tier
 from tests.rpc import key
 
@@ -36,15 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def own_database(database_url: str) -> Iterator[str]:
     """A database of this test's own on the test server (no other server's retrier in it)."""
     params: dict[str, Any] = conninfo_to_dict(database_url)
-    name = f"croupier_crash_{uuid.uuid4().hex[:10]}"
-    admin = make_conninfo(**{**params, "dbname": "postgres"})
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_conninfo(**{**params, "dbname": name})
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with database_on(make_conninfo(**{**params, "dbname": "postgres"}), "croupier_crash") as url:
+        yield url
 
 
 def _free_port() -> int:

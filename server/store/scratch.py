@@ -1,0 +1,54 @@
+"""Throw-away databases for tests, benchmarks and drills (never for serving).
+
+`scratch_database(prefix, data_dir)` yields the URL of a fresh, empty database: on the server
+CROUPIER_DATABASE_URL names, or on a private embedded cluster under `data_dir` that is stopped
+afterwards. The database is dropped on exit, so runs never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from server.store.embedded import EmbeddedPostgres
+
+
+@contextlib.contextmanager
+def database_on(base_url: str, prefix: str) -> Iterator[str]:
+    """A fresh database named `<prefix>_<random>` on the server of `base_url`, dropped after."""
+    params: dict[str, Any] = conninfo_to_dict(base_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_conninfo(**{**params, "dbname": name})
+    finally:
+        with psycopg.connect(base_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def scratch_database(prefix: str, data_dir: Path, *, remove: bool = False) -> Iterator[str]:
+    """A fresh database on CROUPIER_DATABASE_URL's server, else on an embedded cluster in
+    `data_dir` (stopped afterwards; its files removed too when `remove`)."""
+    base = os.environ.get("CROUPIER_DATABASE_URL")
+    embedded: EmbeddedPostgres | None = None
+    if not base:
+        embedded = EmbeddedPostgres(data_dir)
+        base = embedded.start()
+    try:
+        with database_on(base, prefix) as url:
+            yield url
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            if remove:
+                shutil.rmtree(embedded.data_dir, ignore_errors=True)
