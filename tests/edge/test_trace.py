@@ -49,19 +49,12 @@ async def test_otel_trace_spans_edge_wallet_and_event(
     """With OTEL_TRACES_EXPORTER set, the edge's HTTP span, the wallet's gRPC span and the
     outbox event share one trace id."""
     from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from server.app import build_server
     from server.edge.app import build_edge
+    from tests.otel import memory_exporter
 
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter = memory_exporter()
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     server = await build_server(pool, "127.0.0.1:0")
     edge = await build_edge(integrations, pool, f"127.0.0.1:{server.port}")

@@ -7,26 +7,18 @@ import asyncio
 import uuid
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from psycopg_pool import AsyncConnectionPool
 
 from server.events.context import current_trace_id
 from server.events.outbox import append_event
 from server.events.relay import Relay
+from tests.otel import memory_exporter
 
 
 async def test_publishing_is_a_span_of_the_writers_trace(
     pool: AsyncConnectionPool, relay: Relay, tenant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    exporter = memory_exporter()
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     trace_hex = uuid.uuid4().hex
     token = current_trace_id.set(trace_hex)

@@ -8,15 +8,12 @@ import grpc
 import pytest
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 from psycopg_pool import AsyncConnectionPool
 
 from server.app import build_server
 from server.telemetry import start_metrics_server
+from tests.otel import memory_exporter
 from tests.rpc import eur, key
 
 
@@ -41,10 +38,7 @@ async def test_x_trace_id_reaches_the_event(
 async def test_otel_span_trace_id_reaches_the_event(
     pool: AsyncConnectionPool, tenant: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
+    exporter = memory_exporter()
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     app = await build_server(pool, "127.0.0.1:0")
     try:
