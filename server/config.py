@@ -20,7 +20,7 @@ class Settings:
     | CROUPIER_DATABASE_URL | (unset: embedded cluster under .data/) | libpq URL |
     | CROUPIER_GRPC_ADDR | 127.0.0.1:50051 | host:port the gRPC server binds |
     | CROUPIER_DATA_DIR | .data | where the embedded cluster lives |
-    | CROUPIER_DB_POOL_MIN / _MAX | 4 / 16 | connection pool bounds |
+    | CROUPIER_DB_POOL_MIN / _MAX | 2 / 4 | connection pool bounds per worker (measured) |
     | CROUPIER_MAX_CONCURRENT_RPCS | 1024 | in-flight RPC bound (then RESOURCE_EXHAUSTED) |
     | CROUPIER_GRACE_SECONDS | 10 | shutdown grace period (seconds) |
     | CROUPIER_HOLD_SWEEP_SECONDS | 5 | how often expired holds are voided (seconds) |
@@ -61,8 +61,8 @@ class Settings:
             database_url=e.get("CROUPIER_DATABASE_URL") or None,
             grpc_addr=e.get("CROUPIER_GRPC_ADDR", "127.0.0.1:50051"),
             data_dir=Path(e.get("CROUPIER_DATA_DIR", ".data")),
-            pool_min=int(e.get("CROUPIER_DB_POOL_MIN", "4")),
-            pool_max=int(e.get("CROUPIER_DB_POOL_MAX", "16")),
+            pool_min=int(e.get("CROUPIER_DB_POOL_MIN", "2")),
+            pool_max=int(e.get("CROUPIER_DB_POOL_MAX", "4")),
             max_concurrent_rpcs=int(e.get("CROUPIER_MAX_CONCURRENT_RPCS", "1024")),
             grace_seconds=float(e.get("CROUPIER_GRACE_SECONDS", "10")),
             hold_sweep_seconds=float(e.get("CROUPIER_HOLD_SWEEP_SECONDS", "5")),
