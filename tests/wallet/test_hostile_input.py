@@ -144,3 +144,30 @@ def _fuzz(port: int) -> int:
 
 async def test_fuzzed_requests_never_fail_internally(app: App) -> None:
     assert await asyncio.to_thread(_fuzz, app.port) >= 100
+
+
+async def test_huge_requests_are_refused_before_they_are_read(app: App) -> None:
+    """Memory per request is bounded: a 5 MiB message is refused (RESOURCE_EXHAUSTED, the
+    server's 4 MiB receive limit) and nothing is written."""
+    tenant = f"huge-{uuid.uuid4().hex[:8]}"
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{app.port}", options=[("grpc.max_send_message_length", 16 * 1024 * 1024)]
+    ) as ch:
+        stub = WalletServiceStub(ch)
+        req = pb.CreditRequest(
+            tenant_id=tenant,
+            player_id="p",
+            idempotency_key="k",
+            amount=eur(1),
+            metadata={"blob": "x" * (5 * 1024 * 1024)},
+        )
+        try:
+            await stub.Credit(req)
+            raise AssertionError("a 5 MiB request was accepted")
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.code()
+        try:
+            await stub.GetBalance(pb.GetBalanceRequest(tenant_id=tenant, player_id="p"))
+            raise AssertionError("the refused credit opened an account")
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND
