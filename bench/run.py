@@ -133,10 +133,17 @@ async def timed(call: Awaitable[Any]) -> float:
 class Bench:
     """The workloads over one server."""
 
-    def __init__(self, target: str) -> None:
-        self.channel = grpc.aio.insecure_channel(target)
-        self.wallet = WalletServiceStub(self.channel)
-        self.jackpot = JackpotServiceStub(self.channel)
+    def __init__(self, target: str, channels: int = 4) -> None:
+        # several connections (a local subchannel pool each): one HTTP/2 connection would pin
+        # every call to one of the server's SO_REUSEPORT workers
+        self.channels = [
+            grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(channels)
+        ]
+        self._wallets = [WalletServiceStub(c) for c in self.channels]
+        self._jackpots = [JackpotServiceStub(c) for c in self.channels]
+        self.wallet = self._wallets[0]
+        self.jackpot = self._jackpots[0]
         self.holds: list[tuple[str, str]] = []
         self.mix_jackpot = f"mix-{uuid.uuid4().hex[:6]}"
         self.hot_jackpot = f"hot-{uuid.uuid4().hex[:6]}"
@@ -222,19 +229,25 @@ class Bench:
             bet,
         )
 
-    async def authorize(self, _n: int) -> dict[str, float]:
+    def _w(self, n: int) -> WalletServiceStub:
+        return self._wallets[n % len(self._wallets)]
+
+    def _j(self, n: int) -> JackpotServiceStub:
+        return self._jackpots[n % len(self._jackpots)]
+
+    async def authorize(self, n: int) -> dict[str, float]:
         req, player, bet = self._authorize_req()
-        ms = await timed(self.wallet.AuthorizeBet(req))
+        ms = await timed(self._w(n).AuthorizeBet(req))
         self.holds.append((player, bet))
         return {"AuthorizeBet": ms}
 
-    async def settle(self, _n: int) -> dict[str, float]:
+    async def settle(self, n: int) -> dict[str, float]:
         if not self.holds:
             raise StopAsyncIteration
         player, bet = self.holds.pop()
         return {
             "SettleBet": await timed(
-                self.wallet.SettleBet(
+                self._w(n).SettleBet(
                     pb.SettleBetRequest(
                         tenant_id=TENANT,
                         player_id=player,
@@ -258,11 +271,11 @@ class Bench:
             bet=eur(100),
         )
 
-    async def round(self, _n: int) -> dict[str, float]:
+    async def round(self, n: int) -> dict[str, float]:
         req, player, bet = self._authorize_req()
-        out = {"AuthorizeBet": await timed(self.wallet.AuthorizeBet(req))}
+        out = {"AuthorizeBet": await timed(self._w(n).AuthorizeBet(req))}
         out["Contribute"] = await timed(
-            self.jackpot.Contribute(self._contribution(self.mix_jackpot, player, bet))
+            self._j(n).Contribute(self._contribution(self.mix_jackpot, player, bet))
         )
         settle = pb.SettleBetRequest(
             tenant_id=TENANT,
@@ -272,16 +285,16 @@ class Bench:
             round_id=bet,
             win=eur(random.choice([0, 0, 0, 50, 200])),
         )
-        out["SettleBet"] = await timed(self.wallet.SettleBet(settle))
+        out["SettleBet"] = await timed(self._w(n).SettleBet(settle))
         if random.randrange(20) == 0:
-            out["SettleBet (retry)"] = await timed(self.wallet.SettleBet(settle))
+            out["SettleBet (retry)"] = await timed(self._w(n).SettleBet(settle))
         return out
 
-    async def contribute_hot(self, _n: int) -> dict[str, float]:
+    async def contribute_hot(self, n: int) -> dict[str, float]:
         player = f"p{random.randint(1, PLAYERS)}"
         return {
             "Contribute": await timed(
-                self.jackpot.Contribute(
+                self._j(n).Contribute(
                     self._contribution(self.hot_jackpot, player, uuid.uuid4().hex)
                 )
             )
@@ -380,7 +393,8 @@ async def amain(args: argparse.Namespace, url: str) -> list[Row]:
                         r.pgbench_tps, r.ratio = tps, (r.calls_per_second / tps if tps else None)
                 rows += measured
                 print(table(measured).splitlines()[-1], flush=True)
-        await bench.channel.close()
+        for channel in bench.channels:
+            await channel.close()
     return rows
 
 
