@@ -77,6 +77,18 @@ async def _sweep_expired_holds(wallet: Wallet, every: float) -> None:
             log.exception("expired-hold sweep failed")
 
 
+async def _drop_deadlines(jackpots: Jackpots, payouts: PayoutSaga, every: float) -> None:
+    """Drop time-bound pools whose deadline passed (Jackpots.drop_due_deadlines) and start
+    their payouts."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            for win_id in await jackpots.drop_due_deadlines():
+                payouts.kick(win_id)
+        except Exception:  # keep scheduling after a database hiccup
+            log.exception("deadline drop pass failed")
+
+
 async def build_server(
     pool: AsyncConnectionPool,
     addr: str = "127.0.0.1:0",
@@ -86,6 +98,7 @@ async def build_server(
     payout_retry_seconds: float = 1.0,
     payout_start_delay_seconds: float = 0.0,
     keys: KeyStore | None = None,
+    deadline_seconds: float = 1.0,
     credentials: grpc.ServerCredentials | None = None,
 ) -> App:
     """Create and start the server on `addr` (port 0 = any free port); returns the App.
@@ -134,4 +147,5 @@ async def build_server(
     app.tasks.append(asyncio.create_task(_sweep_expired_holds(wallet, hold_sweep_seconds)))
     # the payout saga's retrier: resumes requested wins (also after a crash), with backoff
     app.tasks.append(asyncio.create_task(payouts.retry_forever(payout_retry_seconds)))
+    app.tasks.append(asyncio.create_task(_drop_deadlines(jackpots, payouts, deadline_seconds)))
     return app

@@ -584,6 +584,48 @@ class Jackpots:
         assert win is not None
         return win
 
+    async def drop_due_deadlines(self, limit: int = 50) -> list[uuid.UUID]:
+        """Time-bound pools (seed 000 section 6): a DEADLINE pool whose drop time has passed
+        drops at once, to the cycle's last qualifying contribution (the round that came
+        closest to the deadline), without waiting for another bet. A cycle with no
+        contribution yet drops on its next qualifying round. Returns the new wins; safe to run
+        in every worker (the pool row lock and one win per cycle decide)."""
+        async with self.pool.connection() as conn:
+            due = await sql.due_deadline_pools(conn, limit)
+        wins: list[uuid.UUID] = []
+        for pool_id in due:
+            async with self.pool.connection() as conn, conn.transaction():
+                pool = await sql.pool_row(conn, pool_id, lock=True)
+                if (
+                    pool is None
+                    or pool.config.trigger is not TriggerKind.DEADLINE
+                    or pool.drop_at is None
+                    or _now() < pool.drop_at
+                ):
+                    continue  # another worker or a contribution dropped it meanwhile
+                last = await sql.last_contribution(conn, pool_id, pool.cycle)
+                jackpot = await sql.get_jackpot(conn, pool.jackpot_id)
+                if last is None or jackpot is None:
+                    continue
+                tenant_id, player_id, round_id, game_id, key = last
+                shards = await sql.lock_all_shards(conn, pool_id)
+                win_id = uuid.uuid4()
+                await self._hit(
+                    conn,
+                    jackpot,
+                    pool,
+                    shards,
+                    win_id=win_id,
+                    tenant_id=tenant_id,
+                    player_id=player_id,
+                    round_id=round_id,
+                    game_id=game_id,
+                    reason="deadline",
+                    trigger_key=key,
+                )
+                wins.append(win_id)
+        return wins
+
     async def _hit(
         self,
         conn: Conn,

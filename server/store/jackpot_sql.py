@@ -897,3 +897,33 @@ async def reconcile(conn: Conn, tenant_id: str, pool_id: str) -> list[Reconcilia
         )
         for r in await cur.fetchall()
     ]
+
+
+# -- deadline drops --------------------------------------------------------------------------
+
+
+async def due_deadline_pools(conn: Conn, limit: int) -> list[str]:
+    """DEADLINE pools whose current cycle's drop time has passed (unlocked read)."""
+    cur = await conn.execute(
+        "SELECT p.pool_id FROM jp_pools p"
+        "  JOIN jp_cycles c ON c.pool_id = p.pool_id AND c.cycle = p.cycle"
+        " WHERE p.trigger_kind = 'deadline' AND c.ended_at IS NULL AND c.drop_at <= now()"
+        " ORDER BY c.drop_at LIMIT %s",
+        (limit,),
+    )
+    return [str(r[0]) for r in await cur.fetchall()]
+
+
+async def last_contribution(
+    conn: Conn, pool_id: str, cycle: int
+) -> tuple[str, str, str, str, str] | None:
+    """(tenant, player, round, game, idempotency key) of the cycle's last contribution."""
+    cur = await conn.execute(
+        "SELECT tenant_id, player_id, round_id, game_id, idempotency_key FROM jp_contributions"
+        " WHERE pool_id = %s AND cycle = %s ORDER BY seq DESC LIMIT 1",
+        (pool_id, cycle),
+    )
+    row = await cur.fetchone()
+    return (
+        None if row is None else (str(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]))
+    )

@@ -89,9 +89,11 @@ async def test_random_hit_rate_matches_its_probability(
     await reconciled(jackpot, tenant)
 
 
-async def test_deadline_pool_drops_on_the_first_round_after_its_time(
+async def test_deadline_pool_drops_at_its_time_to_the_last_round(
     jackpot: JackpotServiceStub, tenant: str
 ) -> None:
+    """Seed 000 time-bound pools: at the drawn drop time the server drops the pool by itself,
+    to the cycle's last qualifying round, without waiting for another bet."""
     j = await create(
         jackpot,
         tenant,
@@ -99,13 +101,37 @@ async def test_deadline_pool_drops_on_the_first_round_after_its_time(
     )
     pool_id = j.pools[0].pool_id
     assert j.pools[0].must_drop_by_time.seconds > 0
-    r = await jackpot.Contribute(contribution(tenant, j.jackpot_id, 1000))
+    await jackpot.Contribute(contribution(tenant, j.jackpot_id, 1000, player="early"))
+    r = await jackpot.Contribute(contribution(tenant, j.jackpot_id, 1000, player="last"))
     assert not r.tiers[0].hit
-    await asyncio.sleep(1.1)
-    r = await jackpot.Contribute(contribution(tenant, j.jackpot_id, 1000, player="late"))
-    assert r.tiers[0].hit and r.tiers[0].pool_amount.minor_units == 1000 + 20
+    wins = pb.ListWinsResponse()
+    for _ in range(60):
+        await asyncio.sleep(0.1)
+        wins = await jackpot.ListWins(pb.ListWinsRequest(tenant_id=tenant))
+        if wins.wins:
+            break
+    assert len(wins.wins) == 1
+    win = wins.wins[0]
+    assert (win.player_id, win.reason, win.amount.minor_units) == ("last", "deadline", 1000 + 20)
     c = await jackpot.GetCycle(pb.GetCycleRequest(tenant_id=tenant, pool_id=pool_id, cycle=1))
     assert c.cycle.drop_time.seconds - c.cycle.start_time.seconds in (1, 2)
+    pool = (await jackpot.GetPool(pb.GetPoolRequest(tenant_id=tenant, pool_id=pool_id))).pool
+    assert pool.cycle == 2 and pool.amount.minor_units == 1000
+    await reconciled(jackpot, tenant)
+
+
+async def test_empty_deadline_pool_drops_on_its_next_round(
+    jackpot: JackpotServiceStub, tenant: str
+) -> None:
+    """A cycle that had no qualifying round by its drop time drops on the next one."""
+    j = await create(
+        jackpot,
+        tenant,
+        tier(trigger=pb.TRIGGER_KIND_DEADLINE, deadline_min_seconds=1, deadline_max_seconds=1),
+    )
+    await asyncio.sleep(1.5)
+    r = await jackpot.Contribute(contribution(tenant, j.jackpot_id, 1000, player="late"))
+    assert r.tiers[0].hit and r.tiers[0].pool_amount.minor_units == 1000 + 10
     win = await jackpot.GetWin(pb.GetWinRequest(tenant_id=tenant, win_id=r.tiers[0].win_id))
     assert win.win.player_id == "late" and win.win.reason == "deadline"
 
