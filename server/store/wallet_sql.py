@@ -264,16 +264,6 @@ async def insert_postings(
     )
 
 
-async def balance(conn: Conn, account_id: int) -> tuple[int, int]:
-    """(available, held) of a player account."""
-    cur = await conn.execute(
-        "SELECT available, held FROM accounts WHERE account_id = %s", (account_id,)
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
-
-
 async def balances(
     conn: Conn, tenant_id: str, player_id: str, currency: str | None
 ) -> list[tuple[str, int, int]]:
@@ -372,25 +362,21 @@ async def close_hold(conn: Conn, hold_id: uuid.UUID, state: str, tx_id: uuid.UUI
     )
 
 
-async def lock_expired_holds(conn: Conn, limit: int) -> list[tuple[HoldRow, str]]:
-    """Lock up to `limit` open holds past expiry, skipping locked ones: [(hold, tenant_id)]."""
+async def lock_expired_holds(
+    conn: Conn, limit: int
+) -> list[tuple[HoldRow, str, tuple[str, str, str]]]:
+    """Lock up to `limit` open holds past expiry, skipping locked ones:
+    [(hold, tenant_id, (bet_id, round_id, game_id))]."""
     cur = await conn.execute(
         f"SELECT {_HOLD_COLUMNS}, tenant_id, bet_id, round_id, game_id FROM holds"
         " WHERE state = 'open' AND expires_at <= now()"
         " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED",
         (limit,),
     )
-    return [(_hold(r[:9]), str(r[9])) for r in await cur.fetchall()]
-
-
-async def hold_ids(conn: Conn, hold_id: uuid.UUID) -> tuple[str, str, str]:
-    """(bet_id, round_id, game_id) of a hold."""
-    cur = await conn.execute(
-        "SELECT bet_id, round_id, game_id FROM holds WHERE hold_id = %s", (hold_id,)
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return str(row[0]), str(row[1]), str(row[2])
+    return [
+        (_hold(r[:9]), str(r[9]), (str(r[10]), str(r[11]), str(r[12])))
+        for r in await cur.fetchall()
+    ]
 
 
 async def set_player_status(conn: Conn, tenant_id: str, player_id: str, status: str) -> str | None:

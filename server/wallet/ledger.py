@@ -385,10 +385,9 @@ class Wallet:
         """
         async with self.pool.connection() as conn, conn.transaction():
             expired = await wallet_sql.lock_expired_holds(conn, limit)
-            for hold, tenant_id in expired:
+            for hold, tenant_id, (bet_id, round_id, game_id) in expired:
                 assert hold.account_id is not None
                 account = await wallet_sql.lock_account_by_id(conn, hold.account_id)
-                bet_id, round_id, game_id = await wallet_sql.hold_ids(conn, hold.hold_id)
                 tx = uuid.uuid4()
                 await wallet_sql.insert_transaction(
                     conn,
