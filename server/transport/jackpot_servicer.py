@@ -8,8 +8,6 @@ saga in the background (`PayoutSaga.kick`).
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -30,6 +28,7 @@ from server.jackpot.payout import PayoutSaga
 from server.jackpot.validation import check_jackpot_id, check_spec
 from server.money import check_amount
 from server.transport.guard import guarded
+from server.transport.paging import decode_int_token, decode_token, encode_token, page_size
 from server.transport.status import abort_with, encode_error, to_status_proto
 from server.transport.wallet_servicer import money_in, money_out
 from server.wallet.validation import check_id, check_text
@@ -180,38 +179,6 @@ def win_out(w: model.WinRow) -> pb.Win:
     return out
 
 
-def _page_size(value: int, default: int, most: int) -> int:
-    if value < 0:
-        raise invalid("page_size", "INVALID_PAGE_SIZE", "page_size must not be negative")
-    return min(value or default, most)
-
-
-def _token(cursor: str, filters: str) -> str:
-    digest = hashlib.sha256(filters.encode()).hexdigest()[:16]
-    return base64.urlsafe_b64encode(f"{digest}:{cursor}".encode()).decode()
-
-
-def _cursor(token: str, filters: str) -> str | None:
-    if not token:
-        return None
-    try:
-        digest, cursor = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid("page_token", "INVALID_PAGE_TOKEN", "page_token is malformed") from exc
-    if digest != hashlib.sha256(filters.encode()).hexdigest()[:16]:
-        raise invalid("page_token", "INVALID_PAGE_TOKEN", "page_token is for another request")
-    return cursor
-
-
-def _int_cursor(token: str, filters: str) -> int | None:
-    cursor = _cursor(token, filters)
-    if cursor is None:
-        return None
-    if not cursor.isdigit():
-        raise invalid("page_token", "INVALID_PAGE_TOKEN", "page_token is malformed")
-    return int(cursor)
-
-
 def _uuid(value: str, field: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
@@ -317,9 +284,9 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
     async def ListPools(self, request: pb.ListPoolsRequest, context: Ctx) -> pb.ListPoolsResponse:
         """Pools the tenant sees, by pool_id (AIP-158)."""
         tenant = check_id(request.tenant_id, "tenant_id")
-        size = _page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         filters = f"{tenant}\0{request.region}\0{request.game_id}\0{request.jackpot_id}"
-        after = _cursor(request.page_token, filters) or ""
+        after = decode_token(request.page_token, filters) or ""
         rows = await self.jackpots.list_pools(
             tenant,
             region=check_text(request.region, "region", 64),
@@ -330,7 +297,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
         )
         resp = pb.ListPoolsResponse(pools=[pool_out(s) for s in rows[:size]])
         if len(rows) > size:
-            resp.next_page_token = _token(rows[size - 1].pool_id, filters)
+            resp.next_page_token = encode_token(rows[size - 1].pool_id, filters)
         return resp
 
     async def WatchPools(
@@ -497,12 +464,12 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
     async def ListWins(self, request: pb.ListWinsRequest, context: Ctx) -> pb.ListWinsResponse:
         """The tenant's wins, newest first (AIP-158)."""
         tenant = check_id(request.tenant_id, "tenant_id")
-        size = _page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         state = None
         if request.payout_state:
             state = _enum(request.payout_state, _STATE, "payout_state", "unknown state")
         filters = f"{tenant}\0{request.pool_id}\0{request.player_id}\0{request.payout_state}"
-        before = _int_cursor(request.page_token, filters)
+        before = decode_int_token(request.page_token, filters)
         rows = await self.jackpots.list_wins(
             tenant,
             check_id(request.pool_id, "pool_id", required=False),
@@ -513,7 +480,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
         )
         resp = pb.ListWinsResponse(wins=[win_out(w) for w in rows[:size]])
         if len(rows) > size:
-            resp.next_page_token = _token(str(rows[size - 1].seq), filters)
+            resp.next_page_token = encode_token(str(rows[size - 1].seq), filters)
         return resp
 
     @guarded
@@ -551,9 +518,9 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
         """A cycle's draws in order (AIP-158)."""
         tenant = check_id(request.tenant_id, "tenant_id")
         pool_id = _pool_id(request.pool_id)
-        size = _page_size(request.page_size, 500, MAX_DRAW_PAGE_SIZE)
+        size = page_size(request.page_size, 500, MAX_DRAW_PAGE_SIZE)
         filters = f"{tenant}\0{pool_id}\0{request.cycle}"
-        after = _int_cursor(request.page_token, filters) or 0
+        after = decode_int_token(request.page_token, filters) or 0
         state = await self.jackpots.get_pool(tenant, pool_id)
         cur = state.jackpot.currency
         rows = await self.jackpots.list_contributions(
@@ -580,7 +547,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             ]
         )
         if len(rows) > size:
-            resp.next_page_token = _token(str(rows[size - 1].seq), filters)
+            resp.next_page_token = encode_token(str(rows[size - 1].seq), filters)
         return resp
 
     @guarded
@@ -589,8 +556,8 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
     ) -> pb.GetAuditLogResponse:
         """The tenant's audit chain in order (AIP-158)."""
         tenant = check_id(request.tenant_id, "tenant_id")
-        size = _page_size(request.page_size, 500, MAX_DRAW_PAGE_SIZE)
-        after = _int_cursor(request.page_token, tenant) or 0
+        size = page_size(request.page_size, 500, MAX_DRAW_PAGE_SIZE)
+        after = decode_int_token(request.page_token, tenant) or 0
         rows = await self.jackpots.audit_log(tenant, after, size + 1)
         resp = pb.GetAuditLogResponse(
             records=[
@@ -608,7 +575,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             ]
         )
         if len(rows) > size:
-            resp.next_page_token = _token(str(rows[size - 1].sequence), tenant)
+            resp.next_page_token = encode_token(str(rows[size - 1].sequence), tenant)
         return resp
 
     @guarded

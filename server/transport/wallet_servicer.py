@@ -5,8 +5,6 @@ Thin by design: validation and rules live in server.wallet; this module only con
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import uuid
 from typing import Any
 
@@ -22,6 +20,7 @@ from server.idempotency import RequestKey
 from server.money import Money, check_amount, check_currency
 from server.store.wallet_sql import TransactionRow
 from server.transport.guard import guarded
+from server.transport.paging import decode_int_token, encode_token, page_size
 from server.transport.status import abort_with, encode_error
 from server.wallet import model
 from server.wallet.ledger import Wallet
@@ -113,26 +112,6 @@ def transaction_out(row: TransactionRow) -> pb.Transaction:
     if row.currency:
         tx.amount.CopyFrom(money_out(row.amount, row.currency))
     return tx
-
-
-def _page_token(filters: bytes, seq: int) -> str:
-    digest = hashlib.sha256(filters).hexdigest()[:16]
-    return base64.urlsafe_b64encode(f"{seq}:{digest}".encode()).decode()
-
-
-def _parse_page_token(token: str, filters: bytes) -> int | None:
-    if not token:
-        return None
-    try:
-        seq_text, digest = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
-        seq = int(seq_text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid("page_token", "INVALID_PAGE_TOKEN", "page_token is malformed") from exc
-    if digest != hashlib.sha256(filters).hexdigest()[:16]:
-        raise invalid(
-            "page_token", "INVALID_PAGE_TOKEN", "page_token was issued for a different request"
-        )
-    return seq
 
 
 class WalletServicer(pb_grpc.WalletServiceServicer):
@@ -421,13 +400,11 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         tenant = check_id(request.tenant_id, "tenant_id")
         player = check_id(request.player_id, "player_id")
         currency = check_currency(request.currency, "currency") if request.currency else None
-        if request.page_size < 0:
-            raise invalid("page_size", "INVALID_PAGE_SIZE", "page_size must not be negative")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         filters = f"{tenant}\0{player}\0{currency or ''}".encode()
-        before = _parse_page_token(request.page_token, filters)
+        before = decode_int_token(request.page_token, filters)
         rows = await self.wallet.transactions(tenant, player, currency, before, size + 1)
         resp = pb.ListTransactionsResponse(transactions=[transaction_out(r) for r in rows[:size]])
         if len(rows) > size:
-            resp.next_page_token = _page_token(filters, rows[size - 1].seq)
+            resp.next_page_token = encode_token(rows[size - 1].seq, filters)
         return resp

@@ -6,8 +6,6 @@ server.webhooks.subscriptions; this module only converts (and signs page tokens)
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +19,7 @@ from server.errors import invalid
 from server.idempotency import RequestKey
 from server.store.webhook_sql import DeliveryRow, SubscriptionRow
 from server.transport.guard import guarded
+from server.transport.paging import decode_int_token, encode_token, page_size
 from server.transport.status import abort_with, encode_error
 from server.wallet.validation import check_id
 from server.webhooks.patterns import check_patterns
@@ -87,12 +86,6 @@ def _key(method: str, request: _message.Message, tenant: str, idem: str) -> Requ
     return RequestKey.of(tenant, idem, method, request.SerializeToString(deterministic=True))
 
 
-def _page_size(value: int) -> int:
-    if value < 0:
-        raise invalid("page_size", "INVALID_PAGE_SIZE", "page_size must not be negative")
-    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
 def _filters(request: _message.Message) -> bytes:
     """The request without its paging fields: what a page token is bound to."""
     copy = type(request)()
@@ -100,26 +93,6 @@ def _filters(request: _message.Message) -> bytes:
     copy.ClearField("page_size")
     copy.ClearField("page_token")
     return copy.SerializeToString(deterministic=True)
-
-
-def _page_token(filters: bytes, seq: int) -> str:
-    digest = hashlib.sha256(filters).hexdigest()[:16]
-    return base64.urlsafe_b64encode(f"{seq}:{digest}".encode()).decode()
-
-
-def _parse_page_token(token: str, filters: bytes) -> int | None:
-    if not token:
-        return None
-    try:
-        seq_text, digest = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
-        seq = int(seq_text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise invalid("page_token", "INVALID_PAGE_TOKEN", "page_token is malformed") from exc
-    if digest != hashlib.sha256(filters).hexdigest()[:16]:
-        raise invalid(
-            "page_token", "INVALID_PAGE_TOKEN", "page_token was issued for a different request"
-        )
-    return seq
 
 
 class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
@@ -174,15 +147,15 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
     ) -> pb.ListSubscriptionsResponse:
         """A page of active subscriptions, oldest first."""
         tenant = check_id(request.tenant_id, "tenant_id")
-        size = _page_size(request.page_size)
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         filters = _filters(request)
-        after = _parse_page_token(request.page_token, filters) or 0
+        after = decode_int_token(request.page_token, filters) or 0
         rows = await self.subscriptions.list_active(tenant, after, size + 1)
         resp = pb.ListSubscriptionsResponse(
             subscriptions=[subscription_out(r) for r in rows[:size]]
         )
         if len(rows) > size:
-            resp.next_page_token = _page_token(filters, rows[size - 1].seq)
+            resp.next_page_token = encode_token(rows[size - 1].seq, filters)
         return resp
 
     @guarded
@@ -220,13 +193,13 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         if request.state != pb.DELIVERY_STATE_UNSPECIFIED and request.state not in _STATE_FROM_PB:
             raise invalid("state", "INVALID_STATE", "state is not a known DeliveryState")
         state = _STATE_FROM_PB.get(request.state)
-        size = _page_size(request.page_size)
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         filters = _filters(request)
-        before = _parse_page_token(request.page_token, filters)
+        before = decode_int_token(request.page_token, filters)
         rows = await self.subscriptions.deliveries(tenant, sub_id, state, before, size + 1)
         resp = pb.ListDeliveriesResponse(deliveries=[delivery_out(r) for r in rows[:size]])
         if len(rows) > size:
-            resp.next_page_token = _page_token(filters, rows[size - 1].seq)
+            resp.next_page_token = encode_token(rows[size - 1].seq, filters)
         return resp
 
     @guarded
