@@ -364,7 +364,16 @@ class Jackpots:
                 raise StalePoolError(pool.pool_id)
             split = Split(added.total, added.to_pool, added.to_reseed, 0, 0, 0, 0)
             await self._record_contribution(
-                conn, pool, cmd, given, conversion, split, probability, None
+                conn,
+                pool,
+                cmd,
+                given,
+                conversion,
+                split,
+                probability,
+                None,
+                currency=jackpot.currency,
+                pool_amount=pool.cycle_base + added.contributed,
             )
             return TierOutcome(
                 pool.pool_id,
@@ -456,26 +465,16 @@ class Jackpots:
         if reason:
             win_id = uuid.uuid4()
         await self._record_contribution(
-            conn, pool, cmd, given, conversion, split, probability, win_id
-        )
-        await jp_events.contribution_recorded(
             conn,
-            tenant_id=cmd.tenant_id,
-            pool_id=pool.pool_id,
-            tier=cfg.tier,
-            cycle=pool.cycle,
-            key=cmd.idempotency_key,
-            player_id=cmd.player_id,
-            round_id=cmd.round_id,
-            game_id=cmd.game_id,
-            bet=cmd.bet.minor_units,
-            bet_currency=cmd.bet.currency,
+            pool,
+            cmd,
+            given,
+            conversion,
+            split,
+            probability,
+            win_id,
             currency=jackpot.currency,
-            to_pool=split.to_pool,
-            to_reseed=split.to_reseed,
-            to_overflow=split.to_overflow,
             pool_amount=amount,
-            hit=win_id is not None,
         )
         if win_id is not None:
             await self._hit(
@@ -515,8 +514,12 @@ class Jackpots:
         split: Split,
         probability: int,
         win_id: uuid.UUID | None,
+        *,
+        currency: str,
+        pool_amount: int,
     ) -> None:
-        """Append the contribution record (outbox: jp.contribution.recorded goes here)."""
+        """Append the contribution record and its `jp.contribution.recorded` event (every
+        path: the sharded fast path and the locked one), in the contribution's transaction."""
         await sql.insert_contribution(
             conn,
             tenant_id=cmd.tenant_id,
@@ -541,6 +544,25 @@ class Jackpots:
             hit=win_id is not None,
             win_id=win_id,
             occurred_at=cmd.occurred_at,
+        )
+        await jp_events.contribution_recorded(
+            conn,
+            tenant_id=cmd.tenant_id,
+            pool_id=pool.pool_id,
+            tier=pool.config.tier,
+            cycle=pool.cycle,
+            key=cmd.idempotency_key,
+            player_id=cmd.player_id,
+            round_id=cmd.round_id,
+            game_id=cmd.game_id,
+            bet=cmd.bet.minor_units,
+            bet_currency=cmd.bet.currency,
+            currency=currency,
+            to_pool=split.to_pool,
+            to_reseed=split.to_reseed,
+            to_overflow=split.to_overflow,
+            pool_amount=pool_amount,
+            hit=win_id is not None,
         )
 
     # -- hits ----------------------------------------------------------------------------------
