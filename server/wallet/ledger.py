@@ -111,6 +111,47 @@ async def _emit(
     )
 
 
+async def _void_hold(
+    conn: Conn,
+    tenant_id: str,
+    hold: HoldRow,
+    account: AccountRow,
+    tx: uuid.UUID,
+    state: str,
+    event_type: str,
+    fields: dict[str, Any],
+) -> BalanceView:
+    """Void an open hold in transaction `tx` (held -> available), close it as `state`
+    (cancelled or expired) and write its event; return the balances after."""
+    await wallet_sql.insert_postings(
+        conn,
+        tx,
+        tenant_id,
+        hold.currency,
+        [
+            Leg(account.account_id, HELD, -hold.amount),
+            Leg(account.account_id, AVAILABLE, hold.amount),
+        ],
+    )
+    await wallet_sql.close_hold(conn, hold.hold_id, state, tx)
+    view = BalanceView(hold.currency, account.available + hold.amount, account.held - hold.amount)
+    await _emit(
+        conn,
+        event_type,
+        tenant_id,
+        hold.player_id,
+        tx,
+        view,
+        hold.currency,
+        {
+            "hold_id": str(hold.hold_id),
+            "released": event_money(hold.amount, hold.currency),
+            **fields,
+        },
+    )
+    return view
+
+
 def _round(ref: RoundRef) -> dict[str, Any]:
     return {
         "bet_id": ref.bet_id,
@@ -347,34 +388,15 @@ class Wallet:
             return CancelResult(tx, "", 0, None)
         hold, account = await self._open_hold(conn, c, cmd.ref.bet_id)
         tx = await self._journal(conn, c, "cancel", Money(hold.amount, hold.currency), ref)
-        await wallet_sql.insert_postings(
+        view = await _void_hold(
             conn,
-            tx,
             c.tenant_id,
-            hold.currency,
-            [
-                Leg(account.account_id, HELD, -hold.amount),
-                Leg(account.account_id, AVAILABLE, hold.amount),
-            ],
-        )
-        await wallet_sql.close_hold(conn, hold.hold_id, "cancelled", tx)
-        view = BalanceView(
-            hold.currency, account.available + hold.amount, account.held - hold.amount
-        )
-        await _emit(
-            conn,
+            hold,
+            account,
+            tx,
+            "cancelled",
             "wallet.bet.cancelled",
-            c.tenant_id,
-            c.player_id,
-            tx,
-            view,
-            hold.currency,
-            {
-                "hold_id": str(hold.hold_id),
-                "released": event_money(hold.amount, hold.currency),
-                "reason": cmd.reason,
-                **_round(cmd.ref),
-            },
+            {"reason": cmd.reason, **_round(cmd.ref)},
         )
         return CancelResult(tx, hold.currency, hold.amount, view)
 
@@ -402,33 +424,15 @@ class Wallet:
                     bet_id=bet_id,
                     game_id=game_id,
                 )
-                await wallet_sql.insert_postings(
+                await _void_hold(
                     conn,
-                    tx,
                     tenant_id,
-                    hold.currency,
-                    [
-                        Leg(account.account_id, HELD, -hold.amount),
-                        Leg(account.account_id, AVAILABLE, hold.amount),
-                    ],
-                )
-                await wallet_sql.close_hold(conn, hold.hold_id, "expired", tx)
-                view = BalanceView(
-                    hold.currency, account.available + hold.amount, account.held - hold.amount
-                )
-                await _emit(
-                    conn,
+                    hold,
+                    account,
+                    tx,
+                    "expired",
                     "wallet.bet.expired",
-                    tenant_id,
-                    hold.player_id,
-                    tx,
-                    view,
-                    hold.currency,
-                    {
-                        "hold_id": str(hold.hold_id),
-                        "released": event_money(hold.amount, hold.currency),
-                        **_round(RoundRef(bet_id, round_id, game_id, {})),
-                    },
+                    _round(RoundRef(bet_id, round_id, game_id, {})),
                 )
             return len(expired)
 
