@@ -24,7 +24,7 @@ import re
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from croupier.common.v1 import money_pb2
@@ -201,32 +201,18 @@ class Forwarder:
             return Outcome(zero_result_id(integration, cb.transaction_id), note="zero result")
         tenant, key = integration.tenant_id, wallet_key(integration.name, cb.transaction_id)
         meta = self._metadata(integration, cb.transaction_id)
+        fields: dict[str, Any] = {
+            "tenant_id": tenant,
+            "player_id": cb.user_id,
+            "idempotency_key": key,
+            "amount": _money(cb.amount),
+            "game_id": GAME_ID,
+            "metadata": meta,
+        }
         if cb.action == "bet":
-            debit = await self._retry(
-                self.stub.Debit,
-                pb.DebitRequest(
-                    tenant_id=tenant,
-                    player_id=cb.user_id,
-                    idempotency_key=key,
-                    amount=_money(cb.amount),
-                    game_id=GAME_ID,
-                    metadata=meta,
-                ),
-                integration,
-            )
+            debit = await self._retry(self.stub.Debit, pb.DebitRequest(**fields), integration)
             return Outcome(debit.transaction_id, note="debit")
-        credit = await self._retry(
-            self.stub.Credit,
-            pb.CreditRequest(
-                tenant_id=tenant,
-                player_id=cb.user_id,
-                idempotency_key=key,
-                amount=_money(cb.amount),
-                game_id=GAME_ID,
-                metadata=meta,
-            ),
-            integration,
-        )
+        credit = await self._retry(self.stub.Credit, pb.CreditRequest(**fields), integration)
         return Outcome(credit.transaction_id, note="credit")
 
     async def _rollback(self, integration: Integration, cb: Rollback) -> Outcome:
