@@ -109,9 +109,11 @@ async def wait_serving(target: str, proc: asyncio.subprocess.Process, seconds: f
 
 
 @contextlib.asynccontextmanager
-async def server(url: str, workers: int | None) -> AsyncIterator[str]:
+async def server(
+    url: str, workers: int | None, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[str]:
     """`croupier-server` as a subprocess on a free loopback port (`workers` processes, or the
-    server's default); yields its target."""
+    server's default; `extra_env` added to its environment); yields its target."""
     target = f"127.0.0.1:{free_port()}"
     exe = shutil.which("croupier-server", path=str(Path(sys.executable).parent))
     command = [exe] if exe else [sys.executable, "-m", "server.main"]
@@ -122,6 +124,7 @@ async def server(url: str, workers: int | None) -> AsyncIterator[str]:
         "CROUPIER_DATABASE_URL": url,
         "CROUPIER_GRPC_ADDR": target,
         "CROUPIER_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     proc = await asyncio.create_subprocess_exec(*command, env=env, cwd=ROOT)
     try:

@@ -6,7 +6,10 @@ Starts its own PostgreSQL (or a fresh database on CROUPIER_DATABASE_URL's server
 - AuthorizeBet alone; SettleBet alone (settling the holds the authorize phase made);
 - a round mix: AuthorizeBet, Contribute to a two-tier network jackpot, SettleBet, and 1 round
   in 20 sends its SettleBet twice (a client retry: same key, same answer);
-- Contribute to one hot network pool (16 counter rows);
+- Contribute to one hot network pool (16 counter rows, group commit: the design);
+- the same Contribute load on the naive design, measured in the same run: a second server with
+  group commit off (CROUPIER_CONTRIBUTION_BATCH=1) and a pool of one counter row, so every
+  contribution is its own transaction updating one hot row; both pools are reconciled after;
 - pgbench running the SQL of one AuthorizeBet / one Contribute (bench/pgbench/*.sql, the same
   statements in the same pipelined round trips) at the same concurrency, on the same database.
 
@@ -133,7 +136,7 @@ async def timed(call: Awaitable[Any]) -> float:
 class Bench:
     """The workloads over one server."""
 
-    def __init__(self, target: str, channels: int = 4) -> None:
+    def __init__(self, target: str, channels: int = 4, hot_shards: int = HOT_SHARDS) -> None:
         # several connections (a local subchannel pool each): one HTTP/2 connection would pin
         # every call to one of the server's SO_REUSEPORT workers
         self.channels = [
@@ -147,8 +150,10 @@ class Bench:
         self.holds: list[tuple[str, str]] = []
         self.mix_jackpot = f"mix-{uuid.uuid4().hex[:6]}"
         self.hot_jackpot = f"hot-{uuid.uuid4().hex[:6]}"
+        self.hot_shards = hot_shards
 
-    async def setup(self) -> None:
+    async def setup(self, fund: bool = True) -> None:
+        """Fund the players (unless not `fund`) and create the mix and hot jackpots."""
         await asyncio.gather(
             *(
                 self.wallet.Credit(
@@ -159,7 +164,7 @@ class Bench:
                         amount=eur(10**15),
                     )
                 )
-                for i in range(1, PLAYERS + 1)
+                for i in range(1, PLAYERS + 1 if fund else 1)
             )
         )
         tier = jpb.TierConfig
@@ -206,7 +211,7 @@ class Bench:
                         seed_minor_units=1_000_000,
                         contribution_rate_ppm=10_000,
                         trigger=jpb.TRIGGER_KIND_EXTERNAL,
-                        shards=HOT_SHARDS,
+                        shards=self.hot_shards,
                     )
                 ],
             )
@@ -393,9 +398,46 @@ async def amain(args: argparse.Namespace, url: str) -> list[Row]:
                         r.pgbench_tps, r.ratio = tps, (r.calls_per_second / tps if tps else None)
                 rows += measured
                 print(table(measured).splitlines()[-1], flush=True)
+        await reconcile(bench)
         for channel in bench.channels:
             await channel.close()
+    # the naive design in the same run: one transaction per contribution on one counter row
+    async with server(url, args.workers, {"CROUPIER_CONTRIBUTION_BATCH": "1"}) as target:
+        naive = Bench(target, hot_shards=1)
+        await naive.setup(fund=False)
+        for c in args.levels:
+            measured = await drive(
+                "Contribute (naive 1 row)", c, args.seconds, naive.contribute_hot
+            )
+            rows += measured
+            print(table(measured).splitlines()[-1], flush=True)
+        await reconcile(naive)
+        for channel in naive.channels:
+            await channel.close()
     return rows
+
+
+async def reconcile(bench: Bench) -> None:
+    """Reconcile the bench tenant's pools exactly (every drift zero) or fail the run."""
+    r = await bench.jackpot.Reconcile(jpb.ReconcileRequest(tenant_id=TENANT))
+    if not r.balanced:
+        raise SystemExit(f"pools do not reconcile after the run: {r}")
+    print(f"reconciled {len(r.pools)} pools exactly (every drift 0)", flush=True)
+
+
+def versus_naive(rows: list[Row]) -> str:
+    """Hot pool (design) ÷ naive single row, per concurrency level, from one run."""
+    design = {r.concurrency: r for r in rows if r.workload == "Contribute (hot pool): Contribute"}
+    naive = {r.concurrency: r for r in rows if r.workload == "Contribute (naive 1 row): Contribute"}
+    lines = ["hot pool Contribute: design (16 rows, group commit) vs naive (1 row, 1 tx per call)"]
+    for c in sorted(design.keys() & naive.keys()):
+        d, n = design[c], naive[c]
+        lines.append(
+            f"  {c:>4} in flight: {d.calls_per_second:>6.0f}/s (p99 {d.p99_ms:.1f} ms) vs "
+            f"{n.calls_per_second:>6.0f}/s (p99 {n.p99_ms:.1f} ms): "
+            f"{d.calls_per_second / n.calls_per_second:.1f}x"
+        )
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -410,6 +452,8 @@ def main() -> int:
         rows = asyncio.run(amain(args, url))
     print()
     print(table(rows))
+    print()
+    print(versus_naive(rows))
     print(
         f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
         f"{time.time() - started:.0f}s"

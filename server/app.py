@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 
 from server.auth import KeyStore
+from server.jackpot.batching import ContributionBatcher
 from server.jackpot.engine import Jackpots
 from server.jackpot.payout import PayoutSaga
 from server.telemetry import tracing_interceptors
@@ -100,11 +101,14 @@ async def build_server(
     keys: KeyStore | None = None,
     deadline_seconds: float = 1.0,
     credentials: grpc.ServerCredentials | None = None,
+    contribution_batch: int = 64,
 ) -> App:
     """Create and start the server on `addr` (port 0 = any free port); returns the App.
 
     `keys` turns on tenant authentication (server.auth); tracing follows OTEL_* variables.
     `credentials` (server.tls.server_credentials) serves TLS or mutual TLS instead of plain text.
+    `contribution_batch`: most contributions group-committed in one transaction
+    (server.jackpot.batching); 1 turns batching off.
     """
     server = grpc.aio.server(
         interceptors=[*tracing_interceptors(), CallInterceptor(keys)],
@@ -116,7 +120,10 @@ async def build_server(
     jackpots = Jackpots(pool)
     payouts = PayoutSaga(pool, wallet, start_delay_seconds=payout_start_delay_seconds)
     jackpot_service_pb2_grpc.add_JackpotServiceServicer_to_server(
-        JackpotServicer(jackpots, payouts), server
+        JackpotServicer(
+            jackpots, payouts, ContributionBatcher(jackpots, pool, max_batch=contribution_batch)
+        ),
+        server,
     )
     subscription_service_pb2_grpc.add_SubscriptionServiceServicer_to_server(
         SubscriptionServicer(Subscriptions(pool)), server

@@ -34,6 +34,7 @@ class Settings:
     |   | | clients must present a certificate from it (mutual TLS; server/tls.py) |
     | CROUPIER_AUTH | off | `required`: every call needs a tenant API key (server.auth) |
     | CROUPIER_METRICS_ADDR | 127.0.0.1:9464 | Prometheus /metrics (worker i: port + i) |
+    | CROUPIER_CONTRIBUTION_BATCH | 64 | most contributions per group commit; 1 = off |
     """
 
     database_url: str | None
@@ -52,6 +53,7 @@ class Settings:
     payout_start_delay_seconds: float = 0.0
     auth_required: bool = False
     metrics_addr: str = ""
+    contribution_batch: int = 64
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -73,5 +75,6 @@ class Settings:
             payout_retry_seconds=float(e.get("CROUPIER_JP_PAYOUT_RETRY_SECONDS", "1")),
             payout_start_delay_seconds=float(e.get("CROUPIER_JP_PAYOUT_DELAY_SECONDS", "0")),
             auth_required=e.get("CROUPIER_AUTH", "off").lower() == "required",
+            contribution_batch=max(1, int(e.get("CROUPIER_CONTRIBUTION_BATCH", "64"))),
             metrics_addr=e.get("CROUPIER_METRICS_ADDR", "127.0.0.1:9464"),
         )

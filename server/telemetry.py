@@ -64,6 +64,17 @@ WALLET_CREDITS = Counter(
     ["outcome"],
 )
 
+CONTRIBUTION_BATCH_SIZE = Histogram(
+    "croupier_contribution_batch_size",
+    "Contributions per group-committed batch (server.jackpot.batching)",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+CONTRIBUTION_BATCH_FALLBACKS = Counter(
+    "croupier_contribution_batch_fallbacks_total",
+    "Batched contributions sent back to the one-request path, by cause",
+    ["cause"],
+)
+
 
 def tracing_enabled() -> bool:
     """Whether OTEL_TRACES_EXPORTER asks for traces."""

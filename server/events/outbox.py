@@ -29,6 +29,29 @@ def money(minor_units: int, currency: str) -> dict[str, Any]:
     return {"minor_units": minor_units, "currency": currency}
 
 
+def new_event(
+    event_type: str,
+    *,
+    aggregate: str,
+    tenant_id: str,
+    payload: dict[str, Any],
+    trace_id: str | None = None,
+) -> outbox_sql.NewEvent:
+    """An event ready for `outbox_sql.insert_events` (a batch writer's path; `append_event`
+    for one). `trace_id` defaults to the current request's. Raises KeyError for an event
+    type missing from server.events.catalog."""
+    return outbox_sql.NewEvent(
+        event_id=uuid.uuid4(),
+        event_type=event_type,
+        schema_version=EVENT_TYPES[event_type],
+        aggregate=aggregate,
+        partition=partition_of(aggregate),
+        tenant_id=tenant_id,
+        trace_id=current_trace_id.get() if trace_id is None else trace_id,
+        payload=payload,
+    )
+
+
 async def append_event(
     conn: Conn,
     event_type: str,
@@ -43,16 +66,16 @@ async def append_event(
     "pool:<pool_id>"): events of one aggregate are published in commit order.
     Raises KeyError for an event type missing from server.events.catalog.
     """
-    event_id = uuid.uuid4()
+    event = new_event(event_type, aggregate=aggregate, tenant_id=tenant_id, payload=payload)
     await outbox_sql.insert_event(
         conn,
-        event_id=event_id,
-        event_type=event_type,
-        schema_version=EVENT_TYPES[event_type],
-        aggregate=aggregate,
-        partition=partition_of(aggregate),
-        tenant_id=tenant_id,
-        trace_id=current_trace_id.get(),
-        payload=payload,
+        event_id=event.event_id,
+        event_type=event.event_type,
+        schema_version=event.schema_version,
+        aggregate=event.aggregate,
+        partition=event.partition,
+        tenant_id=event.tenant_id,
+        trace_id=event.trace_id,
+        payload=event.payload,
     )
-    return event_id
+    return event.event_id

@@ -227,6 +227,19 @@ class Jackpots:
 
     # -- contributions -------------------------------------------------------------------------
 
+    def cached(self, jackpot_id: str) -> tuple[JackpotRow, list[PoolRow]] | None:
+        """The jackpot and its pools (pool_id order) as this process last read them, or None
+        when not cached (the batch path then leaves the request to `contribute`)."""
+        jackpot = self._jackpots.get(jackpot_id)
+        pools = self._pools.get(jackpot_id)
+        if jackpot is None or pools is None:
+            return None
+        return jackpot, pools
+
+    def forget_pools(self, jackpot_id: str) -> None:
+        """Drop the cached pools of a jackpot (a cycle or config changed under a batch)."""
+        self._pools.pop(jackpot_id, None)
+
     async def _member_jackpot(self, conn: Conn, tenant_id: str, jackpot_id: str) -> JackpotRow:
         jackpot = self._jackpots.get(jackpot_id)
         if jackpot is None:
@@ -263,27 +276,7 @@ class Jackpots:
         if pools is None:
             pools = await sql.jackpot_pools(conn, jackpot.jackpot_id)
             self._pools[jackpot.jackpot_id] = pools
-        given: int | None = None
-        if cmd.contribution is not None:
-            if cmd.contribution.currency != jackpot.currency:
-                raise invalid(
-                    "contribution.currency",
-                    "CURRENCY_MISMATCH",
-                    f"the jackpot's currency is {jackpot.currency}",
-                )
-            if cmd.contribution.minor_units > bet_in_pool_currency:
-                raise invalid(
-                    "contribution.minor_units",
-                    "CONTRIBUTION_EXCEEDS_BET",
-                    "the contribution exceeds the bet",
-                )
-            if len(pools) != 1:
-                raise invalid(
-                    "contribution",
-                    "CONTRIBUTION_NEEDS_SINGLE_TIER",
-                    "a caller-computed contribution is accepted for single-tier jackpots only",
-                )
-            given = cmd.contribution.minor_units
+        given = caller_contribution(jackpot, pools, cmd, bet_in_pool_currency)
         outcomes: list[tuple[int, TierOutcome]] = []
         wins: list[uuid.UUID] = []
         for pool in pools:  # pool_id order: the lock order
@@ -307,27 +300,12 @@ class Jackpots:
         converted = bet * conversion // MICRO  # qualification and probability scaling
         for _ in range(_MAX_CYCLE_RACES):
             cfg = pool.config
-            if not jackpot.game_included(cmd.game_id):
-                return TierOutcome(pool.pool_id, cfg.tier, pool.cycle, False, "GAME_NOT_INCLUDED")
-            if converted < cfg.min_bet:
-                return TierOutcome(pool.pool_id, cfg.tier, pool.cycle, False, "BELOW_MIN_BET")
-            probability = 0
-            drawn_hit = False
-            if cfg.trigger is TriggerKind.RANDOM:
-                probability = fairness.effective_probability_ppb(
-                    cfg.hit_probability_ppb, cfg.reference_bet, converted
-                )
-                value = fairness.draw(
-                    pool.server_seed, pool.pool_id, pool.cycle, cmd.round_id, cmd.idempotency_key
-                )
-                drawn_hit = fairness.is_hit(value, probability)
-            deadline_due = (
-                cfg.trigger is TriggerKind.DEADLINE
-                and pool.drop_at is not None
-                and _now() >= pool.drop_at
-            )
-            exact = cfg.cap > 0 or cfg.trigger is TriggerKind.MUST_DROP
-            if exact or drawn_hit or deadline_due:
+            refused = not_qualified(jackpot, pool, cmd.game_id, converted)
+            if refused is not None:
+                return refused
+            probability, drawn_hit = draw(pool, cmd, converted)
+            deadline_due = is_deadline_due(pool)
+            if needs_pool_lock(cfg) or drawn_hit or deadline_due:
                 locked = await sql.pool_row(conn, pool.pool_id, lock=True)
                 assert locked is not None
                 if (locked.cycle, locked.config_version) != (pool.cycle, pool.config_version):
@@ -942,6 +920,81 @@ class Jackpots:
         """Reconcile the tenant's pools (PRODUCT.md invariant 5)."""
         async with self.pool.connection() as conn:
             return await sql.reconcile(conn, tenant_id, pool_id)
+
+
+def caller_contribution(
+    jackpot: JackpotRow, pools: list[PoolRow], cmd: Contribute, bet_in_pool_currency: int
+) -> int | None:
+    """The caller's own contribution amount (minor units), or None to compute it from the rate.
+
+    Raises INVALID_ARGUMENT CURRENCY_MISMATCH, CONTRIBUTION_EXCEEDS_BET,
+    CONTRIBUTION_NEEDS_SINGLE_TIER (issue 3: a given contribution is for one tier only).
+    """
+    if cmd.contribution is None:
+        return None
+    if cmd.contribution.currency != jackpot.currency:
+        raise invalid(
+            "contribution.currency",
+            "CURRENCY_MISMATCH",
+            f"the jackpot's currency is {jackpot.currency}",
+        )
+    if cmd.contribution.minor_units > bet_in_pool_currency:
+        raise invalid(
+            "contribution.minor_units",
+            "CONTRIBUTION_EXCEEDS_BET",
+            "the contribution exceeds the bet",
+        )
+    if len(pools) != 1:
+        raise invalid(
+            "contribution",
+            "CONTRIBUTION_NEEDS_SINGLE_TIER",
+            "a caller-computed contribution is accepted for single-tier jackpots only",
+        )
+    return cmd.contribution.minor_units
+
+
+def not_qualified(
+    jackpot: JackpotRow, pool: PoolRow, game_id: str, converted_bet: int
+) -> TierOutcome | None:
+    """The outcome of a bet that does not qualify for the tier (seed 000: excluded game, bet
+    below min_bet in the pool's minor units), or None when it qualifies."""
+    cfg = pool.config
+    if not jackpot.game_included(game_id):
+        return TierOutcome(pool.pool_id, cfg.tier, pool.cycle, False, "GAME_NOT_INCLUDED")
+    if converted_bet < cfg.min_bet:
+        return TierOutcome(pool.pool_id, cfg.tier, pool.cycle, False, "BELOW_MIN_BET")
+    return None
+
+
+def draw(pool: PoolRow, cmd: Contribute, converted_bet: int) -> tuple[int, bool]:
+    """A RANDOM tier's draw for this contribution: (hit probability in ppb, hit). Other
+    triggers draw nothing: (0, False). Deterministic from the cycle's server seed, the pool,
+    the cycle, the round and the idempotency key (server.jackpot.fairness)."""
+    cfg = pool.config
+    if cfg.trigger is not TriggerKind.RANDOM:
+        return 0, False
+    probability = fairness.effective_probability_ppb(
+        cfg.hit_probability_ppb, cfg.reference_bet, converted_bet
+    )
+    value = fairness.draw(
+        pool.server_seed, pool.pool_id, pool.cycle, cmd.round_id, cmd.idempotency_key
+    )
+    return probability, fairness.is_hit(value, probability)
+
+
+def is_deadline_due(pool: PoolRow) -> bool:
+    """A DEADLINE tier whose committed drop time has come (the next round drops it)."""
+    return (
+        pool.config.trigger is TriggerKind.DEADLINE
+        and pool.drop_at is not None
+        and _now() >= pool.drop_at
+    )
+
+
+def needs_pool_lock(cfg: TierConfig) -> bool:
+    """A capped or must-drop tier takes the pool lock on every contribution (its amount must
+    be exact); an uncapped tier only adds to one counter row unless its draw hits."""
+    return cfg.cap > 0 or cfg.trigger is TriggerKind.MUST_DROP
 
 
 def conversion_of(jackpot: JackpotRow, currency: str) -> int:

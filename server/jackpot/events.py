@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.events.outbox import append_event, money
+from server.events.outbox import append_event, money, new_event
 from server.jackpot.model import WinRow
+from server.store import outbox_sql
+from server.store.outbox_sql import NewEvent
 from server.store.wallet_sql import Conn
 
 
-async def contribution_recorded(
-    conn: Conn,
+def contribution_recorded_event(
     *,
     tenant_id: str,
     pool_id: str,
@@ -36,13 +37,14 @@ async def contribution_recorded(
     to_overflow: int,
     pool_amount: int,
     hit: bool,
-) -> None:
-    """`jp.contribution.recorded`: one qualifying contribution to one tier."""
-    await append_event(
-        conn,
+    trace_id: str | None = None,
+) -> NewEvent:
+    """`jp.contribution.recorded`: one qualifying contribution to one tier (minor units)."""
+    return new_event(
         "jp.contribution.recorded",
         aggregate=f"pool:{pool_id}",
         tenant_id=tenant_id,
+        trace_id=trace_id,
         payload={
             "pool_id": pool_id,
             "tier": tier,
@@ -59,6 +61,11 @@ async def contribution_recorded(
             "hit": hit,
         },
     )
+
+
+async def contribution_recorded(conn: Conn, **fields: Any) -> None:
+    """Append `jp.contribution.recorded` (fields of `contribution_recorded_event`)."""
+    await outbox_sql.insert_events(conn, [contribution_recorded_event(**fields)])
 
 
 async def pool_updated(

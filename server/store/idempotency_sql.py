@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from server.store.wallet_sql import Conn
@@ -69,3 +70,46 @@ async def tombstone(conn: Conn, tenant_id: str, key: str) -> bool:
         (tenant_id, key),
     )
     return await cur.fetchone() is not None
+
+
+async def used_keys(conn: Conn, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of the (tenant_id, idempotency_key) pairs already have a record (one statement)."""
+    cur = await conn.execute(
+        "SELECT r.tenant_id, r.idempotency_key FROM idempotency_records r"
+        " JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, idempotency_key)"
+        " USING (tenant_id, idempotency_key)",
+        ([t for t, _ in keys], [k for _, k in keys]),
+    )
+    return {(str(t), str(k)) for t, k in await cur.fetchall()}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One request's stored outcome, for `record_many`."""
+
+    tenant_id: str
+    idempotency_key: str
+    method: str
+    fingerprint: bytes
+    grpc_code: int
+    response: bytes
+
+
+async def record_many(conn: Conn, outcomes: Sequence[Outcome]) -> None:
+    """Store several requests' outcomes in one statement (a batch, see `record`): a key already
+    used raises UniqueViolation on PRIMARY_KEY and rolls the whole batch back."""
+    await conn.execute(
+        "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint,"
+        " state, grpc_code, response)"
+        " SELECT t, k, m, f, 'done', c, r"
+        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::int[], %s::bytea[])"
+        " AS u(t, k, m, f, c, r)",
+        (
+            [o.tenant_id for o in outcomes],
+            [o.idempotency_key for o in outcomes],
+            [o.method for o in outcomes],
+            [o.fingerprint for o in outcomes],
+            [o.grpc_code for o in outcomes],
+            [o.response for o in outcomes],
+        ),
+    )

@@ -371,6 +371,107 @@ async def add_to_shard(
     return Added(total, total - reseed, reseed, visible + others)
 
 
+@dataclass(slots=True)
+class BatchShard:
+    """A counter row locked for a batch of contributions, updated in place by the batch, and
+    the other rows' visible sum (as of the lock's snapshot). Minor units; carries as in
+    ShardRow."""
+
+    pool_id: str
+    shard: int
+    cycle: int
+    config_version: int
+    visible: int
+    reseed: int
+    total_carry: int
+    reseed_carry: int
+    others: int
+    added: int = 0
+    last_total: int = 0
+    last_reseed: int = 0
+
+
+async def lock_batch_shards(conn: Conn, wanted: list[tuple[str, int]]) -> list[BatchShard]:
+    """Lock (FOR UPDATE) one counter row per (pool_id, shard), in pool_id order (the lock
+    order of every contribution), in one statement."""
+    cur = await conn.execute(
+        "SELECT s.pool_id, s.shard, s.cycle, s.config_version, s.visible, s.reseed,"
+        " s.total_carry, s.reseed_carry,"
+        " (SELECT coalesce(sum(o.visible), 0) FROM jp_pool_shards o"
+        "   WHERE o.pool_id = s.pool_id AND o.cycle = s.cycle AND o.shard <> s.shard)"
+        " FROM jp_pool_shards s JOIN unnest(%s::text[], %s::int[]) AS w(pool_id, shard)"
+        " USING (pool_id, shard) ORDER BY s.pool_id FOR UPDATE OF s",
+        ([p for p, _ in wanted], [n for _, n in wanted]),
+    )
+    return [BatchShard(str(r[0]), *(int(v) for v in r[1:])) for r in await cur.fetchall()]
+
+
+async def save_batch_shards(conn: Conn, shards: list[BatchShard]) -> None:
+    """Write back rows locked by `lock_batch_shards` (pipelined, no result read)."""
+    await conn.execute(
+        "UPDATE jp_pool_shards s SET visible = u.visible, reseed = u.reseed,"
+        " total_carry = u.total_carry, reseed_carry = u.reseed_carry,"
+        " contributions = s.contributions + u.added,"
+        " last_total = u.last_total, last_reseed = u.last_reseed"
+        " FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::bigint[], %s::bigint[],"
+        " %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])"
+        " AS u(pool_id, shard, visible, reseed, total_carry, reseed_carry, added,"
+        " last_total, last_reseed)"
+        " WHERE s.pool_id = u.pool_id AND s.shard = u.shard",
+        (
+            [b.pool_id for b in shards],
+            [b.shard for b in shards],
+            [b.visible for b in shards],
+            [b.reseed for b in shards],
+            [b.total_carry for b in shards],
+            [b.reseed_carry for b in shards],
+            [b.added for b in shards],
+            [b.last_total for b in shards],
+            [b.last_reseed for b in shards],
+        ),
+    )
+
+
+# jp_contributions columns written by insert_contributions, with their array types.
+CONTRIBUTION_COLUMNS = (
+    ("tenant_id", "text"),
+    ("idempotency_key", "text"),
+    ("pool_id", "text"),
+    ("cycle", "bigint"),
+    ("player_id", "text"),
+    ("game_id", "text"),
+    ("round_id", "text"),
+    ("bet", "bigint"),
+    ("bet_currency", "text"),
+    ("conversion_micro", "bigint"),
+    ("computed", "boolean"),
+    ("rate_ppm", "bigint"),
+    ("split_ppm", "bigint"),
+    ("total", "bigint"),
+    ("to_pool", "bigint"),
+    ("to_reseed", "bigint"),
+    ("to_overflow", "bigint"),
+    ("not_collected", "bigint"),
+    ("hit_probability_ppb", "bigint"),
+    ("hit", "boolean"),
+    ("win_id", "uuid"),
+    ("occurred_at", "timestamptz"),
+)
+_INSERT_CONTRIBUTIONS = (
+    "INSERT INTO jp_contributions ({cols}) SELECT {cols} FROM unnest({arrays})"
+    " WITH ORDINALITY AS u({cols}, i) ORDER BY i"
+).format(
+    cols=", ".join(c for c, _ in CONTRIBUTION_COLUMNS),
+    arrays=", ".join(f"%s::{t}[]" for _, t in CONTRIBUTION_COLUMNS),
+)
+
+
+async def insert_contributions(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
+    """Append contribution records in one statement, in list order; each row holds the values
+    of CONTRIBUTION_COLUMNS in that order (pipelined, no result read)."""
+    await conn.execute(_INSERT_CONTRIBUTIONS, [list(col) for col in zip(*rows, strict=True)])
+
+
 async def contributed(conn: Conn, pool_id: str, cycle: int) -> int:
     """Sum of the visible counters of the cycle (as this transaction sees them)."""
     cur = await conn.execute(

@@ -58,6 +58,42 @@ async def insert_event(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to insert (see `insert_events`); `payload` is JSON-ready."""
+
+    event_id: uuid.UUID
+    event_type: str
+    schema_version: str
+    aggregate: str
+    partition: int
+    tenant_id: str
+    trace_id: str
+    payload: dict[str, Any]
+
+
+async def insert_events(conn: Conn, events: list[NewEvent]) -> None:
+    """Insert several events in one statement, in list order (seq order), in the caller's
+    transaction (no result is read, so it pipelines)."""
+    await conn.execute(
+        "INSERT INTO outbox (event_id, event_type, schema_version, aggregate, partition,"
+        " tenant_id, trace_id, payload)"
+        " SELECT e, t, v, a, p, n, r, j::jsonb"
+        " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[],"
+        " %s::text[], %s::text[]) WITH ORDINALITY AS u(e, t, v, a, p, n, r, j, i) ORDER BY i",
+        (
+            [e.event_id for e in events],
+            [e.event_type for e in events],
+            [e.schema_version for e in events],
+            [e.aggregate for e in events],
+            [e.partition for e in events],
+            [e.tenant_id for e in events],
+            [e.trace_id for e in events],
+            [json.dumps(e.payload, sort_keys=True) for e in events],
+        ),
+    )
+
+
 async def lock_free_partitions(conn: Conn) -> list[int]:
     """Take every partition lock no other relay holds (transaction-level advisory locks)."""
     cur = await conn.execute(

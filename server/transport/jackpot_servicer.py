@@ -23,6 +23,7 @@ from grpc_status import rpc_status
 from server.errors import DomainError, invalid
 from server.idempotency import RequestKey
 from server.jackpot import model
+from server.jackpot.batching import ContributionBatcher
 from server.jackpot.engine import Jackpots
 from server.jackpot.payout import PayoutSaga
 from server.jackpot.validation import check_jackpot_id, check_spec
@@ -193,9 +194,12 @@ def _pool_id(value: str, field: str = "pool_id") -> str:
 class JackpotServicer(pb_grpc.JackpotServiceServicer):
     """croupier.jackpot.v1.JackpotService (see the proto for each RPC's contract)."""
 
-    def __init__(self, jackpots: Jackpots, saga: PayoutSaga) -> None:
+    def __init__(
+        self, jackpots: Jackpots, saga: PayoutSaga, batcher: ContributionBatcher | None = None
+    ) -> None:
         self.jackpots = jackpots
         self.saga = saga
+        self.batcher = batcher or ContributionBatcher(jackpots, jackpots.pool, max_batch=1)
 
     @guarded
     async def CreateJackpot(
@@ -382,9 +386,11 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             result.append(r)
             return r
 
-        reply = await self.jackpots.execute(
-            _key("Contribute", tenant, idem, request), run, ok, encode_error
-        )
+        key = _key("Contribute", tenant, idem, request)
+        # group commit when the contribution takes the fast path (issue 6); else one transaction
+        reply = await self.batcher.submit(key, cmd, ok)
+        if reply is None:
+            reply = await self.jackpots.execute(key, run, ok, encode_error)
         if reply.code:
             await abort_with(context, reply.payload)
         if not reply.replayed and result:
