@@ -32,6 +32,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -103,7 +104,7 @@ class ContributionBatcher:
         pool: AsyncConnectionPool,
         *,
         max_batch: int = 64,
-        max_inflight: int = 2,
+        max_inflight: int = 1,
     ) -> None:
         self.jackpots = jackpots
         self.pool = pool
@@ -167,10 +168,8 @@ class ContributionBatcher:
 
     def _pump(self) -> None:
         while self._queue and self._inflight < self.max_inflight:
-            batch = self._queue[: self.max_batch]
-            del self._queue[: self.max_batch]
             self._inflight += 1
-            task = asyncio.create_task(self._run(batch))
+            task = asyncio.create_task(self._run())
             self._tasks.add(task)
             task.add_done_callback(self._finished)
 
@@ -179,7 +178,13 @@ class ContributionBatcher:
         self._inflight -= 1
         self._pump()
 
-    async def _run(self, batch: list[_Entry]) -> None:
+    async def _run(self) -> None:
+        # one turn of the event loop first: requests gRPC has already read join this batch
+        await asyncio.sleep(0)
+        batch = self._queue[: self.max_batch]
+        del self._queue[: self.max_batch]
+        if not batch:
+            return
         CONTRIBUTION_BATCH_SIZE.observe(len(batch))
         replies: dict[int, StoredReply] = {}
         try:
@@ -201,8 +206,15 @@ class ContributionBatcher:
         self._turn += 1
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             keys = [(e.key.tenant_id, e.key.idempotency_key) for e in batch]
-            used = await idempotency_sql.used_keys(conn, keys)
-            seen: set[tuple[str, str]] = set(used)
+            wanted: dict[str, int] = {}
+            for e in batch:
+                for _, t in e.plan.tiers:
+                    if isinstance(t, _FastTier) and t.pool.pool_id not in wanted:
+                        wanted[t.pool.pool_id] = self._turn % t.pool.config.shards
+            # one round trip: which keys are used, and the counter rows locked
+            used_keys = await idempotency_sql.used_keys(conn, keys)
+            rows = await sql.lock_batch_shards(conn, sorted(wanted.items()))
+            seen = await used_keys()
             members: list[int] = []  # batch indexes applied here: first of each unused key
             for i, k in enumerate(keys):
                 if k not in seen:
@@ -210,16 +222,9 @@ class ContributionBatcher:
                     members.append(i)
             if not members:
                 return {}
-            wanted: dict[str, int] = {}
-            for i in members:
-                for _, t in batch[i].plan.tiers:
-                    if isinstance(t, _FastTier) and t.pool.pool_id not in wanted:
-                        wanted[t.pool.pool_id] = self._turn % t.pool.config.shards
-            locked = {
-                s.pool_id: s for s in await sql.lock_batch_shards(conn, sorted(wanted.items()))
-            }
+            locked = {s.pool_id: s for s in rows}
             replies: dict[int, StoredReply] = {}
-            contributions: list[tuple[object, ...]] = []
+            contributions: list[dict[str, Any]] = []
             events: list[outbox_sql.NewEvent] = []
             outcomes: list[idempotency_sql.Outcome] = []
             for i in members:
@@ -247,7 +252,7 @@ class ContributionBatcher:
         self,
         entry: _Entry,
         locked: dict[str, BatchShard],
-        contributions: list[tuple[object, ...]],
+        contributions: list[dict[str, Any]],
         events: list[outbox_sql.NewEvent],
     ) -> ContributeResult:
         """Split one contribution on the locked rows (updated in place) and queue its records."""
@@ -280,30 +285,29 @@ class ContributionBatcher:
             row.last_total, row.last_reseed = split.total, split.to_reseed
             amount = pool.cycle_base + row.others + row.visible
             contributions.append(
-                (
-                    cmd.tenant_id,
-                    cmd.idempotency_key,
-                    pool.pool_id,
-                    pool.cycle,
-                    cmd.player_id,
-                    cmd.game_id,
-                    cmd.round_id,
-                    cmd.bet.minor_units,
-                    cmd.bet.currency,
-                    plan.conversion,
-                    plan.given is None,
-                    cfg.contribution_rate_ppm,
-                    cfg.reseed_split_ppm,
-                    split.total,
-                    split.to_pool,
-                    split.to_reseed,
-                    0,
-                    0,
-                    tier.probability_ppb,
-                    False,
-                    None,
-                    cmd.occurred_at,
-                )
+                {
+                    "tenant_id": cmd.tenant_id,
+                    "idempotency_key": cmd.idempotency_key,
+                    "pool_id": pool.pool_id,
+                    "cycle": pool.cycle,
+                    "player_id": cmd.player_id,
+                    "game_id": cmd.game_id,
+                    "round_id": cmd.round_id,
+                    "bet": cmd.bet.minor_units,
+                    "bet_currency": cmd.bet.currency,
+                    "conversion_micro": plan.conversion,
+                    "computed": plan.given is None,
+                    "rate_ppm": cfg.contribution_rate_ppm,
+                    "split_ppm": cfg.reseed_split_ppm,
+                    "total": split.total,
+                    "to_pool": split.to_pool,
+                    "to_reseed": split.to_reseed,
+                    "to_overflow": 0,
+                    "not_collected": 0,
+                    "hit_probability_ppb": tier.probability_ppb,
+                    "hit": False,
+                    "occurred_at": cmd.occurred_at.isoformat() if cmd.occurred_at else None,
+                }
             )
             events.append(
                 jp_events.contribution_recorded_event(

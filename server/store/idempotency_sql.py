@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from server.store.wallet_sql import Conn
@@ -72,15 +73,24 @@ async def tombstone(conn: Conn, tenant_id: str, key: str) -> bool:
     return await cur.fetchone() is not None
 
 
-async def used_keys(conn: Conn, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which of the (tenant_id, idempotency_key) pairs already have a record (one statement)."""
+async def used_keys(
+    conn: Conn, keys: Sequence[tuple[str, str]]
+) -> Callable[[], Awaitable[set[tuple[str, str]]]]:
+    """Queue the question which (tenant_id, idempotency_key) pairs already have a record; the
+    returned function reads the answer. In pipeline mode the answer arrives in the round trip
+    of the next statement whose result is read, so a batch asks this and locks its rows at once.
+    """
     cur = await conn.execute(
         "SELECT r.tenant_id, r.idempotency_key FROM idempotency_records r"
-        " JOIN unnest(%s::text[], %s::text[]) AS k(tenant_id, idempotency_key)"
+        " JOIN json_to_recordset(%s::json) AS k(tenant_id text, idempotency_key text)"
         " USING (tenant_id, idempotency_key)",
-        ([t for t, _ in keys], [k for _, k in keys]),
+        (json.dumps([{"tenant_id": t, "idempotency_key": k} for t, k in keys]),),
     )
-    return {(str(t), str(k)) for t, k in await cur.fetchall()}
+
+    async def answer() -> set[tuple[str, str]]:
+        return {(str(t), str(k)) for t, k in await cur.fetchall()}
+
+    return answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,20 +106,25 @@ class Outcome:
 
 
 async def record_many(conn: Conn, outcomes: Sequence[Outcome]) -> None:
-    """Store several requests' outcomes in one statement (a batch, see `record`): a key already
-    used raises UniqueViolation on PRIMARY_KEY and rolls the whole batch back."""
+    """Store several requests' outcomes in one statement (a batch, see `record`; the rows go
+    as one JSON parameter): a key already used raises UniqueViolation on PRIMARY_KEY and rolls
+    the whole batch back."""
+    rows = [
+        {
+            "tenant_id": o.tenant_id,
+            "idempotency_key": o.idempotency_key,
+            "method": o.method,
+            "fingerprint": "\\x" + o.fingerprint.hex(),
+            "state": "done",
+            "grpc_code": o.grpc_code,
+            "response": "\\x" + o.response.hex(),
+        }
+        for o in outcomes
+    ]
     await conn.execute(
         "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint,"
         " state, grpc_code, response)"
-        " SELECT t, k, m, f, 'done', c, r"
-        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::int[], %s::bytea[])"
-        " AS u(t, k, m, f, c, r)",
-        (
-            [o.tenant_id for o in outcomes],
-            [o.idempotency_key for o in outcomes],
-            [o.method for o in outcomes],
-            [o.fingerprint for o in outcomes],
-            [o.grpc_code for o in outcomes],
-            [o.response for o in outcomes],
-        ),
+        " SELECT tenant_id, idempotency_key, method, fingerprint, state, grpc_code, response"
+        " FROM json_populate_recordset(NULL::idempotency_records, %s::json)",
+        (json.dumps(rows),),
     )

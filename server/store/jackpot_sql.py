@@ -408,68 +408,40 @@ async def lock_batch_shards(conn: Conn, wanted: list[tuple[str, int]]) -> list[B
 
 async def save_batch_shards(conn: Conn, shards: list[BatchShard]) -> None:
     """Write back rows locked by `lock_batch_shards` (pipelined, no result read)."""
+    rows = [
+        {
+            "pool_id": b.pool_id,
+            "shard": b.shard,
+            "visible": b.visible,
+            "reseed": b.reseed,
+            "total_carry": b.total_carry,
+            "reseed_carry": b.reseed_carry,
+            "contributions": b.added,
+            "last_total": b.last_total,
+            "last_reseed": b.last_reseed,
+        }
+        for b in shards
+    ]
     await conn.execute(
         "UPDATE jp_pool_shards s SET visible = u.visible, reseed = u.reseed,"
         " total_carry = u.total_carry, reseed_carry = u.reseed_carry,"
-        " contributions = s.contributions + u.added,"
+        " contributions = s.contributions + u.contributions,"
         " last_total = u.last_total, last_reseed = u.last_reseed"
-        " FROM unnest(%s::text[], %s::int[], %s::bigint[], %s::bigint[], %s::bigint[],"
-        " %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])"
-        " AS u(pool_id, shard, visible, reseed, total_carry, reseed_carry, added,"
-        " last_total, last_reseed)"
+        " FROM json_populate_recordset(NULL::jp_pool_shards, %s::json) AS u"
         " WHERE s.pool_id = u.pool_id AND s.shard = u.shard",
-        (
-            [b.pool_id for b in shards],
-            [b.shard for b in shards],
-            [b.visible for b in shards],
-            [b.reseed for b in shards],
-            [b.total_carry for b in shards],
-            [b.reseed_carry for b in shards],
-            [b.added for b in shards],
-            [b.last_total for b in shards],
-            [b.last_reseed for b in shards],
-        ),
+        (json.dumps(rows),),
     )
 
 
-# jp_contributions columns written by insert_contributions, with their array types.
-CONTRIBUTION_COLUMNS = (
-    ("tenant_id", "text"),
-    ("idempotency_key", "text"),
-    ("pool_id", "text"),
-    ("cycle", "bigint"),
-    ("player_id", "text"),
-    ("game_id", "text"),
-    ("round_id", "text"),
-    ("bet", "bigint"),
-    ("bet_currency", "text"),
-    ("conversion_micro", "bigint"),
-    ("computed", "boolean"),
-    ("rate_ppm", "bigint"),
-    ("split_ppm", "bigint"),
-    ("total", "bigint"),
-    ("to_pool", "bigint"),
-    ("to_reseed", "bigint"),
-    ("to_overflow", "bigint"),
-    ("not_collected", "bigint"),
-    ("hit_probability_ppb", "bigint"),
-    ("hit", "boolean"),
-    ("win_id", "uuid"),
-    ("occurred_at", "timestamptz"),
-)
-_INSERT_CONTRIBUTIONS = (
-    "INSERT INTO jp_contributions ({cols}) SELECT {cols} FROM unnest({arrays})"
-    " WITH ORDINALITY AS u({cols}, i) ORDER BY i"
-).format(
-    cols=", ".join(c for c, _ in CONTRIBUTION_COLUMNS),
-    arrays=", ".join(f"%s::{t}[]" for _, t in CONTRIBUTION_COLUMNS),
-)
-
-
-async def insert_contributions(conn: Conn, rows: list[tuple[Any, ...]]) -> None:
-    """Append contribution records in one statement, in list order; each row holds the values
-    of CONTRIBUTION_COLUMNS in that order (pipelined, no result read)."""
-    await conn.execute(_INSERT_CONTRIBUTIONS, [list(col) for col in zip(*rows, strict=True)])
+async def insert_contributions(conn: Conn, rows: list[dict[str, Any]]) -> None:
+    """Append contribution records in one statement (one JSON parameter), in list order; each
+    row maps jp_contributions columns to JSON values (timestamps as ISO 8601 text)."""
+    await conn.execute(
+        "INSERT INTO jp_contributions ({cols}) SELECT {cols}"
+        " FROM json_populate_recordset(NULL::jp_contributions, %s::json) WITH ORDINALITY"
+        " ORDER BY ordinality".format(cols=", ".join(rows[0])),
+        (json.dumps(rows),),
+    )
 
 
 async def contributed(conn: Conn, pool_id: str, cycle: int) -> int:

@@ -73,24 +73,28 @@ class NewEvent:
 
 
 async def insert_events(conn: Conn, events: list[NewEvent]) -> None:
-    """Insert several events in one statement, in list order (seq order), in the caller's
-    transaction (no result is read, so it pipelines)."""
+    """Insert several events in one statement (one JSON parameter), in list order (seq order),
+    in the caller's transaction (no result is read, so it pipelines)."""
+    rows = [
+        {
+            "event_id": str(e.event_id),
+            "event_type": e.event_type,
+            "schema_version": e.schema_version,
+            "aggregate": e.aggregate,
+            "partition": e.partition,
+            "tenant_id": e.tenant_id,
+            "trace_id": e.trace_id,
+            "payload": e.payload,
+        }
+        for e in events
+    ]
     await conn.execute(
         "INSERT INTO outbox (event_id, event_type, schema_version, aggregate, partition,"
         " tenant_id, trace_id, payload)"
-        " SELECT e, t, v, a, p, n, r, j::jsonb"
-        " FROM unnest(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::int[], %s::text[],"
-        " %s::text[], %s::text[]) WITH ORDINALITY AS u(e, t, v, a, p, n, r, j, i) ORDER BY i",
-        (
-            [e.event_id for e in events],
-            [e.event_type for e in events],
-            [e.schema_version for e in events],
-            [e.aggregate for e in events],
-            [e.partition for e in events],
-            [e.tenant_id for e in events],
-            [e.trace_id for e in events],
-            [json.dumps(e.payload, sort_keys=True) for e in events],
-        ),
+        " SELECT event_id, event_type, schema_version, aggregate, partition, tenant_id,"
+        " trace_id, payload"
+        " FROM json_populate_recordset(NULL::outbox, %s::json) WITH ORDINALITY ORDER BY ordinality",
+        (json.dumps(rows),),
     )
 
 

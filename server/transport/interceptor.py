@@ -38,6 +38,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(self, keys: KeyStore | None) -> None:
         self.keys = keys
+        # wrapped handlers by method: grpc looks the handler up on every call, wrapping it
+        # again each time would cost a closure and a handler object per call
+        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def _admit(self, method: str, request: Any, context: Ctx) -> None:
         trace_id = otel_trace_id() or _metadata(context, "x-trace-id")[:64] or uuid.uuid4().hex
@@ -82,6 +85,16 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return handler
         method = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         if handler.unary_unary is not None:
             inner: Any = handler.unary_unary
 
