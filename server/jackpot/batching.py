@@ -10,9 +10,11 @@ cap, not must-drop, its draw missed, no deadline due) and whose jackpot and pool
 has cached. Anything else (an error to record, a hit, a capped or must-drop tier, an uncached
 jackpot, a key already used) is left to `Jackpots.execute` unchanged: `submit` returns None.
 
-How (natural batching, no timer): requests queue while up to `max_inflight` batches are at
-the database; a finished batch takes the next `max_batch` queued requests at once. At low load
-a request goes alone and waits for nothing; under load batches grow by themselves.
+How (natural batching, no timer): requests queue while a batch is at the database (up to
+`max_inflight` per process); a finished batch takes the next `max_batch` queued requests at
+once. At low load a request finds nobody to share with and runs by itself on the one-request
+path (cheaper than a batch transaction), waiting for nothing; under load batches grow by
+themselves.
 
 A batch's transaction: (1) which keys are already used (those requests leave the batch and
 replay through the normal path); (2) lock one counter row per pool, in pool_id order like
@@ -29,8 +31,9 @@ or replays it exactly once. Nothing is answered before COMMIT.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +86,8 @@ class _Entry:
     cmd: Contribute
     plan: _Plan
     encode_ok: Callable[[ContributeResult], bytes]
+    alone: Callable[[], Awaitable[StoredReply]]
+    context: contextvars.Context  # the request's (trace id, span) for running it alone
     trace_id: str
     future: asyncio.Future[StoredReply | None]
 
@@ -125,17 +130,31 @@ class ContributionBatcher:
         key: RequestKey,
         cmd: Contribute,
         encode_ok: Callable[[ContributeResult], bytes],
+        alone: Callable[[], Awaitable[StoredReply]],
     ) -> StoredReply | None:
         """The committed reply of a batched contribution, or None: the caller runs the request
         through `Jackpots.execute` (not batchable, or its batch failed; nothing of it was
-        committed by the batch)."""
+        committed by the batch). `alone` runs the request by itself (`Jackpots.execute`): a
+        batch of one uses it, as it costs less than a batch transaction; its errors propagate.
+        """
         if not self.enabled:
             return None
         plan = self._plan(cmd)
         if plan is None:
             return None
         future: asyncio.Future[StoredReply | None] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Entry(key, cmd, plan, encode_ok, current_trace_id.get(), future))
+        self._queue.append(
+            _Entry(
+                key,
+                cmd,
+                plan,
+                encode_ok,
+                alone,
+                contextvars.copy_context(),
+                current_trace_id.get(),
+                future,
+            )
+        )
         self._pump()
         return await future
 
@@ -186,6 +205,19 @@ class ContributionBatcher:
         if not batch:
             return
         CONTRIBUTION_BATCH_SIZE.observe(len(batch))
+        if len(batch) == 1:  # nobody to share with: the one-request path, still in turn
+            entry = batch[0]
+            try:
+                reply = await asyncio.create_task(_coroutine(entry.alone), context=entry.context)
+            except BaseException as exc:
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+            else:
+                if not entry.future.done():
+                    entry.future.set_result(reply)
+            return
         replies: dict[int, StoredReply] = {}
         try:
             replies = await self._commit(batch)
@@ -346,3 +378,7 @@ class ContributionBatcher:
             )
         ordered = tuple(o for _, o in sorted(outcomes, key=lambda t: t[0]))
         return ContributeResult(plan.jackpot.currency, ordered)
+
+
+async def _coroutine(run: Callable[[], Awaitable[StoredReply]]) -> StoredReply:
+    return await run()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +21,7 @@ from google.protobuf import timestamp_pb2
 from grpc_status import rpc_status
 
 from server.errors import DomainError, invalid
-from server.idempotency import RequestKey
+from server.idempotency import RequestKey, StoredReply
 from server.jackpot import model
 from server.jackpot.batching import ContributionBatcher
 from server.jackpot.engine import Jackpots
@@ -387,10 +387,14 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             return r
 
         key = _key("Contribute", tenant, idem, request)
+
         # group commit when the contribution takes the fast path (issue 6); else one transaction
-        reply = await self.batcher.submit(key, cmd, ok)
+        def alone() -> Awaitable[StoredReply]:
+            return self.jackpots.execute(key, run, ok, encode_error)
+
+        reply = await self.batcher.submit(key, cmd, ok, alone)
         if reply is None:
-            reply = await self.jackpots.execute(key, run, ok, encode_error)
+            reply = await alone()
         if reply.code:
             await abort_with(context, reply.payload)
         if not reply.replayed and result:
