@@ -158,6 +158,7 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "CROUPIER_GRPC_ADDR": addr,
         "CROUPIER_LOG_LEVEL": "WARNING",
         "CROUPIER_DB_POOL_MAX": str(args.pool_max),
+        "CROUPIER_CONTRIBUTION_BATCH": str(args.batch),
     }
     server = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
         [sys.executable, "-m", "server.main"], env=env, cwd=ROOT, start_new_session=True
@@ -222,6 +223,14 @@ def main() -> int:
     )
     parser.add_argument("--shards", type=int, default=16, help="counter rows of the design")
     parser.add_argument("--pool-max", type=int, default=16, help="server DB pool size")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="server group commit (CROUPIER_CONTRIBUTION_BATCH); default 1: off, so the two "
+        "designs differ only in counter rows (make bench compares the full design with "
+        "group commit against the naive one)",
+    )
     args = parser.parse_args()
     with database() as url:
         results = asyncio.run(run(args, url))
