@@ -33,10 +33,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError
@@ -117,7 +119,7 @@ class ContributionBatcher:
         self.max_inflight = max_inflight
         self._queue: list[_Entry] = []
         self._inflight = 0
-        self._turn = 0
+        self._random = random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -234,60 +236,64 @@ class ContributionBatcher:
                 entry.future.set_result(replies.get(i))
 
     async def _commit(self, batch: list[_Entry]) -> dict[int, StoredReply]:
-        """Apply the batch in one transaction; reply per batch index (absent: normal path)."""
-        self._turn += 1
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
-            keys = [(e.key.tenant_id, e.key.idempotency_key) for e in batch]
-            wanted: dict[str, int] = {}
-            for e in batch:
-                for _, t in e.plan.tiers:
-                    if isinstance(t, _FastTier) and t.pool.pool_id not in wanted:
-                        wanted[t.pool.pool_id] = self._turn % t.pool.config.shards
-            # one round trip: which keys are used, and the counter rows locked
-            used_keys = await idempotency_sql.used_keys(conn, keys)
-            rows = await sql.lock_batch_shards(conn, sorted(wanted.items()))
-            seen = await used_keys()
-            members: list[int] = []  # batch indexes applied here: first of each unused key
-            for i, k in enumerate(keys):
-                if k not in seen:
-                    seen.add(k)
-                    members.append(i)
-            if not members:
-                return {}
-            locked = {s.pool_id: s for s in rows}
-            replies: dict[int, StoredReply] = {}
-            contributions: list[dict[str, Any]] = []
-            events: list[outbox_sql.NewEvent] = []
-            outcomes: list[idempotency_sql.Outcome] = []
-            for i in members:
-                entry = batch[i]
-                result = self._apply(entry, locked, contributions, events)
-                payload = entry.encode_ok(result)
-                outcomes.append(
-                    idempotency_sql.Outcome(
-                        entry.key.tenant_id,
-                        entry.key.idempotency_key,
-                        entry.key.method,
-                        entry.key.fingerprint,
-                        0,
-                        payload,
+        """Apply the batch: one read and one write statement (its own transaction); replies
+        by batch index (absent: the normal path). A counter row changed between the two (a
+        concurrent batch or contribution on the same row) fails the write, which writes
+        nothing; the batch then reads again (three attempts)."""
+        keys = [(e.key.tenant_id, e.key.idempotency_key) for e in batch]
+        wanted: dict[str, int] = {}
+        for e in batch:
+            for _, t in e.plan.tiers:
+                if isinstance(t, _FastTier) and t.pool.pool_id not in wanted:
+                    wanted[t.pool.pool_id] = self._random.randrange(t.pool.config.shards)
+        async with self.pool.connection() as conn:
+            for attempt in range(3):
+                rows, used = await sql.read_batch(conn, sorted(wanted.items()), keys)
+                seen = set(used)
+                members: list[int] = []  # batch indexes applied here: first of each new key
+                for i, k in enumerate(keys):
+                    if k not in seen:
+                        seen.add(k)
+                        members.append(i)
+                if not members:
+                    return {}
+                read = {s.pool_id: s for s in rows}
+                replies: dict[int, StoredReply] = {}
+                contributions: list[dict[str, Any]] = []
+                events: list[outbox_sql.NewEvent] = []
+                outcomes: list[idempotency_sql.Outcome] = []
+                for i in members:
+                    entry = batch[i]
+                    payload = entry.encode_ok(self._apply(entry, read, contributions, events))
+                    outcomes.append(
+                        idempotency_sql.Outcome(
+                            entry.key.tenant_id,
+                            entry.key.idempotency_key,
+                            entry.key.method,
+                            entry.key.fingerprint,
+                            0,
+                            payload,
+                        )
                     )
-                )
-                replies[i] = StoredReply(0, payload, False)
-            await sql.save_batch_shards(conn, list(locked.values()))
-            await sql.insert_contributions(conn, contributions)
-            await outbox_sql.insert_events(conn, events)
-            await idempotency_sql.record_many(conn, outcomes)
-        return replies
+                    replies[i] = StoredReply(0, payload, False)
+                try:
+                    await sql.write_batch(conn, rows, contributions, events, outcomes)
+                except psycopg.errors.SerializationFailure:
+                    CONTRIBUTION_BATCH_FALLBACKS.labels("row_changed_retry").inc()
+                    if attempt == 2:
+                        raise
+                    continue
+                return replies
+        raise AssertionError("unreachable")
 
     def _apply(
         self,
         entry: _Entry,
-        locked: dict[str, BatchShard],
+        read: dict[str, BatchShard],
         contributions: list[dict[str, Any]],
         events: list[outbox_sql.NewEvent],
     ) -> ContributeResult:
-        """Split one contribution on the locked rows (updated in place) and queue its records."""
+        """Split one contribution on the rows read (updated in place); queue its records."""
         cmd, plan = entry.cmd, entry.plan
         outcomes: list[tuple[int, TierOutcome]] = []
         for pool_order, tier in plan.tiers:
@@ -295,7 +301,7 @@ class ContributionBatcher:
                 outcomes.append((pool_order, tier))
                 continue
             pool, cfg = tier.pool, tier.pool.config
-            row = locked.get(pool.pool_id)
+            row = read.get(pool.pool_id)
             if row is None or (row.cycle, row.config_version) != (pool.cycle, pool.config_version):
                 self.jackpots.forget_pools(plan.jackpot.jackpot_id)
                 raise _Stale(pool.pool_id)

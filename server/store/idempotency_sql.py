@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from server.store.wallet_sql import Conn
@@ -73,24 +73,19 @@ async def tombstone(conn: Conn, tenant_id: str, key: str) -> bool:
     return await cur.fetchone() is not None
 
 
-async def used_keys(
-    conn: Conn, keys: Sequence[tuple[str, str]]
-) -> Callable[[], Awaitable[set[tuple[str, str]]]]:
-    """Queue the question which (tenant_id, idempotency_key) pairs already have a record; the
-    returned function reads the answer. In pipeline mode the answer arrives in the round trip
-    of the next statement whose result is read, so a batch asks this and locks its rows at once.
-    """
-    cur = await conn.execute(
-        "SELECT r.tenant_id, r.idempotency_key FROM idempotency_records r"
-        " JOIN json_to_recordset(%s::json) AS k(tenant_id text, idempotency_key text)"
-        " USING (tenant_id, idempotency_key)",
-        (json.dumps([{"tenant_id": t, "idempotency_key": k} for t, k in keys]),),
-    )
+def key_rows(keys: Sequence[tuple[str, str]]) -> str:
+    """The JSON parameter of USED_KEYS_JSON: (tenant_id, idempotency_key) pairs."""
+    return json.dumps([{"tenant_id": t, "idempotency_key": k} for t, k in keys])
 
-    async def answer() -> set[tuple[str, str]]:
-        return {(str(t), str(k)) for t, k in await cur.fetchall()}
 
-    return answer
+# A JSON array of the [tenant_id, idempotency_key] pairs of one JSON parameter (`key_rows`)
+# that already have a record; {keys} names the parameter.
+USED_KEYS_JSON = (
+    "SELECT coalesce(json_agg(json_build_array(r.tenant_id, r.idempotency_key)), '[]'::json)"
+    " FROM idempotency_records r"
+    " JOIN json_to_recordset({keys}::json) AS k(tenant_id text, idempotency_key text)"
+    " USING (tenant_id, idempotency_key)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,26 +100,29 @@ class Outcome:
     response: bytes
 
 
-async def record_many(conn: Conn, outcomes: Sequence[Outcome]) -> None:
-    """Store several requests' outcomes in one statement (a batch, see `record`; the rows go
-    as one JSON parameter): a key already used raises UniqueViolation on PRIMARY_KEY and rolls
-    the whole batch back."""
-    rows = [
-        {
-            "tenant_id": o.tenant_id,
-            "idempotency_key": o.idempotency_key,
-            "method": o.method,
-            "fingerprint": "\\x" + o.fingerprint.hex(),
-            "state": "done",
-            "grpc_code": o.grpc_code,
-            "response": "\\x" + o.response.hex(),
-        }
-        for o in outcomes
-    ]
-    await conn.execute(
-        "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint,"
-        " state, grpc_code, response)"
-        " SELECT tenant_id, idempotency_key, method, fingerprint, state, grpc_code, response"
-        " FROM json_populate_recordset(NULL::idempotency_records, %s::json)",
-        (json.dumps(rows),),
+def outcome_rows(outcomes: Sequence[Outcome]) -> str:
+    """The JSON parameter of INSERT_OUTCOMES_JSON (bytes as bytea hex text)."""
+    return json.dumps(
+        [
+            {
+                "tenant_id": o.tenant_id,
+                "idempotency_key": o.idempotency_key,
+                "method": o.method,
+                "fingerprint": "\\x" + o.fingerprint.hex(),
+                "state": "done",
+                "grpc_code": o.grpc_code,
+                "response": "\\x" + o.response.hex(),
+            }
+            for o in outcomes
+        ]
     )
+
+
+# Store the outcomes of one JSON parameter (`outcome_rows`); {rows} names the parameter. A key
+# already used raises UniqueViolation on PRIMARY_KEY and fails the whole statement.
+INSERT_OUTCOMES_JSON = (
+    "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint,"
+    " state, grpc_code, response)"
+    " SELECT tenant_id, idempotency_key, method, fingerprint, state, grpc_code, response"
+    " FROM json_populate_recordset(NULL::idempotency_records, {rows}::json)"
+)

@@ -29,6 +29,8 @@ from server.jackpot.model import (
     TriggerKind,
     WinRow,
 )
+from server.store import idempotency_sql, outbox_sql
+from server.store.outbox_sql import NewEvent
 from server.store.wallet_sql import Conn
 
 _CONFIG_COLUMNS = (
@@ -373,9 +375,8 @@ async def add_to_shard(
 
 @dataclass(slots=True)
 class BatchShard:
-    """A counter row locked for a batch of contributions, updated in place by the batch, and
-    the other rows' visible sum (as of the lock's snapshot). Minor units; carries as in
-    ShardRow."""
+    """A counter row as a contribution batch read it (`read_batch`), updated in place by the
+    batch, and the other rows' visible sum at the read. Minor units; carries as in ShardRow."""
 
     pool_id: str
     shard: int
@@ -386,61 +387,127 @@ class BatchShard:
     total_carry: int
     reseed_carry: int
     others: int
+    read: tuple[int, int, int, int] = (0, 0, 0, 0)  # visible, reseed and carries as read
     added: int = 0
     last_total: int = 0
     last_reseed: int = 0
 
+    def __post_init__(self) -> None:
+        self.read = (self.visible, self.reseed, self.total_carry, self.reseed_carry)
 
-async def lock_batch_shards(conn: Conn, wanted: list[tuple[str, int]]) -> list[BatchShard]:
-    """Lock (FOR UPDATE) one counter row per (pool_id, shard), in pool_id order (the lock
-    order of every contribution), in one statement."""
+
+async def read_batch(
+    conn: Conn, wanted: list[tuple[str, int]], keys: list[tuple[str, str]]
+) -> tuple[list[BatchShard], set[tuple[str, str]]]:
+    """One statement, no lock: the (pool_id, shard) counter rows a batch will add to, and which
+    of its (tenant_id, idempotency_key) pairs already have an idempotency record."""
     cur = await conn.execute(
         "SELECT s.pool_id, s.shard, s.cycle, s.config_version, s.visible, s.reseed,"
         " s.total_carry, s.reseed_carry,"
         " (SELECT coalesce(sum(o.visible), 0) FROM jp_pool_shards o"
-        "   WHERE o.pool_id = s.pool_id AND o.cycle = s.cycle AND o.shard <> s.shard)"
+        "   WHERE o.pool_id = s.pool_id AND o.cycle = s.cycle AND o.shard <> s.shard),"
+        f" ({idempotency_sql.USED_KEYS_JSON.format(keys='%s')})"
         " FROM jp_pool_shards s JOIN unnest(%s::text[], %s::int[]) AS w(pool_id, shard)"
-        " USING (pool_id, shard) ORDER BY s.pool_id FOR UPDATE OF s",
-        ([p for p, _ in wanted], [n for _, n in wanted]),
+        " USING (pool_id, shard)",
+        (
+            idempotency_sql.key_rows(keys),
+            [p for p, _ in wanted],
+            [n for _, n in wanted],
+        ),
     )
-    return [BatchShard(str(r[0]), *(int(v) for v in r[1:])) for r in await cur.fetchall()]
-
-
-async def save_batch_shards(conn: Conn, shards: list[BatchShard]) -> None:
-    """Write back rows locked by `lock_batch_shards` (pipelined, no result read)."""
-    rows = [
-        {
-            "pool_id": b.pool_id,
-            "shard": b.shard,
-            "visible": b.visible,
-            "reseed": b.reseed,
-            "total_carry": b.total_carry,
-            "reseed_carry": b.reseed_carry,
-            "contributions": b.added,
-            "last_total": b.last_total,
-            "last_reseed": b.last_reseed,
-        }
-        for b in shards
+    rows = await cur.fetchall()
+    used = {(str(t), str(k)) for t, k in rows[0][9]} if rows else set()
+    shards = [
+        BatchShard(
+            pool_id=str(r[0]),
+            shard=int(r[1]),
+            cycle=int(r[2]),
+            config_version=int(r[3]),
+            visible=int(r[4]),
+            reseed=int(r[5]),
+            total_carry=int(r[6]),
+            reseed_carry=int(r[7]),
+            others=int(r[8]),
+        )
+        for r in rows
     ]
-    await conn.execute(
-        "UPDATE jp_pool_shards s SET visible = u.visible, reseed = u.reseed,"
-        " total_carry = u.total_carry, reseed_carry = u.reseed_carry,"
-        " contributions = s.contributions + u.contributions,"
-        " last_total = u.last_total, last_reseed = u.last_reseed"
-        " FROM json_populate_recordset(NULL::jp_pool_shards, %s::json) AS u"
-        " WHERE s.pool_id = u.pool_id AND s.shard = u.shard",
-        (json.dumps(rows),),
-    )
+    return shards, used
 
 
-async def insert_contributions(conn: Conn, rows: list[dict[str, Any]]) -> None:
-    """Append contribution records in one statement (one JSON parameter), in list order; each
-    row maps jp_contributions columns to JSON values (timestamps as ISO 8601 text)."""
+_WRITE_BATCH = f"""
+WITH updated AS (
+    UPDATE jp_pool_shards s SET visible = u.visible, reseed = u.reseed,
+        total_carry = u.total_carry, reseed_carry = u.reseed_carry,
+        contributions = s.contributions + u.added,
+        last_total = u.last_total, last_reseed = u.last_reseed
+    FROM json_to_recordset(%(shards)s::json) AS u(pool_id text, shard int, cycle bigint,
+        config_version bigint, visible bigint, reseed bigint, total_carry bigint,
+        reseed_carry bigint, added bigint, last_total bigint, last_reseed bigint,
+        read_visible bigint, read_reseed bigint, read_total_carry bigint,
+        read_reseed_carry bigint)
+    WHERE s.pool_id = u.pool_id AND s.shard = u.shard AND s.cycle = u.cycle
+      AND s.config_version = u.config_version AND s.visible = u.read_visible
+      AND s.reseed = u.read_reseed AND s.total_carry = u.read_total_carry
+      AND s.reseed_carry = u.read_reseed_carry
+    RETURNING 1
+), applied AS (
+    SELECT jp_batch_applied(count(*), %(expected)s) AS ok FROM updated
+), contributions AS (
+    INSERT INTO jp_contributions ({{cols}})
+    SELECT {{cols}} FROM json_populate_recordset(NULL::jp_contributions, %(contributions)s::json)
+        WITH ORDINALITY
+    WHERE (SELECT ok FROM applied) ORDER BY ordinality
+), events AS (
+    {outbox_sql.INSERT_EVENTS_JSON.format(rows="%(events)s")}
+), outcomes AS (
+    {idempotency_sql.INSERT_OUTCOMES_JSON.format(rows="%(outcomes)s")}
+)
+SELECT ok FROM applied
+"""
+
+
+async def write_batch(
+    conn: Conn,
+    shards: list[BatchShard],
+    contributions: list[dict[str, Any]],
+    events: list[NewEvent],
+    outcomes: list[idempotency_sql.Outcome],
+) -> None:
+    """Write a contribution batch in one statement (autocommit: its own transaction): the
+    counter rows, only if each is still as `read_batch` read it, else the statement fails with
+    SerializationFailure (migration 0102) and writes nothing; the contribution records (each
+    row maps jp_contributions columns to JSON values); the events; the idempotency records (a
+    key used meanwhile fails it with UniqueViolation)."""
     await conn.execute(
-        "INSERT INTO jp_contributions ({cols}) SELECT {cols}"
-        " FROM json_populate_recordset(NULL::jp_contributions, %s::json) WITH ORDINALITY"
-        " ORDER BY ordinality".format(cols=", ".join(rows[0])),
-        (json.dumps(rows),),
+        _WRITE_BATCH.format(cols=", ".join(contributions[0])),
+        {
+            "shards": json.dumps(
+                [
+                    {
+                        "pool_id": b.pool_id,
+                        "shard": b.shard,
+                        "cycle": b.cycle,
+                        "config_version": b.config_version,
+                        "visible": b.visible,
+                        "reseed": b.reseed,
+                        "total_carry": b.total_carry,
+                        "reseed_carry": b.reseed_carry,
+                        "added": b.added,
+                        "last_total": b.last_total,
+                        "last_reseed": b.last_reseed,
+                        "read_visible": b.read[0],
+                        "read_reseed": b.read[1],
+                        "read_total_carry": b.read[2],
+                        "read_reseed_carry": b.read[3],
+                    }
+                    for b in shards
+                ]
+            ),
+            "expected": len(shards),
+            "contributions": json.dumps(contributions),
+            "events": outbox_sql.event_rows(events),
+            "outcomes": idempotency_sql.outcome_rows(outcomes),
+        },
     )
 
 

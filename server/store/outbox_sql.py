@@ -72,30 +72,40 @@ class NewEvent:
     payload: dict[str, Any]
 
 
+def event_rows(events: list[NewEvent]) -> str:
+    """The JSON parameter of INSERT_EVENTS_JSON."""
+    return json.dumps(
+        [
+            {
+                "event_id": str(e.event_id),
+                "event_type": e.event_type,
+                "schema_version": e.schema_version,
+                "aggregate": e.aggregate,
+                "partition": e.partition,
+                "tenant_id": e.tenant_id,
+                "trace_id": e.trace_id,
+                "payload": e.payload,
+            }
+            for e in events
+        ]
+    )
+
+
+# Insert the events of one JSON parameter (`event_rows`), in order; {rows} names the parameter.
+INSERT_EVENTS_JSON = (
+    "INSERT INTO outbox (event_id, event_type, schema_version, aggregate, partition,"
+    " tenant_id, trace_id, payload)"
+    " SELECT event_id, event_type, schema_version, aggregate, partition, tenant_id,"
+    " trace_id, payload"
+    " FROM json_populate_recordset(NULL::outbox, {rows}::json) WITH ORDINALITY"
+    " ORDER BY ordinality"
+)
+
+
 async def insert_events(conn: Conn, events: list[NewEvent]) -> None:
     """Insert several events in one statement (one JSON parameter), in list order (seq order),
     in the caller's transaction (no result is read, so it pipelines)."""
-    rows = [
-        {
-            "event_id": str(e.event_id),
-            "event_type": e.event_type,
-            "schema_version": e.schema_version,
-            "aggregate": e.aggregate,
-            "partition": e.partition,
-            "tenant_id": e.tenant_id,
-            "trace_id": e.trace_id,
-            "payload": e.payload,
-        }
-        for e in events
-    ]
-    await conn.execute(
-        "INSERT INTO outbox (event_id, event_type, schema_version, aggregate, partition,"
-        " tenant_id, trace_id, payload)"
-        " SELECT event_id, event_type, schema_version, aggregate, partition, tenant_id,"
-        " trace_id, payload"
-        " FROM json_populate_recordset(NULL::outbox, %s::json) WITH ORDINALITY ORDER BY ordinality",
-        (json.dumps(rows),),
-    )
+    await conn.execute(INSERT_EVENTS_JSON.format(rows="%s"), (event_rows(events),))
 
 
 async def lock_free_partitions(conn: Conn) -> list[int]:
