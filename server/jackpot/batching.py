@@ -1,8 +1,8 @@
 """Group commit of contributions (issue 6): concurrent Contribute requests share one database
-transaction, three round trips and one statement per table, instead of one transaction each.
+transaction of two statements (one read, one write) instead of one transaction each.
 
-Why: on the hot network pool every contribution costs a transaction, a commit and a handful
-of statements, and the server's CPU (not the row lock) was the limit; TigerBeetle batches
+Why: on the hot network pool every contribution cost a transaction, a commit and a handful of
+statements, and the server's CPU (not the row lock) was the limit; TigerBeetle batches
 transfers for the same reason. A batch of n contributions costs about what one did.
 
 What is batched: a contribution whose every qualifying tier takes the uncapped fast path (no
@@ -13,19 +13,22 @@ jackpot, a key already used) is left to `Jackpots.execute` unchanged: `submit` r
 How (natural batching, no timer): requests queue while a batch is at the database (up to
 `max_inflight` per process); a finished batch takes the next `max_batch` queued requests at
 once. At low load a request finds nobody to share with and runs by itself on the one-request
-path (cheaper than a batch transaction), waiting for nothing; under load batches grow by
-themselves.
+path (cheaper than a batch), waiting for nothing; under load batches grow by themselves.
 
-A batch's transaction: (1) which keys are already used (those requests leave the batch and
-replay through the normal path); (2) lock one counter row per pool, in pool_id order like
-every contribution, checking the cycle and config version the requests were drawn against;
-(3) in Python, split each contribution in arrival order with the row's carries
-(server.jackpot.accounting.split_contribution, the arithmetic of the one-request path), then
-write the counter rows, the contribution records, their `jp.contribution.recorded` events and
-the idempotency records (each request's exact response bytes) with COMMIT. Every request of the
-batch commits or none does: if anything fails (a key used meanwhile, a stale cycle, a lost
-connection), every request of the batch goes through the normal path instead, which applies it
-or replays it exactly once. Nothing is answered before COMMIT.
+A batch (server.store.jackpot_sql read_batch / write_batch):
+1. one read, no lock: one counter row per pool (a random one of its shards), the other rows'
+   sum, and which idempotency keys are already used (those requests leave the batch and
+   replay through the normal path; a key repeated in the batch runs after it the same way);
+2. in Python, each contribution is split in arrival order with the row's carries
+   (server.jackpot.accounting.split_contribution, the arithmetic of the one-request path), and
+   each request's exact response bytes are encoded;
+3. one write statement, its own transaction: the counter rows, each only if still exactly as
+   read (optimistic concurrency; otherwise migration 0102's check fails the statement with
+   serialization_failure, nothing is written, and the batch reads again, three attempts), the
+   contribution records, their `jp.contribution.recorded` events and the idempotency records.
+Every request of the batch commits or none does: if anything fails (a key used meanwhile, a
+stale cycle, a lost connection), every request of the batch goes through the normal path
+instead, which applies it or replays it exactly once. Nothing is answered before COMMIT.
 """
 
 from __future__ import annotations

@@ -181,3 +181,26 @@ async def test_a_new_cycle_under_queued_contributions_loses_nothing(
     )
     assert all(r.tiers[0].qualified for r in replies)
     await reconciled(jackpot, tenant)
+
+
+async def test_batched_events_carry_each_callers_trace_id(
+    jackpot: JackpotServiceStub, tenant: str, pool: AsyncConnectionPool
+) -> None:
+    j = await create(jackpot, tenant, tier(shards=4), network=(tenant,))
+    await jackpot.Contribute(contribution(tenant, j.jackpot_id, 100))
+    reqs = [contribution(tenant, j.jackpot_id, 500 + i) for i in range(40)]
+    await asyncio.gather(
+        *(
+            jackpot.Contribute(r, metadata=(("x-trace-id", f"trace-{r.idempotency_key}"),))
+            for r in reqs
+        )
+    )
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT payload->>'contribution_id', trace_id FROM outbox"
+            " WHERE aggregate = %s AND event_type = 'jp.contribution.recorded'",
+            (f"pool:{j.pools[0].pool_id}",),
+        )
+        traces = dict(await cur.fetchall())
+    for r in reqs:
+        assert traces[r.idempotency_key] == f"trace-{r.idempotency_key}"
