@@ -434,8 +434,15 @@ async def read_batch(
     return shards, used
 
 
+# The rows are locked first, in (pool_id, shard) order like every other contribution (an
+# uncorrelated subquery runs once, before the UPDATE touches a row), so two batches, or a batch
+# and a one-request contribution, never lock two pools' rows in opposite orders (no deadlock).
 _WRITE_BATCH = f"""
-WITH updated AS (
+WITH locked AS (
+    SELECT s.pool_id FROM jp_pool_shards s
+    JOIN json_to_recordset(%(shards)s::json) AS u(pool_id text, shard int) USING (pool_id, shard)
+    ORDER BY s.pool_id, s.shard FOR UPDATE OF s
+), updated AS (
     UPDATE jp_pool_shards s SET visible = u.visible, reseed = u.reseed,
         total_carry = u.total_carry, reseed_carry = u.reseed_carry,
         contributions = s.contributions + u.added,
@@ -449,6 +456,7 @@ WITH updated AS (
       AND s.config_version = u.config_version AND s.visible = u.read_visible
       AND s.reseed = u.read_reseed AND s.total_carry = u.read_total_carry
       AND s.reseed_carry = u.read_reseed_carry
+      AND (SELECT count(*) FROM locked) = %(expected)s
     RETURNING 1
 ), applied AS (
     SELECT jp_batch_applied(count(*), %(expected)s) AS ok FROM updated
