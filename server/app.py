@@ -102,20 +102,22 @@ async def build_server(
     deadline_seconds: float = 1.0,
     credentials: grpc.ServerCredentials | None = None,
     contribution_batch: int = 64,
+    wallet_batch: int = 32,
 ) -> App:
     """Create and start the server on `addr` (port 0 = any free port); returns the App.
 
     `keys` turns on tenant authentication (server.auth); tracing follows OTEL_* variables.
     `credentials` (server.tls.server_credentials) serves TLS or mutual TLS instead of plain text.
     `contribution_batch`: most contributions group-committed in one transaction
-    (server.jackpot.batching); 1 turns batching off.
+    (server.jackpot.batching); `wallet_batch`: most wallet writes group-committed in one
+    transaction (server.group_commit); 1 turns either off.
     """
     server = grpc.aio.server(
         interceptors=[*tracing_interceptors(), CallInterceptor(keys)],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
     )
-    wallet = Wallet(pool)
+    wallet = Wallet(pool, batch=wallet_batch)
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(wallet), server)
     jackpots = Jackpots(pool)
     payouts = PayoutSaga(pool, wallet, start_delay_seconds=payout_start_delay_seconds)

@@ -35,6 +35,7 @@ class Settings:
     | CROUPIER_AUTH | off | `required`: every call needs a tenant API key (server.auth) |
     | CROUPIER_METRICS_ADDR | 127.0.0.1:9464 | Prometheus /metrics (worker i: port + i) |
     | CROUPIER_CONTRIBUTION_BATCH | 64 | most contributions per group commit; 1 = off |
+    | CROUPIER_WALLET_BATCH | 32 | most wallet writes per group commit; 1 = off |
     | CROUPIER_EVENT_LOOP | uvloop | `asyncio`: the standard event loop instead of uvloop |
     """
 
@@ -55,6 +56,7 @@ class Settings:
     auth_required: bool = False
     metrics_addr: str = ""
     contribution_batch: int = 64
+    wallet_batch: int = 32
     event_loop: str = "uvloop"
 
     @classmethod
@@ -78,6 +80,7 @@ class Settings:
             payout_start_delay_seconds=float(e.get("CROUPIER_JP_PAYOUT_DELAY_SECONDS", "0")),
             auth_required=e.get("CROUPIER_AUTH", "off").lower() == "required",
             contribution_batch=max(1, int(e.get("CROUPIER_CONTRIBUTION_BATCH", "64"))),
+            wallet_batch=max(1, int(e.get("CROUPIER_WALLET_BATCH", "32"))),
             event_loop=e.get("CROUPIER_EVENT_LOOP", "uvloop").lower(),
             metrics_addr=e.get("CROUPIER_METRICS_ADDR", "127.0.0.1:9464"),
         )

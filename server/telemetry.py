@@ -64,15 +64,16 @@ WALLET_CREDITS = Counter(
     ["outcome"],
 )
 
-CONTRIBUTION_BATCH_SIZE = Histogram(
-    "croupier_contribution_batch_size",
-    "Contributions per group-committed batch (server.jackpot.batching)",
+BATCH_SIZE = Histogram(
+    "croupier_batch_size",
+    "Requests per group-committed batch (server.group_commit), by kind (wallet, contribute)",
+    ["kind"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
-CONTRIBUTION_BATCH_FALLBACKS = Counter(
-    "croupier_contribution_batch_fallbacks_total",
-    "Batched contributions sent back to the one-request path, by cause",
-    ["cause"],
+BATCH_FALLBACKS = Counter(
+    "croupier_batch_fallbacks_total",
+    "Batched requests sent back to the one-request path, by kind and cause",
+    ["kind", "cause"],
 )
 
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError
 from server.events.context import current_trace_id
+from server.group_commit import Batcher, Pending, first_of_each_key
 from server.idempotency import RequestKey, StoredReply
 from server.jackpot import events as jp_events
 from server.jackpot.accounting import MICRO, split_contribution
@@ -62,9 +62,7 @@ from server.jackpot.model import Contribute, ContributeResult, JackpotRow, TierO
 from server.store import idempotency_sql, outbox_sql
 from server.store import jackpot_sql as sql
 from server.store.jackpot_sql import BatchShard, PoolRow
-from server.telemetry import CONTRIBUTION_BATCH_FALLBACKS, CONTRIBUTION_BATCH_SIZE
-
-log = logging.getLogger(__name__)
+from server.telemetry import BATCH_FALLBACKS
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,26 +84,20 @@ class _Plan:
 
 
 @dataclass(slots=True)
-class _Entry:
-    key: RequestKey
+class _Entry(Pending):
     cmd: Contribute
     plan: _Plan
     encode_ok: Callable[[ContributeResult], bytes]
-    alone: Callable[[], Awaitable[StoredReply]]
-    context: contextvars.Context  # the request's (trace id, span) for running it alone
-    trace_id: str
-    future: asyncio.Future[StoredReply | None]
 
 
 class _Stale(Exception):
     """A pool's cycle or config changed since the plan: the batch goes the normal way."""
 
 
-class ContributionBatcher:
-    """Batches fast-path contributions of one process into shared transactions.
+class ContributionBatcher(Batcher[_Entry]):
+    """Batches fast-path contributions of one process (see the module doc).
 
-    `max_batch`: most requests per transaction (1 turns batching off: `submit` always returns
-    None). `max_inflight`: batches at the database at once (each holds one pooled connection).
+    `max_batch`: most requests per batch (1 turns batching off: `submit` always returns None).
     """
 
     def __init__(
@@ -116,19 +108,10 @@ class ContributionBatcher:
         max_batch: int = 64,
         max_inflight: int = 1,
     ) -> None:
+        super().__init__("contribute", max_batch=max_batch, max_inflight=max_inflight)
         self.jackpots = jackpots
         self.pool = pool
-        self.max_batch = max_batch
-        self.max_inflight = max_inflight
-        self._queue: list[_Entry] = []
-        self._inflight = 0
         self._random = random.Random()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def enabled(self) -> bool:
-        """Whether requests are batched at all (max_batch > 1)."""
-        return self.max_batch > 1
 
     async def submit(
         self,
@@ -140,7 +123,7 @@ class ContributionBatcher:
         """The committed reply of a batched contribution, or None: the caller runs the request
         through `Jackpots.execute` (not batchable, or its batch failed; nothing of it was
         committed by the batch). `alone` runs the request by itself (`Jackpots.execute`): a
-        batch of one uses it, as it costs less than a batch transaction; its errors propagate.
+        batch of one uses it, as it costs less than a batch; its errors propagate.
         """
         if not self.enabled:
             return None
@@ -148,20 +131,18 @@ class ContributionBatcher:
         if plan is None:
             return None
         future: asyncio.Future[StoredReply | None] = asyncio.get_running_loop().create_future()
-        self._queue.append(
+        return await self._enqueue(
             _Entry(
                 key,
-                cmd,
-                plan,
-                encode_ok,
                 alone,
                 contextvars.copy_context(),
                 current_trace_id.get(),
                 future,
+                cmd,
+                plan,
+                encode_ok,
             )
         )
-        self._pump()
-        return await future
 
     def _plan(self, cmd: Contribute) -> _Plan | None:
         cached = self.jackpots.cached(cmd.jackpot_id)
@@ -190,54 +171,6 @@ class ContributionBatcher:
             return None  # nothing to add: no counter row to batch on
         return _Plan(jackpot, given, conversion, tuple(tiers))
 
-    def _pump(self) -> None:
-        while self._queue and self._inflight < self.max_inflight:
-            self._inflight += 1
-            task = asyncio.create_task(self._run())
-            self._tasks.add(task)
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._inflight -= 1
-        self._pump()
-
-    async def _run(self) -> None:
-        # one turn of the event loop first: requests gRPC has already read join this batch
-        await asyncio.sleep(0)
-        batch = self._queue[: self.max_batch]
-        del self._queue[: self.max_batch]
-        if not batch:
-            return
-        CONTRIBUTION_BATCH_SIZE.observe(len(batch))
-        if len(batch) == 1:  # nobody to share with: the one-request path, still in turn
-            entry = batch[0]
-            try:
-                reply = await asyncio.create_task(_coroutine(entry.alone), context=entry.context)
-            except BaseException as exc:
-                if not entry.future.done():
-                    entry.future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                if not entry.future.done():
-                    entry.future.set_result(reply)
-            return
-        replies: dict[int, StoredReply] = {}
-        try:
-            replies = await self._commit(batch)
-        except _Stale:
-            CONTRIBUTION_BATCH_FALLBACKS.labels("stale_pool").inc(len(batch))
-        except Exception as exc:  # every request goes the normal way, which reports its own
-            CONTRIBUTION_BATCH_FALLBACKS.labels(type(exc).__name__).inc(len(batch))
-            log.debug("contribution batch of %d fell back", len(batch), exc_info=True)
-        else:
-            if len(replies) < len(batch):  # keys already used, or repeated in the batch
-                CONTRIBUTION_BATCH_FALLBACKS.labels("key_used").inc(len(batch) - len(replies))
-        for i, entry in enumerate(batch):
-            if not entry.future.done():
-                entry.future.set_result(replies.get(i))
-
     async def _commit(self, batch: list[_Entry]) -> dict[int, StoredReply]:
         """Apply the batch: one read and one write statement (its own transaction); replies
         by batch index (absent: the normal path). A counter row changed between the two (a
@@ -252,12 +185,7 @@ class ContributionBatcher:
         async with self.pool.connection() as conn:
             for attempt in range(3):
                 rows, used = await sql.read_batch(conn, sorted(wanted.items()), keys)
-                seen = set(used)
-                members: list[int] = []  # batch indexes applied here: first of each new key
-                for i, k in enumerate(keys):
-                    if k not in seen:
-                        seen.add(k)
-                        members.append(i)
+                members = first_of_each_key(keys, used)
                 if not members:
                     return {}
                 read = {s.pool_id: s for s in rows}
@@ -282,7 +210,7 @@ class ContributionBatcher:
                 try:
                     await sql.write_batch(conn, rows, contributions, events, outcomes)
                 except psycopg.errors.SerializationFailure:
-                    CONTRIBUTION_BATCH_FALLBACKS.labels("row_changed_retry").inc()
+                    BATCH_FALLBACKS.labels(self.kind, "row_changed_retry").inc()
                     if attempt == 2:
                         raise
                     continue
@@ -387,7 +315,3 @@ class ContributionBatcher:
             )
         ordered = tuple(o for _, o in sorted(outcomes, key=lambda t: t[0]))
         return ContributeResult(plan.jackpot.currency, ordered)
-
-
-async def _coroutine(run: Callable[[], Awaitable[StoredReply]]) -> StoredReply:
-    return await run()

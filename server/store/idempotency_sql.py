@@ -88,6 +88,13 @@ USED_KEYS_JSON = (
 )
 
 
+async def used_keys(conn: Conn, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of the (tenant_id, idempotency_key) pairs already have a record (one statement)."""
+    cur = await conn.execute(USED_KEYS_JSON.format(keys="%s"), (key_rows(keys),))
+    row = await cur.fetchone()
+    return {(str(t), str(k)) for t, k in (row[0] if row else [])}
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One request's stored outcome, for `record_many`."""
@@ -126,3 +133,9 @@ INSERT_OUTCOMES_JSON = (
     " SELECT tenant_id, idempotency_key, method, fingerprint, state, grpc_code, response"
     " FROM json_populate_recordset(NULL::idempotency_records, {rows}::json)"
 )
+
+
+async def record_many(conn: Conn, outcomes: Sequence[Outcome]) -> None:
+    """Store several requests' outcomes in one statement (a batch; see `record`): a key already
+    used raises UniqueViolation on PRIMARY_KEY and rolls the whole batch back."""
+    await conn.execute(INSERT_OUTCOMES_JSON.format(rows="%s"), (outcome_rows(outcomes),))

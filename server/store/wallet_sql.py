@@ -354,10 +354,15 @@ async def find_hold(conn: Conn, tenant_id: str, bet_id: str, *, lock: bool) -> H
 
 
 async def close_hold(conn: Conn, hold_id: uuid.UUID, state: str, tx_id: uuid.UUID) -> None:
-    """Mark an open hold settled, cancelled or expired by transaction `tx_id`."""
+    """Mark an open hold settled, cancelled or expired by transaction `tx_id`.
+
+    The guard is written `state || '' = 'open'` on purpose: `state = 'open'` matches the
+    partial index holds_open_by_expiry's predicate, and with stale statistics the planner
+    chose that index (a scan of every open hold: 17 ms with 73,000 open) over the primary key
+    (measured in the issue 6 benchmarks)."""
     await conn.execute(
         "UPDATE holds SET state = %s, close_transaction_id = %s, closed_at = now()"
-        " WHERE hold_id = %s AND state = 'open'",
+        " WHERE hold_id = %s AND state || '' = 'open'",
         (state, tx_id, hold_id),
     )
 

@@ -169,6 +169,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             ok,
             encode_error,
             currency=cmd.amount.currency,
+            player_id=caller.player_id,
         )
         await self._reply(context, reply.code, reply.payload)
         return pb.AuthorizeBetResponse.FromString(reply.payload)
@@ -245,6 +246,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             lambda conn: self.wallet.cancel_bet(conn, cmd),
             ok,
             encode_error,
+            player_id=caller.player_id,
         )
         await self._reply(context, reply.code, reply.payload)
         return pb.CancelBetResponse.FromString(reply.payload)

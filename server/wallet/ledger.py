@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from server.errors import DomainError, ErrorCode, invalid
 from server.events.outbox import append_event
 from server.events.outbox import money as event_money
+from server.group_commit import WalletGroupCommit
 from server.idempotency import RequestKey, RetryTransactionError, StoredReply, run_idempotent
 from server.money import INT64_MAX, Money
 from server.store import idempotency_sql, wallet_sql
@@ -164,9 +165,12 @@ def _round(ref: RoundRef) -> dict[str, Any]:
 class Wallet:
     """The wallet over one connection pool. Writes go through `execute`; reads are direct."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, batch: int = 1) -> None:
+        """`batch`: most writes group-committed in one transaction (server.group_commit);
+        1 (the default) runs every write in its own transaction."""
         self.pool = pool
         self._house_ready: set[tuple[str, str]] = set()
+        self.group_commit = WalletGroupCommit(pool, max_batch=batch)
 
     async def execute(
         self,
@@ -175,15 +179,27 @@ class Wallet:
         encode_ok: Callable[[R], bytes],
         encode_error: Callable[[DomainError], bytes],
         currency: str | None = None,
+        player_id: str | None = None,
     ) -> StoredReply:
         """Run a write once per idempotency key (see server.idempotency.run_idempotent).
 
         `currency`, when known up front, makes sure the tenant's house accounts exist before
-        the transaction starts.
+        the transaction starts. `player_id`, for an operation that locks and posts to only that
+        player's account and holds (no house account: see server.group_commit), lets the write
+        share a transaction with concurrent ones, ordered by player; without it the write runs
+        alone.
         """
         if currency:
             await self._ensure_house_accounts(key.tenant_id, currency)
-        return await run_idempotent(self.pool, key, operation, encode_ok, encode_error)
+
+        def alone() -> Awaitable[StoredReply]:
+            return run_idempotent(self.pool, key, operation, encode_ok, encode_error)
+
+        if player_id is None:
+            return await alone()
+        return await self.group_commit.submit(
+            key, operation, encode_ok, encode_error, player_id=player_id, alone=alone
+        )
 
     async def _ensure_house_accounts(self, tenant_id: str, currency: str) -> None:
         """Create the tenant's house accounts in `currency` (committed, outside the request's

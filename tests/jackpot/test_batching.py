@@ -25,10 +25,11 @@ from tests.rpc import fails
 
 
 def _batches() -> tuple[float, float]:
-    """(batches so far, batches of one) from croupier_contribution_batch_size."""
-    count = REGISTRY.get_sample_value("croupier_contribution_batch_size_count") or 0.0
+    """(batches so far, batches of one) of contributions, from croupier_batch_size."""
+    count = REGISTRY.get_sample_value("croupier_batch_size_count", {"kind": "contribute"}) or 0.0
     alone = (
-        REGISTRY.get_sample_value("croupier_contribution_batch_size_bucket", {"le": "1.0"}) or 0.0
+        REGISTRY.get_sample_value("croupier_batch_size_bucket", {"kind": "contribute", "le": "1.0"})
+        or 0.0
     )
     return count, alone
 

@@ -1,0 +1,231 @@
+"""Group commit (issue 6): concurrent write requests of one process share database
+transactions, as TigerBeetle batches transfers, because on a busy server the cost of a
+transaction per request (connection checkout, BEGIN/COMMIT and its WAL flush, the driver's
+pipeline machinery, the idempotency record) is what limits throughput, not the rows.
+
+`Batcher` is the queue all batchers share (natural batching, no timer): requests queue while a
+batch is at the database (`max_inflight` per process, default 1); a finished batch takes the
+next `max_batch` queued requests at once. A request that finds nobody to share with runs by
+itself on the one-request path (`alone`, server.idempotency.run_idempotent), so batching adds
+no wait at low load; under load batches grow by themselves. A subclass's `_commit` applies a
+batch and returns each applied request's stored reply by batch index; a request it leaves out
+(or every request, when `_commit` raises) goes the one-request way, which applies it or
+replays it exactly once. Nothing is answered before COMMIT.
+
+`WalletGroupCommit` batches wallet writes that touch one player's account and holds only
+(AuthorizeBet and CancelBet: their postings move money between the player's own available and
+held buckets): the batch runs each request's own operation in turn in one transaction, ordered
+by player so concurrent batches lock accounts in one order, and stores every outcome in one
+statement. Writes that post to a house account (settle, credit, debit, rollback) are not
+batched: a batch would hold the tenant's house balance row from its first posting to its
+COMMIT, serializing every other worker's postings on that row and, since a lone request locks
+its player before the house row, inviting lock-order deadlocks (measured: SettleBet at 64 in
+flight fell from about 450 to under 200 calls/s when batched).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from psycopg_pool import AsyncConnectionPool
+
+from server.errors import DomainError
+from server.events.context import current_trace_id
+from server.idempotency import RequestKey, StoredReply
+from server.store import idempotency_sql
+from server.store.wallet_sql import Conn
+from server.telemetry import BATCH_FALLBACKS, BATCH_SIZE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Pending:
+    """A queued request: its key, how to run it alone, its context (trace id, span) and the
+    future its caller awaits (None: run it the one-request way)."""
+
+    key: RequestKey
+    alone: Callable[[], Awaitable[StoredReply]]
+    context: contextvars.Context
+    trace_id: str
+    future: asyncio.Future[StoredReply | None]
+
+
+E = TypeVar("E", bound=Pending)
+
+
+class Batcher(Generic[E]):
+    """The shared queue; subclasses implement `_commit`. `kind` labels the metrics."""
+
+    def __init__(self, kind: str, *, max_batch: int, max_inflight: int = 1) -> None:
+        self.kind = kind
+        self.max_batch = max_batch
+        self.max_inflight = max_inflight
+        self._queue: list[E] = []
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether requests are batched at all (max_batch > 1)."""
+        return self.max_batch > 1
+
+    async def _enqueue(self, entry: E) -> StoredReply | None:
+        self._queue.append(entry)
+        self._pump()
+        return await entry.future
+
+    def _pump(self) -> None:
+        while self._queue and self._inflight < self.max_inflight:
+            self._inflight += 1
+            task = asyncio.create_task(self._run())
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._inflight -= 1
+        self._pump()
+
+    async def _run(self) -> None:
+        # one turn of the event loop first: requests gRPC has already read join this batch
+        await asyncio.sleep(0)
+        batch = self._queue[: self.max_batch]
+        del self._queue[: self.max_batch]
+        if not batch:
+            return
+        BATCH_SIZE.labels(self.kind).observe(len(batch))
+        if len(batch) == 1:  # nobody to share with: the one-request path, still in turn
+            await _alone(batch[0])
+            return
+        replies: dict[int, StoredReply] = {}
+        try:
+            replies = await self._commit(batch)
+        except Exception as exc:  # every request goes the one-request way, which reports
+            BATCH_FALLBACKS.labels(self.kind, type(exc).__name__).inc(len(batch))
+            log.debug("%s batch of %d fell back", self.kind, len(batch), exc_info=True)
+        else:
+            if len(replies) < len(batch):  # keys already used, or repeated in the batch
+                BATCH_FALLBACKS.labels(self.kind, "key_used").inc(len(batch) - len(replies))
+        for i, entry in enumerate(batch):
+            if not entry.future.done():
+                entry.future.set_result(replies.get(i))
+
+    async def _commit(self, batch: list[E]) -> dict[int, StoredReply]:
+        raise NotImplementedError
+
+
+async def _alone(entry: Pending) -> None:
+    """Run one request by itself, in its own context, answering its future."""
+    try:
+        reply = await asyncio.create_task(_call(entry.alone), context=entry.context)
+    except BaseException as exc:
+        if not entry.future.done():
+            entry.future.set_exception(exc)
+        if not isinstance(exc, Exception):
+            raise
+    else:
+        if not entry.future.done():
+            entry.future.set_result(reply)
+
+
+async def _call(run: Callable[[], Awaitable[StoredReply]]) -> StoredReply:
+    return await run()
+
+
+def first_of_each_key(keys: list[tuple[str, str]], used: set[tuple[str, str]]) -> list[int]:
+    """Indexes of the requests a batch applies: the first of each key not already used (a
+    repeat of a key in the batch runs after it, the one-request way, and replays)."""
+    seen = set(used)
+    members = []
+    for i, k in enumerate(keys):
+        if k not in seen:
+            seen.add(k)
+            members.append(i)
+    return members
+
+
+@dataclass(slots=True)
+class _WalletEntry(Pending):
+    operation: Callable[[Conn], Awaitable[Any]]
+    encode_ok: Callable[[Any], bytes]
+    encode_error: Callable[[DomainError], bytes]
+    order: tuple[str, str]  # (tenant, player): the account lock order
+
+
+class WalletGroupCommit(Batcher[_WalletEntry]):
+    """Wallet writes of one process in shared transactions (see the module doc).
+
+    A batch, in one pipelined transaction: which keys are already used (one round trip; those
+    requests replay the one-request way); then each request's operation in player order (each
+    reads in one round trip and queues its writes, so a later request of the same player sees
+    the earlier one's postings); a DomainError is that request's stored outcome (operations
+    raise it before their first write); then every outcome in one statement and COMMIT. Any
+    other error (a lost race, a deadlock, a constraint) rolls the whole batch back and every
+    request runs the one-request way.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool, *, max_batch: int = 32) -> None:
+        super().__init__("wallet", max_batch=max_batch)
+        self.pool = pool
+
+    async def submit(
+        self,
+        key: RequestKey,
+        operation: Callable[[Conn], Awaitable[Any]],
+        encode_ok: Callable[[Any], bytes],
+        encode_error: Callable[[DomainError], bytes],
+        *,
+        player_id: str,
+        alone: Callable[[], Awaitable[StoredReply]],
+    ) -> StoredReply:
+        """The stored reply of the request, batched with concurrent ones, or run `alone`."""
+        if not self.enabled:
+            return await alone()
+        future: asyncio.Future[StoredReply | None] = asyncio.get_running_loop().create_future()
+        entry = _WalletEntry(
+            key,
+            alone,
+            contextvars.copy_context(),
+            current_trace_id.get(),
+            future,
+            operation,
+            encode_ok,
+            encode_error,
+            (key.tenant_id, player_id),
+        )
+        reply = await self._enqueue(entry)
+        return reply if reply is not None else await alone()
+
+    async def _commit(self, batch: list[_WalletEntry]) -> dict[int, StoredReply]:
+        keys = [(e.key.tenant_id, e.key.idempotency_key) for e in batch]
+        replies: dict[int, StoredReply] = {}
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+            used = await idempotency_sql.used_keys(conn, keys)
+            members = sorted(first_of_each_key(keys, used), key=lambda i: batch[i].order)
+            outcomes = []
+            for i in members:
+                entry = batch[i]
+                current_trace_id.set(entry.trace_id)  # the events it writes carry its trace
+                try:
+                    code, payload = 0, entry.encode_ok(await entry.operation(conn))
+                except DomainError as err:
+                    code, payload = int(err.code), entry.encode_error(err)
+                outcomes.append(
+                    idempotency_sql.Outcome(
+                        entry.key.tenant_id,
+                        entry.key.idempotency_key,
+                        entry.key.method,
+                        entry.key.fingerprint,
+                        code,
+                        payload,
+                    )
+                )
+                replies[i] = StoredReply(code, payload, False)
+            await idempotency_sql.record_many(conn, outcomes)
+        return replies
