@@ -1,5 +1,6 @@
 """Memory soak (issue 6 target): RSS of every server worker sampled while a peak load of rounds
-(AuthorizeBet + SettleBet at 64 in flight) runs for `--seconds` (default 300).
+(AuthorizeBet + Contribute to a hot 16-row network pool + SettleBet at 64 in flight, so both
+group-commit queues are busy) runs for `--seconds` (default 300).
 
 Prints each worker's RSS (MiB) per sample and the growth from the first sample after warm-up
 to the last; a worker is "flat" when it grew by less than 10%.
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import grpc
 from croupier.common.v1 import money_pb2
+from croupier.jackpot.v1 import jackpot_service_pb2 as jpb
+from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
 
@@ -48,7 +51,28 @@ async def run(url: str, seconds: float, concurrency: int) -> int:
     await migrate(url)
     async with server(url, None) as target, grpc.aio.insecure_channel(target) as ch:
         w = WalletServiceStub(ch)
+        j = JackpotServiceStub(ch)
         money = money_pb2.Money
+        await j.CreateJackpot(
+            jpb.CreateJackpotRequest(
+                tenant_id="soak",
+                idempotency_key=uuid.uuid4().hex,
+                jackpot_id="soak-hot",
+                currency="EUR",
+                scope=jpb.JACKPOT_SCOPE_NETWORK,
+                tenant_ids=["soak"],
+                tiers=[
+                    jpb.TierConfig(
+                        tier="grand",
+                        kind=jpb.POOL_KIND_PROGRESSIVE,
+                        seed_minor_units=1_000_000,
+                        contribution_rate_ppm=10_000,
+                        trigger=jpb.TRIGGER_KIND_EXTERNAL,
+                        shards=16,
+                    )
+                ],
+            )
+        )
         await asyncio.gather(
             *(
                 w.Credit(
@@ -76,6 +100,16 @@ async def run(url: str, seconds: float, concurrency: int) -> int:
                         idempotency_key=f"a{bet}",
                         bet_id=bet,
                         amount=money(minor_units=100, currency="EUR"),
+                    )
+                )
+                await j.Contribute(
+                    jpb.ContributeRequest(
+                        tenant_id="soak",
+                        idempotency_key=f"c{bet}",
+                        jackpot_id="soak-hot",
+                        player_id=f"p{i}",
+                        round_id=bet,
+                        bet=money(minor_units=100, currency="EUR"),
                     )
                 )
                 await w.SettleBet(
