@@ -138,6 +138,13 @@ async def _call(run: Callable[[], Awaitable[StoredReply]]) -> StoredReply:
     return await run()
 
 
+def outcome_of(key: RequestKey, code: int, payload: bytes) -> idempotency_sql.Outcome:
+    """A request's outcome to store under its key (grpc code, exact payload bytes)."""
+    return idempotency_sql.Outcome(
+        key.tenant_id, key.idempotency_key, key.method, key.fingerprint, code, payload
+    )
+
+
 def first_of_each_key(keys: list[tuple[str, str]], used: set[tuple[str, str]]) -> list[int]:
     """Indexes of the requests a batch applies: the first of each key not already used (a
     repeat of a key in the batch runs after it, the one-request way, and replays)."""
@@ -216,16 +223,7 @@ class WalletGroupCommit(Batcher[_WalletEntry]):
                     code, payload = 0, entry.encode_ok(await entry.operation(conn))
                 except DomainError as err:
                     code, payload = int(err.code), entry.encode_error(err)
-                outcomes.append(
-                    idempotency_sql.Outcome(
-                        entry.key.tenant_id,
-                        entry.key.idempotency_key,
-                        entry.key.method,
-                        entry.key.fingerprint,
-                        code,
-                        payload,
-                    )
-                )
+                outcomes.append(outcome_of(entry.key, code, payload))
                 replies[i] = StoredReply(code, payload, False)
             await idempotency_sql.record_many(conn, outcomes)
         return replies

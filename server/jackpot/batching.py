@@ -45,13 +45,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError
 from server.events.context import current_trace_id
-from server.group_commit import Batcher, Pending, first_of_each_key
+from server.group_commit import Batcher, Pending, first_of_each_key, outcome_of
 from server.idempotency import RequestKey, StoredReply
-from server.jackpot import events as jp_events
 from server.jackpot.accounting import MICRO, split_contribution
 from server.jackpot.engine import (
     Jackpots,
     caller_contribution,
+    contribution_record,
     conversion_of,
     draw,
     is_deadline_due,
@@ -196,16 +196,7 @@ class ContributionBatcher(Batcher[_Entry]):
                 for i in members:
                     entry = batch[i]
                     payload = entry.encode_ok(self._apply(entry, read, contributions, events))
-                    outcomes.append(
-                        idempotency_sql.Outcome(
-                            entry.key.tenant_id,
-                            entry.key.idempotency_key,
-                            entry.key.method,
-                            entry.key.fingerprint,
-                            0,
-                            payload,
-                        )
-                    )
+                    outcomes.append(outcome_of(entry.key, 0, payload))
                     replies[i] = StoredReply(0, payload, False)
                 try:
                     await sql.write_batch(conn, rows, contributions, events, outcomes)
@@ -253,52 +244,20 @@ class ContributionBatcher(Batcher[_Entry]):
             row.added += 1
             row.last_total, row.last_reseed = split.total, split.to_reseed
             amount = pool.cycle_base + row.others + row.visible
-            contributions.append(
-                {
-                    "tenant_id": cmd.tenant_id,
-                    "idempotency_key": cmd.idempotency_key,
-                    "pool_id": pool.pool_id,
-                    "cycle": pool.cycle,
-                    "player_id": cmd.player_id,
-                    "game_id": cmd.game_id,
-                    "round_id": cmd.round_id,
-                    "bet": cmd.bet.minor_units,
-                    "bet_currency": cmd.bet.currency,
-                    "conversion_micro": plan.conversion,
-                    "computed": plan.given is None,
-                    "rate_ppm": cfg.contribution_rate_ppm,
-                    "split_ppm": cfg.reseed_split_ppm,
-                    "total": split.total,
-                    "to_pool": split.to_pool,
-                    "to_reseed": split.to_reseed,
-                    "to_overflow": 0,
-                    "not_collected": 0,
-                    "hit_probability_ppb": tier.probability_ppb,
-                    "hit": False,
-                    "occurred_at": cmd.occurred_at.isoformat() if cmd.occurred_at else None,
-                }
+            values, event = contribution_record(
+                pool,
+                cmd,
+                given=plan.given,
+                conversion=plan.conversion,
+                split=split,
+                probability=tier.probability_ppb,
+                win_id=None,
+                currency=plan.jackpot.currency,
+                pool_amount=amount,
+                trace_id=entry.trace_id,
             )
-            events.append(
-                jp_events.contribution_recorded_event(
-                    tenant_id=cmd.tenant_id,
-                    pool_id=pool.pool_id,
-                    tier=cfg.tier,
-                    cycle=pool.cycle,
-                    key=cmd.idempotency_key,
-                    player_id=cmd.player_id,
-                    round_id=cmd.round_id,
-                    game_id=cmd.game_id,
-                    bet=cmd.bet.minor_units,
-                    bet_currency=cmd.bet.currency,
-                    currency=plan.jackpot.currency,
-                    to_pool=split.to_pool,
-                    to_reseed=split.to_reseed,
-                    to_overflow=0,
-                    pool_amount=amount,
-                    hit=False,
-                    trace_id=entry.trace_id,
-                )
-            )
+            contributions.append(values)
+            events.append(event)
             outcomes.append(
                 (
                     pool_order,

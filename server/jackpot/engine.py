@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -54,7 +54,9 @@ from server.jackpot.model import (
 from server.jackpot.validation import check_tier
 from server.money import Money
 from server.store import jackpot_sql as sql
+from server.store import outbox_sql
 from server.store.jackpot_sql import PoolRow, ShardRow
+from server.store.outbox_sql import NewEvent
 from server.store.wallet_sql import Conn
 
 R = TypeVar("R")
@@ -498,50 +500,19 @@ class Jackpots:
     ) -> None:
         """Append the contribution record and its `jp.contribution.recorded` event (every
         path: the sharded fast path and the locked one), in the contribution's transaction."""
-        await sql.insert_contribution(
-            conn,
-            tenant_id=cmd.tenant_id,
-            idempotency_key=cmd.idempotency_key,
-            pool_id=pool.pool_id,
-            cycle=pool.cycle,
-            player_id=cmd.player_id,
-            game_id=cmd.game_id,
-            round_id=cmd.round_id,
-            bet=cmd.bet.minor_units,
-            bet_currency=cmd.bet.currency,
-            conversion_micro=conversion,
-            computed=given is None,
-            rate_ppm=pool.config.contribution_rate_ppm,
-            split_ppm=pool.config.reseed_split_ppm,
-            total=split.total,
-            to_pool=split.to_pool,
-            to_reseed=split.to_reseed,
-            to_overflow=split.to_overflow,
-            not_collected=split.not_collected,
-            hit_probability_ppb=probability,
-            hit=win_id is not None,
+        values, event = contribution_record(
+            pool,
+            cmd,
+            given=given,
+            conversion=conversion,
+            split=split,
+            probability=probability,
             win_id=win_id,
-            occurred_at=cmd.occurred_at,
-        )
-        await jp_events.contribution_recorded(
-            conn,
-            tenant_id=cmd.tenant_id,
-            pool_id=pool.pool_id,
-            tier=pool.config.tier,
-            cycle=pool.cycle,
-            key=cmd.idempotency_key,
-            player_id=cmd.player_id,
-            round_id=cmd.round_id,
-            game_id=cmd.game_id,
-            bet=cmd.bet.minor_units,
-            bet_currency=cmd.bet.currency,
             currency=currency,
-            to_pool=split.to_pool,
-            to_reseed=split.to_reseed,
-            to_overflow=split.to_overflow,
             pool_amount=pool_amount,
-            hit=win_id is not None,
         )
+        await sql.insert_contribution(conn, **values)
+        await outbox_sql.insert_events(conn, [event])
 
     # -- hits ----------------------------------------------------------------------------------
 
@@ -995,6 +966,68 @@ def needs_pool_lock(cfg: TierConfig) -> bool:
     """A capped or must-drop tier takes the pool lock on every contribution (its amount must
     be exact); an uncapped tier only adds to one counter row unless its draw hits."""
     return cfg.cap > 0 or cfg.trigger is TriggerKind.MUST_DROP
+
+
+def contribution_record(
+    pool: PoolRow,
+    cmd: Contribute,
+    *,
+    given: int | None,
+    conversion: int,
+    split: Split,
+    probability: int,
+    win_id: uuid.UUID | None,
+    currency: str,
+    pool_amount: int,
+    trace_id: str | None = None,
+) -> tuple[dict[str, Any], NewEvent]:
+    """One contribution to one tier as stored: its jp_contributions row (column -> value;
+    amounts in minor units of the pool's `currency`, the draw's odds in ppb) and its
+    `jp.contribution.recorded` event (`trace_id`: the caller's, default the current one)."""
+    values: dict[str, Any] = {
+        "tenant_id": cmd.tenant_id,
+        "idempotency_key": cmd.idempotency_key,
+        "pool_id": pool.pool_id,
+        "cycle": pool.cycle,
+        "player_id": cmd.player_id,
+        "game_id": cmd.game_id,
+        "round_id": cmd.round_id,
+        "bet": cmd.bet.minor_units,
+        "bet_currency": cmd.bet.currency,
+        "conversion_micro": conversion,
+        "computed": given is None,
+        "rate_ppm": pool.config.contribution_rate_ppm,
+        "split_ppm": pool.config.reseed_split_ppm,
+        "total": split.total,
+        "to_pool": split.to_pool,
+        "to_reseed": split.to_reseed,
+        "to_overflow": split.to_overflow,
+        "not_collected": split.not_collected,
+        "hit_probability_ppb": probability,
+        "hit": win_id is not None,
+        "win_id": win_id,
+        "occurred_at": cmd.occurred_at,
+    }
+    event = jp_events.contribution_recorded_event(
+        tenant_id=cmd.tenant_id,
+        pool_id=pool.pool_id,
+        tier=pool.config.tier,
+        cycle=pool.cycle,
+        key=cmd.idempotency_key,
+        player_id=cmd.player_id,
+        round_id=cmd.round_id,
+        game_id=cmd.game_id,
+        bet=cmd.bet.minor_units,
+        bet_currency=cmd.bet.currency,
+        currency=currency,
+        to_pool=split.to_pool,
+        to_reseed=split.to_reseed,
+        to_overflow=split.to_overflow,
+        pool_amount=pool_amount,
+        hit=win_id is not None,
+        trace_id=trace_id,
+    )
+    return values, event
 
 
 def conversion_of(jackpot: JackpotRow, currency: str) -> int:

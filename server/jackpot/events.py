@@ -14,7 +14,6 @@ from typing import Any
 
 from server.events.outbox import append_event, money, new_event
 from server.jackpot.model import WinRow
-from server.store import outbox_sql
 from server.store.outbox_sql import NewEvent
 from server.store.wallet_sql import Conn
 
@@ -61,11 +60,6 @@ def contribution_recorded_event(
             "hit": hit,
         },
     )
-
-
-async def contribution_recorded(conn: Conn, **fields: Any) -> None:
-    """Append `jp.contribution.recorded` (fields of `contribution_recorded_event`)."""
-    await outbox_sql.insert_events(conn, [contribution_recorded_event(**fields)])
 
 
 async def pool_updated(

@@ -474,6 +474,15 @@ SELECT ok FROM applied
 """
 
 
+def _json_value(value: object) -> str:
+    """Timestamps and UUIDs in a JSON parameter, as PostgreSQL reads them back."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
 async def write_batch(
     conn: Conn,
     shards: list[BatchShard],
@@ -512,7 +521,7 @@ async def write_batch(
                 ]
             ),
             "expected": len(shards),
-            "contributions": json.dumps(contributions),
+            "contributions": json.dumps(contributions, default=_json_value),
             "events": outbox_sql.event_rows(events),
             "outcomes": idempotency_sql.outcome_rows(outcomes),
         },
