@@ -12,15 +12,15 @@ batch and returns each applied request's stored reply by batch index; a request 
 (or every request, when `_commit` raises) goes the one-request way, which applies it or
 replays it exactly once. Nothing is answered before COMMIT.
 
-`WalletGroupCommit` batches wallet writes that touch one player's account and holds only
-(AuthorizeBet and CancelBet: their postings move money between the player's own available and
-held buckets): the batch runs each request's own operation in turn in one transaction, ordered
-by player so concurrent batches lock accounts in one order, and stores every outcome in one
-statement. Writes that post to a house account (settle, credit, debit, rollback) are not
-batched: a batch would hold the tenant's house balance row from its first posting to its
-COMMIT, serializing every other worker's postings on that row and, since a lone request locks
-its player before the house row, inviting lock-order deadlocks (measured: SettleBet at 64 in
-flight fell from about 450 to under 200 calls/s when batched).
+`WalletGroupCommit` batches wallet writes that lock one player's account and post between it
+and the tenant's house accounts (AuthorizeBet, SettleBet, Credit, Debit; house balances are
+derived from postings, never a row to lock): the batch runs each request's own operation in
+turn in one transaction, ordered by player so concurrent batches lock accounts in one order,
+and stores every outcome in one statement. CancelBet and RollbackTransaction run alone: they
+race with a settle or a bet on the same hold by nature, and in a batch the account lock taken
+by an earlier request comes before that hold's lock (the opposite of a lone request's order),
+so the race would wait for PostgreSQL's deadlock detection (about a second) before the loser
+runs alone.
 """
 
 from __future__ import annotations

@@ -214,6 +214,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             lambda conn: self.wallet.settle_bet(conn, cmd),
             ok,
             encode_error,
+            player_id=caller.player_id,
             currency=capture.currency if capture else (win.currency if win else None),
         )
         await self._reply(context, reply.code, reply.payload)
@@ -246,7 +247,6 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             lambda conn: self.wallet.cancel_bet(conn, cmd),
             ok,
             encode_error,
-            player_id=caller.player_id,
         )
         await self._reply(context, reply.code, reply.payload)
         return pb.CancelBetResponse.FromString(reply.payload)
@@ -285,6 +285,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             ok,
             encode_error,
             currency=cmd.amount.currency,
+            player_id=cmd.caller.player_id,
         )
         await self._reply(context, reply.code, reply.payload)
         return reply.payload

@@ -184,10 +184,10 @@ class Wallet:
         """Run a write once per idempotency key (see server.idempotency.run_idempotent).
 
         `currency`, when known up front, makes sure the tenant's house accounts exist before
-        the transaction starts. `player_id`, for an operation that locks and posts to only that
-        player's account and holds (no house account: see server.group_commit), lets the write
-        share a transaction with concurrent ones, ordered by player; without it the write runs
-        alone.
+        the transaction starts. `player_id`, for an operation that locks only that player's
+        account (and that hold) and posts against house accounts (balances derived, no row
+        locked), lets the write share a transaction with concurrent ones, ordered by player
+        (server.group_commit); without it the write runs alone.
         """
         if currency:
             await self._ensure_house_accounts(key.tenant_id, currency)

@@ -1,6 +1,6 @@
-"""Group commit of wallet writes (server.group_commit, issue 6): AuthorizeBet and CancelBet of
-concurrent callers share transactions, and nothing about the money, the refusals or the
-idempotency changes."""
+"""Group commit of wallet writes (server.group_commit, issue 6): AuthorizeBet, SettleBet, Credit
+and Debit of concurrent callers share transactions, and nothing about the money, the refusals or
+the idempotency changes."""
 
 from __future__ import annotations
 
@@ -104,9 +104,7 @@ async def test_concurrent_authorizes_of_many_players_are_exact(
             assert traces[by_key[k].bet_id] == f"t-{k}"
 
 
-async def test_authorize_and_cancel_of_one_player_in_one_batch(
-    wallet: WalletServiceStub, tenant: str
-) -> None:
+async def test_batched_bets_racing_their_cancels(wallet: WalletServiceStub, tenant: str) -> None:
     """Bets and their cancels sent at once, for one player: whatever order they meet in, every
     hold ends cancelled (a cancel before its bet leaves a tombstone, and the bet is then
     refused BET_CANCELLED) and the player has all the money available again."""
@@ -148,3 +146,78 @@ async def test_authorize_and_cancel_of_one_player_in_one_batch(
     b = await wallet.GetBalance(pb.GetBalanceRequest(tenant_id=tenant, player_id="p"))
     assert b.balances[0].available.minor_units == 500
     assert b.balances[0].held.minor_units == 0
+
+
+async def test_concurrent_settles_credits_and_debits_are_exact(
+    wallet: WalletServiceStub, tenant: str
+) -> None:
+    """For 6 players at once: 20 bets each settled with random captures and wins, interleaved
+    with credits and debits (some refused INSUFFICIENT_FUNDS): every balance is exactly the
+    sum of what the successful calls said they did."""
+    players = [f"s{i}" for i in range(6)]
+    for p in players:
+        await wallet.Credit(
+            pb.CreditRequest(tenant_id=tenant, player_id=p, idempotency_key=key(), amount=eur(300))
+        )
+    rng = random.Random(5)
+    bets = [(p, f"{p}-b{i}", rng.randint(1, 10)) for p in players for i in range(20)]
+    await asyncio.gather(
+        *(
+            wallet.AuthorizeBet(
+                pb.AuthorizeBetRequest(
+                    tenant_id=tenant, player_id=p, idempotency_key=key(), bet_id=b, amount=eur(a)
+                )
+            )
+            for p, b, a in bets
+        )
+    )
+    expected = dict.fromkeys(players, 300 - 0)  # available + held after everything
+    calls = []
+    for p, b, a in bets:
+        win = rng.choice([0, 0, 5, 40])
+        capture = rng.randint(1, a)
+        expected[p] += win - capture
+        calls.append(
+            wallet.SettleBet(
+                pb.SettleBetRequest(
+                    tenant_id=tenant,
+                    player_id=p,
+                    idempotency_key=key(),
+                    bet_id=b,
+                    capture=eur(capture),
+                    win=eur(win),
+                )
+            )
+        )
+    moves = [(rng.choice(players), rng.choice(["credit", "debit"]), rng.randint(1, 400))]
+    moves += [
+        (rng.choice(players), rng.choice(["credit", "debit"]), rng.randint(1, 400))
+        for _ in range(39)
+    ]
+
+    async def move(p: str, kind: str, amount: int) -> int:
+        try:
+            if kind == "credit":
+                await wallet.Credit(
+                    pb.CreditRequest(
+                        tenant_id=tenant, player_id=p, idempotency_key=key(), amount=eur(amount)
+                    )
+                )
+                return amount
+            await wallet.Debit(
+                pb.DebitRequest(
+                    tenant_id=tenant, player_id=p, idempotency_key=key(), amount=eur(amount)
+                )
+            )
+            return -amount
+        except grpc.aio.AioRpcError as exc:
+            assert error_info(exc).reason == "INSUFFICIENT_FUNDS"
+            return 0
+
+    results = await asyncio.gather(*calls, *(move(*m) for m in moves))
+    for (p, _, _), delta in zip(moves, results[len(calls) :], strict=True):
+        expected[p] += delta
+    for p in players:
+        b = await wallet.GetBalance(pb.GetBalanceRequest(tenant_id=tenant, player_id=p))
+        assert b.balances[0].held.minor_units == 0
+        assert b.balances[0].available.minor_units == expected[p]
