@@ -112,9 +112,10 @@ class Batcher(Generic[E]):
         else:
             if len(replies) < len(batch):  # keys already used, or repeated in the batch
                 BATCH_FALLBACKS.labels(self.kind, "key_used").inc(len(batch) - len(replies))
-        for i, entry in enumerate(batch):
-            if not entry.future.done():
-                entry.future.set_result(replies.get(i))
+        finally:  # also when cancelled: no caller is left waiting
+            for i, entry in enumerate(batch):
+                if not entry.future.done():
+                    entry.future.set_result(replies.get(i))
 
     async def _commit(self, batch: list[E]) -> dict[int, StoredReply]:
         raise NotImplementedError
