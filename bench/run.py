@@ -217,11 +217,13 @@ async def croupier(
     extra_env: dict[str, str] | None = None,
     companions: str = "",
     root_ca: bytes | None = None,
+    root: Path | None = None,
 ) -> AsyncIterator[Server]:
-    """croupier-server as a subprocess on free loopback ports; waits for SERVING."""
+    """croupier-server as a subprocess on free loopback ports; waits for SERVING. `root`: run
+    the server code of another checkout (a baseline) instead of this one."""
     port, metrics = free_port(), free_port(workers)
     exe = shutil.which("croupier-server", path=str(Path(sys.executable).parent))
-    command = [exe] if exe else [sys.executable, "-m", "server.main"]
+    command = [exe] if exe and root is None else [sys.executable, "-m", "server.main"]
     command += ["--workers", str(workers)]
     if companions:
         command += ["--with", companions]
@@ -233,7 +235,9 @@ async def croupier(
         "CROUPIER_LOG_LEVEL": "WARNING",
         **(extra_env or {}),
     }
-    proc = await asyncio.create_subprocess_exec(*command, env=env, cwd=ROOT)
+    if root is not None:
+        env["PYTHONPATH"] = f"{root}:{root / 'generated'}"
+    proc = await asyncio.create_subprocess_exec(*command, env=env, cwd=root or ROOT)
     srv = Server(name, f"127.0.0.1:{port}", [metrics + i for i in range(workers)], proc, root_ca)
     srv.env = extra_env or {}
     try:
@@ -525,6 +529,7 @@ class Run:
 
     async def main(self) -> None:
         a = self.args
+        on_phase = set(a.phases)
         await migrate(self.url)
         self.out["postgres"] = anchor.postgres_settings(self.url)
         off = {"CROUPIER_WALLET_BATCH": "1", "CROUPIER_CONTRIBUTION_BATCH": "1"}
@@ -535,93 +540,107 @@ class Run:
             on, offl = Load(on_srv), Load(off_srv)
             await self.setup(on)
             on_pids, off_pids = [on_srv.proc.pid], [off_srv.proc.pid]
-            # warm-up: both servers, every RPC, not measured
-            for load in (on, offl):
-                await load.prepare_authorize(200, a.warmup)
-                await openloop.open_loop("warmup", 200, a.warmup, load.send_authorize)
-                await load.prepare_contribute(self.hot16)(200, a.warmup / 2)
-                await openloop.open_loop("warmup", 200, a.warmup / 2, load.send_contribute)
+            for load in (on, offl):  # warm-up: both servers, every RPC, not measured
+                await self.warm(load)
             self.log("\n== SLO-bound throughput (open loop, p99 < 25 ms) ==")
-            auth = await self.slo(on_srv, on_pids, "bare", "AuthorizeBet", on, a.repeats, 150)
-            await self.slo(
-                on_srv, on_pids, "bare", "SettleBet", on, a.repeats, max(50, auth.rate_per_s / 2)
-            )
-            await self.slo(
-                on_srv, on_pids, "bare", "Contribute", on, a.repeats, max(50, auth.rate_per_s / 2)
-            )
-            await self.slo(
-                off_srv,
-                off_pids,
-                "gc-off",
-                "AuthorizeBet",
-                offl,
-                a.side_repeats,
-                max(50, auth.rate_per_s / 2),
-            )
-            self.log("\n== closed loop (secondary): AuthorizeBet at fixed in-flight levels ==")
-            for n in a.levels:
-                with self.metered(on_srv, on_pids, "wallet") as info:
-                    row = await on.closed_loop(
-                        "AuthorizeBet",
-                        n,
-                        a.closed_seconds,
-                        lambda k: on.wallets[k % CHANNELS].AuthorizeBet(on.authorize_req()[0]),
-                    )
-                    info["calls"] = row["calls_per_s"] * row["seconds"]
-                row["metered"] = info
-                self.out["closed_loop"].append(row)
-                self.log(
-                    f"  {n:>4} in flight: {row['calls_per_s']:>7.0f}/s p50 {row['p50_ms']} "
-                    f"p99 {row['p99_ms']} ms; server {info['server_cpu_ms_per_call']} ms, "
-                    f"db {info['db_cpu_ms_per_call']} ms CPU/call; mean batch "
-                    f"{info['batches']['mean_batch']}"
+            start = 150.0
+            if "slo" in on_phase:
+                auth = await self.slo(on_srv, on_pids, "bare", "AuthorizeBet", on, a.repeats, 150)
+                start = max(50, auth.rate_per_s / 2)
+                await self.slo(on_srv, on_pids, "bare", "SettleBet", on, a.repeats, start)
+                await self.slo(on_srv, on_pids, "bare", "Contribute", on, a.repeats, start)
+            if "gcoff" in on_phase:
+                await self.slo(
+                    off_srv, off_pids, "gc-off", "AuthorizeBet", offl, a.side_repeats, start
                 )
-            self.log("\n== hot pool: {1, 16} rows x group commit {off, on}, random order ==")
-            arms = [(rows, gc) for rows in (1, 16) for gc in ("off", "on")]
-            random.shuffle(arms)
-            for rows, gc in arms:
-                srv, load = (on_srv, on) if gc == "on" else (off_srv, offl)
-                jackpot = self.hot16 if rows == 16 else self.hot1
-                with self.metered(srv, [srv.proc.pid], "contribute") as info:
-                    row = await load.closed_loop(
-                        f"Contribute {rows} row(s), group commit {gc}",
-                        a.hot_inflight,
-                        a.seconds,
-                        lambda k, j=jackpot, ld=load: ld.jackpots[k % CHANNELS].Contribute(
-                            ld.contribute_req(j)
-                        ),
-                    )
-                    info["calls"] = row["calls_per_s"] * row["seconds"]
-                row.update(rows=rows, group_commit=gc, metered=info)
-                self.out["hot_pool"].append(row)
-                self.log(
-                    f"  {row['workload']:<38} {row['calls_per_s']:>7.0f}/s p99 "
-                    f"{row['p99_ms']} ms (server {info['server_cpu_ms_per_call']} ms, "
-                    f"db {info['db_cpu_ms_per_call']} ms per call)"
-                )
+            if "closed" in on_phase:
+                await self.closed(on_srv, on, on_pids)
+            if "hot" in on_phase:
+                await self.hot_pool(on_srv, on, off_srv, offl)
             await self.reconcile(on)
             await on.close()
             await offl.close()
-        self.log("\n== echo server (grpc.aio, fixed responses, no database) ==")
-        port = free_port()
-        with echo_server(port, a.workers) as echo_pids:
-            echo = Load(None, f"127.0.0.1:{port}")
-            await echo.prepare_authorize(200, a.warmup)
-            await openloop.open_loop("warmup", 200, a.warmup, echo.send_authorize)
-            await self.slo(
-                None,
-                echo_pids,
-                "echo",
-                "AuthorizeBet",
-                echo,
-                a.side_repeats,
-                max(100, auth.rate_per_s),
+        if a.baseline:
+            self.log(f"\n== baseline: croupier-server from {a.baseline}, same database ==")
+            async with croupier("baseline", self.url, a.workers, root=Path(a.baseline)) as srv:
+                load = Load(srv)
+                await self.warm(load)
+                await self.slo(
+                    srv, [srv.proc.pid], "baseline", "AuthorizeBet", load, a.side_repeats, 50
+                )
+                await load.close()
+        if "echo" in on_phase:
+            self.log("\n== echo server (grpc.aio, fixed responses, no database) ==")
+            port = free_port()
+            with echo_server(port, a.workers) as echo_pids:
+                echo = Load(None, f"127.0.0.1:{port}")
+                await echo.prepare_authorize(200, a.warmup)
+                await openloop.open_loop("warmup", 200, a.warmup, echo.send_authorize)
+                await self.slo(
+                    None, echo_pids, "echo", "AuthorizeBet", echo, a.side_repeats, 2 * start
+                )
+                await echo.close()
+        if "prod" in on_phase:
+            self.log("\n== production-shaped: TLS, API-key auth, outbox relay on ==")
+            await self.production(start)
+        if "anchor" in on_phase:
+            self.log("\n== anchor: pgbench running the server's SQL ==")
+            await asyncio.to_thread(self.anchors)
+
+    async def warm(self, load: Load) -> None:
+        """Unmeasured traffic first: connections, caches, prepared plans."""
+        a = self.args
+        await load.prepare_authorize(200, a.warmup)
+        await openloop.open_loop("warmup", 200, a.warmup, load.send_authorize)
+        await load.prepare_contribute(self.hot16)(200, a.warmup / 2)
+        await openloop.open_loop("warmup", 200, a.warmup / 2, load.send_contribute)
+
+    async def closed(self, on_srv: Server, on: Load, on_pids: list[int]) -> None:
+        """AuthorizeBet at fixed in-flight levels (closed loop)."""
+        self.log("\n== closed loop (secondary): AuthorizeBet at fixed in-flight levels ==")
+        for n in self.args.levels:
+            with self.metered(on_srv, on_pids, "wallet") as info:
+                row = await on.closed_loop(
+                    "AuthorizeBet",
+                    n,
+                    self.args.closed_seconds,
+                    lambda k: on.wallets[k % CHANNELS].AuthorizeBet(on.authorize_req()[0]),
+                )
+                info["calls"] = row["calls_per_s"] * row["seconds"]
+            row["metered"] = info
+            self.out["closed_loop"].append(row)
+            self.log(
+                f"  {n:>4} in flight: {row['calls_per_s']:>7.0f}/s p50 {row['p50_ms']} "
+                f"p99 {row['p99_ms']} ms; server {info['server_cpu_ms_per_call']} ms, "
+                f"db {info['db_cpu_ms_per_call']} ms CPU/call; mean batch "
+                f"{info['batches']['mean_batch']}"
             )
-            await echo.close()
-        self.log("\n== production-shaped: TLS, API-key auth, outbox relay on ==")
-        await self.production()
-        self.log("\n== anchor: pgbench running the server's SQL ==")
-        await asyncio.to_thread(self.anchors)
+
+    async def hot_pool(self, on_srv: Server, on: Load, off_srv: Server, offl: Load) -> None:
+        """Contribute at a fixed in-flight level: {1, 16} rows x group commit {off, on}."""
+        self.log("\n== hot pool: {1, 16} rows x group commit {off, on}, random order ==")
+        arms = [(rows, gc) for rows in (1, 16) for gc in ("off", "on")]
+        random.shuffle(arms)
+        for rows, gc in arms:
+            srv, load = (on_srv, on) if gc == "on" else (off_srv, offl)
+            jackpot = self.hot16 if rows == 16 else self.hot1
+            with self.metered(srv, [srv.proc.pid], "contribute") as info:
+                row = await load.closed_loop(
+                    f"Contribute {rows} row(s), group commit {gc}",
+                    self.args.hot_inflight,
+                    self.args.seconds,
+                    lambda k, j=jackpot, ld=load: ld.jackpots[k % CHANNELS].Contribute(
+                        ld.contribute_req(j)
+                    ),
+                )
+                info["calls"] = row["calls_per_s"] * row["seconds"]
+            row.update(rows=rows, group_commit=gc, metered=info)
+            self.out["hot_pool"].append(row)
+            self.log(
+                f"  {row['workload']:<38} {row['calls_per_s']:>7.0f}/s p99 "
+                f"{row['p99_ms']} ms (server {info['server_cpu_ms_per_call']} ms, "
+                f"db {info['db_cpu_ms_per_call']} ms per call)"
+            )
 
     async def setup(self, load: Load) -> None:
         sem = asyncio.Semaphore(32)
@@ -668,7 +687,7 @@ class Run:
         self.log(f"reconciled {len(r.pools)} pools exactly (every drift 0)")
         self.out["reconciled_pools"] = len(r.pools)
 
-    async def production(self) -> None:
+    async def production(self, start: float) -> None:
         from server.auth import KeyStore
         from server.certs import main as make_certs
         from server.store.database import open_pool
@@ -693,7 +712,6 @@ class Run:
             load = Load(srv)
             await load.prepare_authorize(200, self.args.warmup)
             await openloop.open_loop("warmup", 200, self.args.warmup, load.send_authorize)
-            bare = next(r for r in self.out["slo"] if r["arm"] == "bare")
             await self.slo(
                 srv,
                 [srv.proc.pid],
@@ -701,7 +719,7 @@ class Run:
                 "AuthorizeBet",
                 load,
                 self.args.side_repeats,
-                max(50, bare["slo_rate_per_s"] / 2),
+                start,
             )
             await load.close()
 
@@ -779,7 +797,7 @@ def report(out: dict[str, Any]) -> str:
     bare = slo.get(("bare", "AuthorizeBet"))
     ratios: dict[str, float] = {}
     if bare:
-        for arm in ("gc-off", "echo", "production"):
+        for arm in ("gc-off", "echo", "production", "baseline"):
             if (arm, "AuthorizeBet") in slo and slo[(arm, "AuthorizeBet")]["slo_rate_per_s"]:
                 ratios[f"bare / {arm}"] = (
                     bare["slo_rate_per_s"] / slo[(arm, "AuthorizeBet")]["slo_rate_per_s"]
@@ -868,6 +886,14 @@ def main() -> int:
     parser.add_argument("--single-clients", default="4,16,64")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
+        "--phases",
+        default="slo,gcoff,closed,hot,echo,prod,anchor",
+        help="which parts to run (comma-separated)",
+    )
+    parser.add_argument(
+        "--baseline", default="", help="another checkout: also measure its AuthorizeBet SLO rate"
+    )
+    parser.add_argument(
         "--shared-db",
         action="store_true",
         help="use CROUPIER_DATABASE_URL's server (DB CPU then includes others')",
@@ -878,6 +904,7 @@ def main() -> int:
         args.seconds, args.repeats, args.probe_seconds, args.warmup = 5, 1, 2, 2
         args.closed_seconds, args.anchor_seconds = 3, 3
     args.levels = [int(x) for x in args.levels.split(",")]
+    args.phases = args.phases.split(",")
     args.anchor_clients = [int(x) for x in args.anchor_clients.split(",")]
     args.single_clients = [int(x) for x in args.single_clients.split(",")]
     if not args.shared_db:

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 
 from server.auth import KeyStore
+from server.group_commit import default_inflight
 from server.jackpot.batching import ContributionBatcher
 from server.jackpot.engine import Jackpots
 from server.jackpot.payout import PayoutSaga
@@ -123,7 +124,14 @@ async def build_server(
     payouts = PayoutSaga(pool, wallet, start_delay_seconds=payout_start_delay_seconds)
     jackpot_service_pb2_grpc.add_JackpotServiceServicer_to_server(
         JackpotServicer(
-            jackpots, payouts, ContributionBatcher(jackpots, pool, max_batch=contribution_batch)
+            jackpots,
+            payouts,
+            ContributionBatcher(
+                jackpots,
+                pool,
+                max_batch=contribution_batch,
+                max_inflight=default_inflight(pool),
+            ),
         ),
         server,
     )
