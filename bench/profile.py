@@ -34,7 +34,8 @@ async def amain(args: argparse.Namespace, url: str) -> None:
     await migrate(url)
     run = Run(args, url)
     env = dict(kv.split("=", 1) for kv in args.env)
-    async with croupier("profiled", url, 1, env) as srv:
+    root = Path(args.root) if args.root else None
+    async with croupier("profiled", url, 1, env, root=root) as srv:
         load = Load(srv)
         await run.setup(load)
         args.warmup = 3
@@ -93,6 +94,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0)
     parser.add_argument("--label", default="authorize")
     parser.add_argument("--format", default="flamegraph", help="py-spy: flamegraph or raw")
+    parser.add_argument("--root", default="", help="profile another checkout's server code")
     parser.add_argument("--env", nargs="*", default=[], help="KEY=VALUE for the server")
     args = parser.parse_args()
     os.environ.pop("CROUPIER_DATABASE_URL", None)
