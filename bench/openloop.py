@@ -57,6 +57,7 @@ class Cell:
     max_ms: float
     loadgen_cpu_pct: float
     late_sends: int  # requests the generator itself sent > 1 ms after their scheduled time
+    loadavg_1m: float  # the machine's 1-minute load average at the end (shared machine)
     error_codes: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -150,6 +151,7 @@ async def open_loop(
         max_ms=round(latencies[-1], 2) if latencies else 0.0,
         loadgen_cpu_pct=round(cpu, 1),
         late_sends=late,
+        loadavg_1m=round(os.getloadavg()[0], 2),
         error_codes=codes,
     )
 
@@ -226,7 +228,7 @@ async def find_slo_rate(
         log(
             f"  {arm:<10} {rpc:<13} {rate:>7.0f}/s {secs:>4.0f}s: p50 {c.p50_ms:>7.2f} "
             f"p99 {c.p99_ms:>8.2f} ms, got {c.achieved_per_s:>7.0f}/s, err {c.errors}, "
-            f"timeouts {c.timeouts}, loadgen {c.loadgen_cpu_pct:.0f}%"
+            f"timeouts {c.timeouts}, loadgen {c.loadgen_cpu_pct:.0f}%, load {c.loadavg_1m}"
         )
         await asyncio.sleep(0.5)  # let the tail drain before the next cell
         return c

@@ -909,6 +909,11 @@ def main() -> int:
     args.single_clients = [int(x) for x in args.single_clients.split(",")]
     if not args.shared_db:
         os.environ.pop("CROUPIER_DATABASE_URL", None)
+
+    def interrupted(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # unwind: stop the servers, drop the database, stop PostgreSQL
+
+    signal.signal(signal.SIGTERM, interrupted)
     started = time.time()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     with scratch_database("croupier_bench", ROOT / ".data" / "bench-postgres") as url:
