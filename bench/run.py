@@ -47,7 +47,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -560,16 +560,8 @@ class Run:
             await self.reconcile(on)
             await on.close()
             await offl.close()
-        if a.baseline:
-            self.log(f"\n== baseline: croupier-server from {a.baseline}, same database ==")
-            async with croupier("baseline", self.url, a.workers, root=Path(a.baseline)) as srv:
-                load = Load(srv)
-                await self.warm(load)
-                await self.slo(
-                    srv, [srv.proc.pid], "baseline", "AuthorizeBet", load, a.side_repeats, 50
-                )
-                await self.closed(srv, load, [srv.proc.pid], "baseline", [max(a.levels)])
-                await load.close()
+        if a.baseline or "ab" in on_phase:
+            await self.interleaved()
         if "echo" in on_phase:
             self.log("\n== echo server (grpc.aio, fixed responses, no database) ==")
             port = free_port()
@@ -587,6 +579,57 @@ class Run:
         if "anchor" in on_phase:
             self.log("\n== anchor: pgbench running the server's SQL ==")
             await asyncio.to_thread(self.anchors)
+
+    async def interleaved(self) -> None:
+        """AuthorizeBet at the same offered rates on group commit on, off and (with
+        --baseline) another checkout's server, arms in random order at each rate, so slow
+        drifts of a shared machine's background load fall on every arm alike."""
+        a = self.args
+        off = {"CROUPIER_WALLET_BATCH": "1", "CROUPIER_CONTRIBUTION_BATCH": "1"}
+        self.log("\n== interleaved: AuthorizeBet, same offered rates, arms in random order ==")
+        async with contextlib.AsyncExitStack() as stack:
+            servers = {
+                "bare": await stack.enter_async_context(croupier("on", self.url, a.workers)),
+                "gc-off": await stack.enter_async_context(
+                    croupier("off", self.url, a.workers, off)
+                ),
+            }
+            if a.baseline:
+                servers["baseline"] = await stack.enter_async_context(
+                    croupier("baseline", self.url, a.workers, root=Path(a.baseline))
+                )
+            loads = {arm: Load(srv) for arm, srv in servers.items()}
+            for load in loads.values():
+                await self.warm(load)
+            rows = self.out.setdefault("interleaved", [])
+            for rate in a.ab_rates:
+                arms = list(servers)
+                random.shuffle(arms)
+                for arm in arms:
+                    srv, load = servers[arm], loads[arm]
+                    await load.prepare_authorize(rate, a.ab_seconds)
+                    with self.metered(srv, [srv.proc.pid], "wallet") as info:
+                        cell = await openloop.open_loop(
+                            "AuthorizeBet", rate, a.ab_seconds, load.send_authorize
+                        )
+                        info["calls"] = cell.ok
+                    rows.append({"arm": arm, "rate": rate, **asdict(cell), "metered": info})
+                    self.log(
+                        f"  {rate:>5}/s {arm:<9} p50 {cell.p50_ms:>7.2f} p99 {cell.p99_ms:>8.2f} "
+                        f"ms, server {info['server_cpu_ms_per_call']} ms/call, mean batch "
+                        f"{info['batches']['mean_batch']}, load {cell.loadavg_1m}"
+                    )
+                    await asyncio.sleep(0.5)
+            if a.baseline:
+                await self.closed(
+                    servers["baseline"],
+                    loads["baseline"],
+                    [servers["baseline"].proc.pid],
+                    "baseline",
+                    [max(a.levels)],
+                )
+            for load in loads.values():
+                await load.close()
 
     async def warm(self, load: Load) -> None:
         """Unmeasured traffic first: connections, caches, prepared plans."""
@@ -841,6 +884,37 @@ def report(out: dict[str, Any]) -> str:
     out["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
     lines.append("")
     lines += [f"  {k}: {v:.2f}" for k, v in out["ratios"].items()]
+    grid = out.get("interleaved", [])
+    if grid:
+        arms = list(dict.fromkeys(r["arm"] for r in grid))
+        slo = out.get("slo_p99_ms", 25)
+        lines.append("")
+        lines.append(
+            "interleaved AuthorizeBet, p50 / p99 ms by offered rate (arms in random order):"
+        )
+        lines.append(f"  {'rate/s':>7} " + "".join(f"{a:>22}" for a in arms))
+        for rate in sorted({r["rate"] for r in grid}):
+            cells = {r["arm"]: r for r in grid if r["rate"] == rate}
+            lines.append(
+                f"  {rate:>7.0f} "
+                + "".join(
+                    f"{cells[a]['p50_ms']:>10.1f} / {cells[a]['p99_ms']:>8.1f}"
+                    if a in cells
+                    else f"{'':>22}"
+                    for a in arms
+                )
+            )
+        best = {}
+        for a in arms:
+            ok = [
+                r["rate"] for r in grid if r["arm"] == a and r["p99_ms"] < slo and not r["errors"]
+            ]
+            best[a] = max(ok) if ok else 0.0
+        out["interleaved_slo_rate"] = best
+        lines.append(
+            f"  highest grid rate with p99 < {slo:g} ms: "
+            + ", ".join(f"{a} {v:.0f}/s" for a, v in best.items())
+        )
     lines.append("")
     lines.append("closed loop, AuthorizeBet:")
     for r in out["closed_loop"]:
@@ -929,6 +1003,8 @@ def main() -> int:
         default="slo,gcoff,closed,hot,echo,prod,anchor",
         help="which parts to run (comma-separated)",
     )
+    parser.add_argument("--ab-rates", default="25,50,100,150,200,300")
+    parser.add_argument("--ab-seconds", type=float, default=10)
     parser.add_argument(
         "--baseline", default="", help="another checkout: also measure its AuthorizeBet SLO rate"
     )
@@ -951,6 +1027,7 @@ def main() -> int:
         args.closed_seconds, args.anchor_seconds = 3, 3
     args.levels = [int(x) for x in args.levels.split(",")]
     args.phases = args.phases.split(",")
+    args.ab_rates = [float(x) for x in args.ab_rates.split(",")]
     openloop.SLO_P99_MS = args.slo_ms
     args.anchor_clients = [int(x) for x in args.anchor_clients.split(",")]
     args.single_clients = [int(x) for x in args.single_clients.split(",")]
