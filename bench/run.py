@@ -1003,8 +1003,8 @@ def main() -> int:
         default="slo,gcoff,closed,hot,echo,prod,anchor",
         help="which parts to run (comma-separated)",
     )
-    parser.add_argument("--ab-rates", default="25,50,100,150,200,300")
-    parser.add_argument("--ab-seconds", type=float, default=10)
+    parser.add_argument("--ab-rates", default="25,50,100,200,300")
+    parser.add_argument("--ab-seconds", type=float, default=8)
     parser.add_argument(
         "--baseline", default="", help="another checkout: also measure its AuthorizeBet SLO rate"
     )
