@@ -958,8 +958,31 @@ def plot(out: dict[str, Any], path: Path) -> None:
 
     rows = out["slo"]
     rpcs = sorted({r["rpc"] for r in rows})
-    fig, axes = plt.subplots(1, len(rpcs), figsize=(6 * len(rpcs), 4.8), squeeze=False)
-    for ax, rpc in zip(axes[0], rpcs, strict=True):
+    grid = out.get("interleaved", [])
+    panels = len(rpcs) + (1 if grid else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.8), squeeze=False)
+    if grid:
+        ax = axes[0][-1]
+        for arm in dict.fromkeys(r["arm"] for r in grid):
+            cells = sorted((r for r in grid if r["arm"] == arm), key=lambda r: r["rate"])
+            x = [c["rate"] for c in cells]
+            line = ax.plot(x, [min(c["p99_ms"], 5000.0) for c in cells], "o-", label=f"{arm} p99")
+            ax.plot(
+                x,
+                [min(c["p50_ms"], 5000.0) for c in cells],
+                "x--",
+                color=line[0].get_color(),
+                alpha=0.6,
+                label=f"{arm} p50",
+            )
+        ax.axhline(openloop.SLO_P99_MS, color="red", linewidth=1, label="SLO p99")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered rate (calls/s, open loop)")
+        ax.set_ylabel("latency from scheduled send (ms)")
+        ax.set_title("AuthorizeBet, interleaved arms")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax, rpc in zip(axes[0], rpcs, strict=False):
         for r in (r for r in rows if r["rpc"] == rpc):
             cells = sorted(r["probes"] + r["confirm"], key=lambda c: c["offered_per_s"])
             x = [c["offered_per_s"] for c in cells]
