@@ -488,9 +488,11 @@ class Run:
         # the confirmation cells, metered (CPU per call, batch sizes)
         found = result.rate_per_s
         metered: dict[str, Any] = {"server_cpu_ms_per_call": None, "db_cpu_ms_per_call": None}
+        held, tried = False, 0.0
         for _attempt in range(3):
             if found <= 0:
                 break
+            tried = found
             await prepare(found, a.seconds * repeats)
             cells = []
             with self.metered(srv, pids, kind) as info:
@@ -512,11 +514,15 @@ class Run:
             metered = info
             result.confirm = cells
             if statistics.median(c.p99_ms for c in cells) < openloop.SLO_P99_MS:
+                held = True
                 break
             found = round(found * 0.85)
+        # the rate whose confirmation cells held the SLO; 0 when none did (the last rate
+        # tried and its cells are kept beside it)
+        found = tried if held else 0.0
         result.rate_per_s = float(found)
         info = metered
-        row = {**result.to_json(), "metered": info}
+        row = {**result.to_json(), "metered": info, "last_confirm_rate_per_s": tried}
         self.out["slo"].append(row)
         s = result.summary()
         self.log(
