@@ -26,13 +26,20 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode, invalid
-from server.idempotency import RequestKey, RetryTransactionError, StoredReply, run_idempotent
+from server.idempotency import (
+    RefusedAfterWriteError,
+    RequestKey,
+    RetryTransactionError,
+    StoredReply,
+    run_idempotent,
+)
 from server.jackpot import audit, fairness
 from server.jackpot import events as jp_events
-from server.jackpot.accounting import MICRO, Split, split_contribution
+from server.jackpot.accounting import MICRO, Split, pool_value_fits, split_contribution
 from server.jackpot.model import (
     Contribute,
     ContributeResult,
@@ -52,7 +59,7 @@ from server.jackpot.model import (
     WinRow,
 )
 from server.jackpot.validation import check_tier
-from server.money import Money
+from server.money import INT64_MAX, Money
 from server.store import jackpot_sql as sql
 from server.store import outbox_sql
 from server.store.jackpot_sql import PoolRow, ShardRow
@@ -67,6 +74,18 @@ _MAX_CYCLE_RACES = 10
 class StalePoolError(RetryTransactionError):
     """The pool's cycle or configuration changed after it was read: run the transaction
     again (the failed counter update still holds that row's lock until it ends)."""
+
+
+def pool_overflow(pool_id: str) -> RefusedAfterWriteError:
+    """FAILED_PRECONDITION AMOUNT_OVERFLOW: the contribution would take the pool's whole value
+    (accounting.pool_value_fits) past 2^63-1 minor units. Raised after the pool's counter row
+    may have been written, so the request's transaction is rolled back."""
+    return RefusedAfterWriteError(
+        ErrorCode.FAILED_PRECONDITION,
+        "AMOUNT_OVERFLOW",
+        "this contribution would take the pool's value past 2^63-1 minor units",
+        {"pool_id": pool_id},
+    )
 
 
 def _not_found(reason: str, message: str) -> DomainError:
@@ -327,21 +346,26 @@ class Jackpots:
                     drawn_hit,
                     deadline_due,
                 )
-            added = await sql.add_to_shard(
-                conn,
-                pool_id=pool.pool_id,
-                shard=shard_for(cmd.idempotency_key, cfg.shards),
-                cycle=pool.cycle,
-                config_version=pool.config_version,
-                bet=bet,
-                rate_ppm=cfg.contribution_rate_ppm,
-                split_ppm=cfg.reseed_split_ppm,
-                given=given,
-                conversion_micro=conversion,
-            )
+            try:
+                added = await sql.add_to_shard(
+                    conn,
+                    pool_id=pool.pool_id,
+                    shard=shard_for(cmd.idempotency_key, cfg.shards),
+                    cycle=pool.cycle,
+                    config_version=pool.config_version,
+                    bet=bet,
+                    rate_ppm=cfg.contribution_rate_ppm,
+                    split_ppm=cfg.reseed_split_ppm,
+                    given=given,
+                    conversion_micro=conversion,
+                )
+            except psycopg.errors.NumericValueOutOfRange as exc:  # a counter row passed bigint
+                raise pool_overflow(pool.pool_id) from exc
             if added is None:  # a hit or a config change committed since our read
                 await self._reload(conn, jackpot.jackpot_id, pool.pool_id)
                 raise StalePoolError(pool.pool_id)
+            if not pool_value_fits(pool.cycle_base, added.contributed, added.hidden):
+                raise pool_overflow(pool.pool_id)
             split = Split(added.total, added.to_pool, added.to_reseed, 0, 0, 0, 0)
             await self._record_contribution(
                 conn,
@@ -430,6 +454,9 @@ class Jackpots:
             point_room = pool.must_drop_point - amount
             headroom = point_room if headroom is None else min(headroom, point_room)
         split = self._apply(shard, cfg, cmd.bet.minor_units, given, conversion, headroom)
+        hidden = sum(s.reseed + s.overflow for s in shards)
+        if not pool_value_fits(amount, split.to_pool, hidden):
+            raise pool_overflow(pool.pool_id)  # an earlier tier may have written
         await sql.save_shard(conn, pool.pool_id, shard)
         amount += split.to_pool
         reason = ""
@@ -898,9 +925,16 @@ def caller_contribution(
 ) -> int | None:
     """The caller's own contribution amount (minor units), or None to compute it from the rate.
 
-    Raises INVALID_ARGUMENT CURRENCY_MISMATCH, CONTRIBUTION_EXCEEDS_BET,
-    CONTRIBUTION_NEEDS_SINGLE_TIER (issue 3: a given contribution is for one tier only).
+    Raises INVALID_ARGUMENT AMOUNT_OVERFLOW (the converted bet passes int64), CURRENCY_MISMATCH,
+    CONTRIBUTION_EXCEEDS_BET, CONTRIBUTION_NEEDS_SINGLE_TIER (a given contribution is for one
+    tier only).
     """
+    if bet_in_pool_currency > INT64_MAX:
+        raise invalid(
+            "bet.minor_units",
+            "AMOUNT_OVERFLOW",
+            "the bet converted to the jackpot's currency passes 2^63-1 minor units",
+        )
     if cmd.contribution is None:
         return None
     if cmd.contribution.currency != jackpot.currency:

@@ -307,6 +307,7 @@ class Added:
     to_pool: int
     to_reseed: int
     contributed: int
+    hidden: int = 0  # the cycle's reseed + carried overflow over every row, after the add
 
 
 # One statement, one round trip, one row lock held only until COMMIT: the same arithmetic as
@@ -330,7 +331,10 @@ WHERE pool_id = %(pool)s AND shard = %(shard)s AND cycle = %(cycle)s
   AND config_version = %(version)s
 RETURNING last_total, last_reseed, visible,
     (SELECT coalesce(sum(o.visible), 0) FROM jp_pool_shards o
-      WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s)
+      WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s),
+    reseed + overflow
+      + (SELECT coalesce(sum(o.reseed + o.overflow), 0) FROM jp_pool_shards o
+          WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s)
 """.format(
     t="coalesce(%(given)s::bigint,"
     " floor((%(bet)s::numeric * %(conv)s * %(rate)s + total_carry) / 1000000000000)::bigint)"
@@ -369,8 +373,8 @@ async def add_to_shard(
     row = await cur.fetchone()
     if row is None:
         return None
-    total, reseed, visible, others = (int(v) for v in row)
-    return Added(total, total - reseed, reseed, visible + others)
+    total, reseed, visible, others, hidden = (int(v) for v in row)
+    return Added(total, total - reseed, reseed, visible + others, hidden)
 
 
 @dataclass(slots=True)
@@ -387,6 +391,7 @@ class BatchShard:
     total_carry: int
     reseed_carry: int
     others: int
+    hidden_others: int = 0  # the other rows' reseed + overflow, and this row's overflow
     read: tuple[int, int, int, int] = (0, 0, 0, 0)  # visible, reseed and carries as read
     added: int = 0
     last_total: int = 0
@@ -406,7 +411,9 @@ async def read_batch(
         " s.total_carry, s.reseed_carry,"
         " (SELECT coalesce(sum(o.visible), 0) FROM jp_pool_shards o"
         "   WHERE o.pool_id = s.pool_id AND o.cycle = s.cycle AND o.shard <> s.shard),"
-        f" ({idempotency_sql.USED_KEYS_JSON.format(keys='%s')})"
+        f" ({idempotency_sql.USED_KEYS_JSON.format(keys='%s')}),"
+        " s.overflow + (SELECT coalesce(sum(o.reseed + o.overflow), 0) FROM jp_pool_shards o"
+        "   WHERE o.pool_id = s.pool_id AND o.cycle = s.cycle AND o.shard <> s.shard)"
         " FROM jp_pool_shards s JOIN unnest(%s::text[], %s::int[]) AS w(pool_id, shard)"
         " USING (pool_id, shard)",
         (
@@ -428,6 +435,7 @@ async def read_batch(
             total_carry=int(r[6]),
             reseed_carry=int(r[7]),
             others=int(r[8]),
+            hidden_others=int(r[10]),
         )
         for r in rows
     ]

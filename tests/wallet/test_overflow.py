@@ -162,15 +162,16 @@ async def test_concurrent_batch_with_one_overflow_answers_everyone(
 ) -> None:
     """A group-committed batch with one overflowing credit: that one is refused, the others
     are applied."""
-    await credit(wallet, tenant, "rich", INT64_MAX - 1)
-    calls = [credit(wallet, tenant, "rich", 2)] + [
+    await credit(wallet, tenant, "rich", INT64_MAX - 100)
+    await authorize(wallet, tenant, "rich", "b", 50)
+    calls = [credit(wallet, tenant, "rich", 60)] + [
         credit(wallet, tenant, f"p{i}", 7) for i in range(20)
     ]
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert isinstance(results[0], grpc.aio.AioRpcError), results[0]
     assert results[0].code() == IA
     assert all(not isinstance(r, BaseException) for r in results[1:]), results
-    assert await balance(wallet, tenant, "rich") == (INT64_MAX - 1, 0)
+    assert await balance(wallet, tenant, "rich") == (INT64_MAX - 150, 50)
 
 
 async def _bad_hold(
