@@ -8,9 +8,10 @@ gets those bytes back with no new effect; a different fingerprint is `ALREADY_EX
 
 Operations must raise `DomainError` only before their first write, so a refused request's
 transaction holds nothing but its idempotency record; a refusal found after a write is raised
-as `RefusedAfterWriteError`, which rolls the transaction back before the refusal is stored. Operations run in pipeline mode: a
-statement whose result is not read costs no round trip, so they read first (one round trip)
-and then queue their writes, using ids generated here rather than by the database.
+as `RefusedAfterWriteError`, which rolls the transaction back before the refusal is stored.
+Operations run in pipeline mode: a statement whose result is not read costs no round trip, so
+they read first (one round trip) and then queue their writes, using ids generated here rather
+than by the database.
 """
 
 from __future__ import annotations

@@ -479,7 +479,11 @@ class Wallet:
                 try:
                     async with conn.transaction():
                         await self._expire_one(conn, hold, tenant_id, bet_id, round_id, game_id)
-                except (DomainError, psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+                except (
+                    DomainError,
+                    psycopg.errors.DataError,
+                    psycopg.errors.IntegrityError,
+                ) as exc:
                     reason = exc.reason if isinstance(exc, DomainError) else type(exc).__name__
                     BACKGROUND_ROWS_SET_ASIDE.labels("hold_expiry", reason).inc()
                     log.error(

@@ -235,7 +235,10 @@ async def test_bad_holds_never_stall_the_sweeper(
         await fails(
             wallet.CancelBet(
                 pb.CancelBetRequest(
-                    tenant_id=tenant, player_id="whale", idempotency_key=key(), bet_id=f"bad-{bad[0]}"
+                    tenant_id=tenant,
+                    player_id="whale",
+                    idempotency_key=key(),
+                    bet_id=f"bad-{bad[0]}",
                 )
             ),
             FP,
