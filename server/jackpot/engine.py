@@ -20,6 +20,7 @@ Each state change is one function (`_record_contribution`, `_hit`, `_start_cycle
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -65,10 +66,16 @@ from server.store import outbox_sql
 from server.store.jackpot_sql import PoolRow, ShardRow
 from server.store.outbox_sql import NewEvent
 from server.store.wallet_sql import Conn
+from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
 
 R = TypeVar("R")
 
 _MAX_CYCLE_RACES = 10
+
+log = logging.getLogger(__name__)
+
+# How long (seconds) a process skips a DEADLINE pool whose drop failed before trying it again.
+SET_ASIDE_SECONDS = 300.0
 
 
 class StalePoolError(RetryTransactionError):
@@ -113,6 +120,8 @@ class Jackpots:
         # its WHERE clause) and read again when stale, so a stale entry costs one retry.
         self._jackpots: dict[str, JackpotRow] = {}
         self._pools: dict[str, list[PoolRow]] = {}
+        # DEADLINE pools whose drop failed -> monotonic time to try again (drop_due_deadlines)
+        self._set_aside: dict[str, float] = {}
 
     async def execute(
         self,
@@ -587,42 +596,63 @@ class Jackpots:
         drops at once, to the cycle's last qualifying contribution (the round that came
         closest to the deadline), without waiting for another bet. A cycle with no
         contribution yet drops on its next qualifying round. Returns the new wins; safe to run
-        in every worker (the pool row lock and one win per cycle decide)."""
+        in every worker (the pool row lock and one win per cycle decide). Each pool drops in
+        its own transaction; one whose drop fails for its data (e.g. its value past int64) is
+        logged, counted in `croupier_background_rows_set_aside_total{job="deadline_drop"}` and
+        skipped by this process for SET_ASIDE_SECONDS, never stopping the others."""
+        now = time.monotonic()
+        for pool_id, until in list(self._set_aside.items()):
+            if until <= now:
+                del self._set_aside[pool_id]
         async with self.pool.connection() as conn:
-            due = await sql.due_deadline_pools(conn, limit)
+            due = await sql.due_deadline_pools(conn, limit, list(self._set_aside))
         wins: list[uuid.UUID] = []
         for pool_id in due:
-            async with self.pool.connection() as conn, conn.transaction():
-                pool = await sql.pool_row(conn, pool_id, lock=True)
-                if (
-                    pool is None
-                    or pool.config.trigger is not TriggerKind.DEADLINE
-                    or pool.drop_at is None
-                    or _now() < pool.drop_at
-                ):
-                    continue  # another worker or a contribution dropped it meanwhile
-                last = await sql.last_contribution(conn, pool_id, pool.cycle)
-                jackpot = await sql.get_jackpot(conn, pool.jackpot_id)
-                if last is None or jackpot is None:
-                    continue
-                tenant_id, player_id, round_id, game_id, key = last
-                shards = await sql.lock_all_shards(conn, pool_id)
-                win_id = uuid.uuid4()
-                await self._hit(
-                    conn,
-                    jackpot,
-                    pool,
-                    shards,
-                    win_id=win_id,
-                    tenant_id=tenant_id,
-                    player_id=player_id,
-                    round_id=round_id,
-                    game_id=game_id,
-                    reason="deadline",
-                    trigger_key=key,
-                )
+            try:
+                win_id = await self._drop_deadline(pool_id)
+            except (DomainError, psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+                reason = exc.reason if isinstance(exc, DomainError) else type(exc).__name__
+                BACKGROUND_ROWS_SET_ASIDE.labels("deadline_drop", reason).inc()
+                log.error("deadline drop of pool %s failed, set aside: %s", pool_id, exc)
+                self._set_aside[pool_id] = now + SET_ASIDE_SECONDS
+                continue
+            if win_id is not None:
                 wins.append(win_id)
         return wins
+
+    async def _drop_deadline(self, pool_id: str) -> uuid.UUID | None:
+        """Drop one due DEADLINE pool in its own transaction; its win id, or None when there is
+        nothing to drop (dropped meanwhile, or no contribution yet this cycle)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            pool = await sql.pool_row(conn, pool_id, lock=True)
+            if (
+                pool is None
+                or pool.config.trigger is not TriggerKind.DEADLINE
+                or pool.drop_at is None
+                or _now() < pool.drop_at
+            ):
+                return None  # another worker or a contribution dropped it meanwhile
+            last = await sql.last_contribution(conn, pool_id, pool.cycle)
+            jackpot = await sql.get_jackpot(conn, pool.jackpot_id)
+            if last is None or jackpot is None:
+                return None
+            tenant_id, player_id, round_id, game_id, key = last
+            shards = await sql.lock_all_shards(conn, pool_id)
+            win_id = uuid.uuid4()
+            await self._hit(
+                conn,
+                jackpot,
+                pool,
+                shards,
+                win_id=win_id,
+                tenant_id=tenant_id,
+                player_id=player_id,
+                round_id=round_id,
+                game_id=game_id,
+                reason="deadline",
+                trigger_key=key,
+            )
+            return win_id
 
     async def _hit(
         self,
@@ -649,6 +679,8 @@ class Jackpots:
         self._pools.pop(jackpot.jackpot_id, None)
         amount = pool.cycle_base + sum(s.visible for s in shards)
         hidden = sum(s.reseed + s.overflow for s in shards)
+        if amount > INT64_MAX or pool.config.seed + hidden > INT64_MAX:
+            raise pool_overflow(pool.pool_id)  # the win or the next cycle's base
         await sql.insert_win(
             conn,
             win_id=win_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -1067,14 +1068,16 @@ async def reconcile(conn: Conn, tenant_id: str, pool_id: str) -> list[Reconcilia
 # -- deadline drops --------------------------------------------------------------------------
 
 
-async def due_deadline_pools(conn: Conn, limit: int) -> list[str]:
-    """DEADLINE pools whose current cycle's drop time has passed (unlocked read)."""
+async def due_deadline_pools(conn: Conn, limit: int, exclude: Sequence[str] = ()) -> list[str]:
+    """DEADLINE pools whose current cycle's drop time has passed, but the `exclude`d pool ids
+    (set aside), oldest drop time first (unlocked read)."""
     cur = await conn.execute(
         "SELECT p.pool_id FROM jp_pools p"
         "  JOIN jp_cycles c ON c.pool_id = p.pool_id AND c.cycle = p.cycle"
         " WHERE p.trigger_kind = 'deadline' AND c.ended_at IS NULL AND c.drop_at <= now()"
+        "   AND p.pool_id <> ALL(%s::text[])"
         " ORDER BY c.drop_at LIMIT %s",
-        (limit,),
+        (list(exclude), limit),
     )
     return [str(r[0]) for r in await cur.fetchall()]
 

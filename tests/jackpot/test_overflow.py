@@ -12,6 +12,8 @@ import asyncio
 import grpc
 from croupier.jackpot.v1 import jackpot_service_pb2 as pb
 from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
+from prometheus_client import REGISTRY
+from psycopg_pool import AsyncConnectionPool
 
 from server.money import INT64_MAX
 from tests.jackpot.conftest import amount, contribution, create, reconciled, tier
@@ -114,3 +116,45 @@ async def test_one_overflowing_contribution_in_a_batch(
     assert all(not isinstance(r, BaseException) for r in results[1:]), results
     assert await amount(jackpot, tenant, pool_id) == 1000 + 30 * 100
     await reconciled(jackpot, tenant)
+
+
+async def test_a_pool_that_cannot_drop_never_stalls_the_deadline_drops(
+    jackpot: JackpotServiceStub, pool: AsyncConnectionPool, tenant: str
+) -> None:
+    """Two DEADLINE pools due, the first one's drop fails (its hidden reseed was set past what
+    the next cycle's base can hold, by a direct write: no call can create it): the second one
+    still drops; the first is set aside (counted), never stalls the pass."""
+    spec = tier(trigger=pb.TRIGGER_KIND_DEADLINE, deadline_min_seconds=1, deadline_max_seconds=1)
+    bad = await create(jackpot, tenant, spec)
+    good = await create(jackpot, tenant, spec)
+    for j in (bad, good):
+        await jackpot.Contribute(contribution(tenant, j.jackpot_id, 1000, player="last"))
+    bad_pool = bad.pools[0].pool_id
+    before = REGISTRY.get_sample_value(
+        "croupier_background_rows_set_aside_total",
+        {"job": "deadline_drop", "reason": "AMOUNT_OVERFLOW"},
+    )
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE jp_pool_shards SET reseed = %s WHERE pool_id = %s", (INT64_MAX - 5, bad_pool)
+        )
+    try:
+        wins = pb.ListWinsResponse()
+        for _ in range(80):
+            await asyncio.sleep(0.1)
+            wins = await jackpot.ListWins(pb.ListWinsRequest(tenant_id=tenant))
+            if wins.wins:
+                break
+        assert [w.pool_id for w in wins.wins] == [good.pools[0].pool_id]
+        after = REGISTRY.get_sample_value(
+            "croupier_background_rows_set_aside_total",
+            {"job": "deadline_drop", "reason": "AMOUNT_OVERFLOW"},
+        )
+        assert (after or 0) > (before or 0)
+        got = await jackpot.GetPool(pb.GetPoolRequest(tenant_id=tenant, pool_id=bad_pool))
+        assert got.pool.cycle == 1
+    finally:
+        async with pool.connection() as conn:
+            await conn.execute(
+                "UPDATE jp_pool_shards SET reseed = 0 WHERE pool_id = %s", (bad_pool,)
+            )
