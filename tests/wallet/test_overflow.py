@@ -164,7 +164,7 @@ async def test_concurrent_batch_with_one_overflow_answers_everyone(
     are applied."""
     await credit(wallet, tenant, "rich", INT64_MAX - 100)
     await authorize(wallet, tenant, "rich", "b", 50)
-    calls = [credit(wallet, tenant, "rich", 60)] + [
+    calls = [credit(wallet, tenant, "rich", 120)] + [
         credit(wallet, tenant, f"p{i}", 7) for i in range(20)
     ]
     results = await asyncio.gather(*calls, return_exceptions=True)
