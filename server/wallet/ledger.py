@@ -104,7 +104,7 @@ def _check_release(account: AccountRow, hold: HoldRow) -> None:
 
     Raises FAILED_PRECONDITION AMOUNT_OVERFLOW (nothing in the request is wrong).
     """
-    if account.available + hold.amount > INT64_MAX or hold.amount > account.held:
+    if account.available + hold.amount > INT64_MAX:
         raise _precondition(
             "AMOUNT_OVERFLOW",
             "releasing this hold would take the available balance past 2^63-1 minor units",

@@ -193,11 +193,10 @@ async def _bad_hold(
     return hold_id
 
 
-def set_aside() -> float:
-    """Holds the sweeper of this process set aside as overflowing (the metric)."""
+def set_aside(reason: str = "AMOUNT_OVERFLOW") -> float:
+    """Holds the sweeper of this process set aside for `reason` (the metric)."""
     value = REGISTRY.get_sample_value(
-        "croupier_background_rows_set_aside_total",
-        {"job": "hold_expiry", "reason": "AMOUNT_OVERFLOW"},
+        "croupier_background_rows_set_aside_total", {"job": "hold_expiry", "reason": reason}
     )
     return value or 0.0
 
@@ -209,7 +208,7 @@ async def test_bad_holds_never_stall_the_sweeper(
     tenant's hold: that hold is still expired; the bad ones are set aside (logged, counted)."""
     await credit(wallet, tenant, "whale", FIVE_E18)
     await credit(wallet, tenant, "small", 10)
-    before = set_aside()
+    before, refused_before = set_aside(), set_aside("CheckViolation")
     bad = [await _bad_hold(pool, tenant, "whale", FIVE_E18, 3600 + i) for i in range(3)]
     async with pool.connection() as conn:  # 250 more, in one statement
         await conn.execute(
@@ -228,7 +227,8 @@ async def test_bad_holds_never_stall_the_sweeper(
             wallet, other, "p", "small", 60, "EUR", hold_ttl=duration_pb2.Duration(seconds=1)
         )
         await wait_for(wallet, other, "p", (100, 0))
-        assert set_aside() >= before + 3
+        assert set_aside() >= before + 3  # refused by the domain's check
+        assert set_aside("CheckViolation") >= refused_before + 250  # refused by the database
         # the bad holds are still open, the accounts untouched
         assert await balance(wallet, tenant, "whale") == (FIVE_E18, 0)
         # cancelling one is refused as an overflow, not INTERNAL
