@@ -297,7 +297,9 @@ class Jackpots:
         and DEADLINE drops on the first round at or after the committed time.
         Errors (before any write): NOT_FOUND JACKPOT_NOT_FOUND; PERMISSION_DENIED
         TENANT_NOT_LISTED; INVALID_ARGUMENT CURRENCY_MISMATCH, CONTRIBUTION_EXCEEDS_BET,
-        CONTRIBUTION_NEEDS_SINGLE_TIER.
+        CONTRIBUTION_NEEDS_SINGLE_TIER, AMOUNT_OVERFLOW (the converted bet passes int64);
+        FAILED_PRECONDITION AMOUNT_OVERFLOW (the pool's whole value would pass int64, see
+        accounting.pool_value_fits; rolled back, then stored like any refusal).
         """
         jackpot = await self._member_jackpot(conn, cmd.tenant_id, cmd.jackpot_id)
         conversion = conversion_of(jackpot, cmd.bet.currency)

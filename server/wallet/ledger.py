@@ -263,7 +263,9 @@ class Wallet:
 
         Errors: NOT_FOUND PLAYER_NOT_FOUND / ACCOUNT_NOT_FOUND; FAILED_PRECONDITION
         PLAYER_BLOCKED, PLAYER_SELF_EXCLUDED, INSUFFICIENT_FUNDS (invariant 6), BET_CANCELLED
-        (a cancel came first); ALREADY_EXISTS BET_ALREADY_EXISTS.
+        (a cancel came first); ALREADY_EXISTS BET_ALREADY_EXISTS; INVALID_ARGUMENT
+        AMOUNT_OVERFLOW (held + amount past int64). `expire_time` is the database's transaction
+        time plus `ttl_seconds`: expiry is compared with the database's clock only.
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
         account, hold_state, db_now = await wallet_sql.lock_account_for_bet(
@@ -421,7 +423,7 @@ class Wallet:
         """Void the hold (held -> available). Unknown bet: record a tombstone and succeed.
 
         Errors: NOT_FOUND BET_NOT_FOUND (another player's bet); FAILED_PRECONDITION
-        HOLD_NOT_OPEN.
+        HOLD_NOT_OPEN, AMOUNT_OVERFLOW (the release would pass int64).
         """
         c = cmd.caller
         meta = {**cmd.ref.metadata, **({"reason": cmd.reason} if cmd.reason else {})}
@@ -534,7 +536,7 @@ class Wallet:
         """Credit the player's available balance; opens player and account on first credit.
 
         Always succeeds whatever the player's status (invariant 6); refuses only an int64
-        overflow (INVALID_ARGUMENT AMOUNT_OVERFLOW).
+        overflow (INVALID_ARGUMENT AMOUNT_OVERFLOW: available + held + amount past 2^63-1).
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
         await wallet_sql.open_account(conn, c.tenant_id, c.player_id, currency)
@@ -610,7 +612,8 @@ class Wallet:
         By idempotency key: an unknown key is tombstoned (no balance change, success; the
         original is refused if it comes later); a key whose request was refused has nothing to
         reverse. Errors: NOT_FOUND TRANSACTION_NOT_FOUND; FAILED_PRECONDITION
-        TRANSACTION_NOT_REVERSIBLE, TRANSACTION_ALREADY_ROLLED_BACK, INSUFFICIENT_FUNDS.
+        TRANSACTION_NOT_REVERSIBLE, TRANSACTION_ALREADY_ROLLED_BACK, INSUFFICIENT_FUNDS,
+        AMOUNT_OVERFLOW (reversing a debit would pass available + held <= 2^63-1).
         """
         c = cmd.caller
         meta = dict(cmd.metadata)

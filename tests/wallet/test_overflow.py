@@ -80,7 +80,7 @@ async def wait_for(w: WalletServiceStub, tenant: str, player: str, want: tuple[i
     assert await balance(w, tenant, player) == want
 
 
-async def test_issue_repro_second_credit_refused_and_other_tenant_expires(
+async def test_large_hold_repro_second_credit_refused_and_other_tenant_expires(
     wallet: WalletServiceStub, tenant: str
 ) -> None:
     """Credit 5e18, hold 5e18 (1 s), Credit 5e18 again: the second credit would make
