@@ -227,6 +227,10 @@ async def test_bad_holds_never_stall_the_sweeper(
             wallet, other, "p", "small", 60, "EUR", hold_ttl=duration_pb2.Duration(seconds=1)
         )
         await wait_for(wallet, other, "p", (100, 0))
+        for _ in range(80):  # another sweep may still be going through the bad ones
+            if set_aside() >= before + 3 and set_aside("CheckViolation") >= refused_before + 250:
+                break
+            await asyncio.sleep(0.25)
         assert set_aside() >= before + 3  # refused by the domain's check
         assert set_aside("CheckViolation") >= refused_before + 250  # refused by the database
         # the bad holds are still open, the accounts untouched
