@@ -291,14 +291,16 @@ def _verified_or_exit(body: dict[str, Any]) -> dict[str, Any]:
 def _verify(stub: JackpotServiceStub, a: argparse.Namespace) -> dict[str, Any]:
     proof = cycle_proof(stub, a.tenant, a.pool, a.cycle, a.timeout)
     problems = fairness.verify_cycle(proof)
-    return _verified_or_exit({
-        "pool_id": a.pool,
-        "cycle": a.cycle,
-        "verified": not problems,
-        "draws": len(proof.draws),
-        "must_drop_point": proof.must_drop_point,
-        "problems": problems,
-    })
+    return _verified_or_exit(
+        {
+            "pool_id": a.pool,
+            "cycle": a.cycle,
+            "verified": not problems,
+            "draws": len(proof.draws),
+            "must_drop_point": proof.must_drop_point,
+            "problems": problems,
+        }
+    )
 
 
 def _reconcile(stub: JackpotServiceStub, a: argparse.Namespace) -> Message:

@@ -350,4 +350,3 @@ async def test_malformed_bodies_are_checked_after_authentication(
                 good = (("authorization", f"Bearer {api_key}"),)
                 exc = await _raw_call(ch, method, streaming, body, good)
                 assert exc.code() == INVALID, (method, exc.code(), exc.details())
-
