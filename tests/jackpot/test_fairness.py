@@ -179,7 +179,9 @@ async def test_verify_exits_3_on_a_bad_draw(
     # someone with superuser rights bypasses the append-only trigger and lowers the recorded
     # probability of the winning draw
     async with pool.connection() as conn, conn.transaction():
-        await conn.execute("ALTER TABLE jp_contributions DISABLE TRIGGER jp_contributions_immutable")
+        await conn.execute(
+            "ALTER TABLE jp_contributions DISABLE TRIGGER jp_contributions_immutable"
+        )
         await conn.execute(
             "UPDATE jp_contributions SET hit_probability_ppb = 1 WHERE pool_id = %s AND cycle = 1",
             (pool_id,),
