@@ -114,30 +114,30 @@ async def test_a_large_contribution_with_a_carry_near_one_unit_is_not_rounded_up
     jackpot: JackpotServiceStub, tenant: str
 ) -> None:
     """Over gRPC, on the uncapped one-request path: a USD bet leaves a fraction carry of
-    0.999998000001 minor units; the next contribution of 333,333,000,000.999998000001 units is
+    0.9999999967 minor units; the next contribution of 333,333,000,000.9999999967 units is
     floored to 333,333,000,000 (the carry stays), never rounded up to ...001."""
     j = await create(
         jackpot,
         tenant,
         tier("big", seed_minor_units=1000, contribution_rate_ppm=333_333),
-        conversion_rates_micro={"USD": 999_999},
+        conversion_rates_micro={"USD": 999_900},
     )
-    first = await jackpot.Contribute(contribution(tenant, j.jackpot_id, 3, currency="USD"))
-    assert first.tiers[0].contribution.minor_units == 0  # 3 * 0.999999 * 0.333333 < 1
+    first = await jackpot.Contribute(contribution(tenant, j.jackpot_id, 9901, currency="USD"))
+    assert first.tiers[0].contribution.minor_units == 3299  # 9901 * 0.9999 * 0.333333
     second = await jackpot.Contribute(contribution(tenant, j.jackpot_id, 10**12))
     expected = split_contribution(
         bet=10**12,
         rate_ppm=333_333,
         split_ppm=0,
         given=None,
-        total_carry=3 * 999_999 * 333_333,
+        total_carry=9901 * 999_900 * 333_333 % PICO,
         reseed_carry=0,
         headroom=None,
         stop_growing=False,
     )
     assert expected.total == 333_333_000_000
     assert second.tiers[0].contribution.minor_units == expected.total
-    assert second.tiers[0].pool_amount.minor_units == 1000 + expected.total
+    assert second.tiers[0].pool_amount.minor_units == 1000 + 3299 + expected.total
 
 
 @settings(max_examples=2000, deadline=None, database=None)
