@@ -27,7 +27,7 @@ from tests.rpc import error_info, eur, fails, key
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 # cursors a caller can put after a real token's digest
-HOSTILE_CURSORS = ["²", "99999999999999999999", "9" * 5000, "1\x00", "\x00", "-1", " 1", "１"]
+HOSTILE_CURSORS = ["²", "99999999999999999999", "9" * 5000, "1\x00", "\x00", "-1", " 1", "\uff11"]
 # ListPools pages by pool id: "-1" and "999..." are plausible ids there (an empty page at worst)
 PLAUSIBLE_IDS = {"-1", "99999999999999999999"}
 

@@ -19,9 +19,10 @@ code the integration accepts; `amount` is the canonical exact decimal ("12.50", 
 "0.50") converted exactly to minor units: digits only, no sign, no exponent, no surrounding
 whitespace, no leading zero before another digit, a fraction of 1 to the currency's number of
 decimals; anything else is `INVALID_AMOUNT`, except more decimals than the currency has, which
-is `TOO_MANY_DECIMALS` (never rounded, also for "5.000" EUR). A bet must be more than zero; a result may be zero (a lost bet's settlement); a
-rollback's amount is informational (the wallet reverses the target's recorded amount). Extra
-fields are ignored (they stay in the stored raw body). Duplicate keys are `MALFORMED_REQUEST`.
+is `TOO_MANY_DECIMALS` (never rounded, also for "5.000" EUR). A bet must be more than zero; a
+result may be zero (a lost bet's settlement); a rollback's amount is informational (the wallet
+reverses the target's recorded amount). Extra fields are ignored (they stay in the stored raw
+body). Duplicate keys are `MALFORMED_REQUEST`.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def _first_bad_string(descriptor: Descriptor, data: bytes, prefix: str) -> str |
                         chunk.decode("utf-8")
                     except UnicodeDecodeError:
                         return path
-                elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                elif field.message_type is not None:
                     inner = _first_bad_string(field.message_type, chunk, f"{path}.")
                     if inner is not None:
                         return inner
@@ -116,7 +116,7 @@ def _first_bad_string(descriptor: Descriptor, data: bytes, prefix: str) -> str |
 _HAS_TIME: dict[str, bool] = {}
 
 
-def _has_time(descriptor: Descriptor) -> bool:
+def _has_time(descriptor: Any) -> bool:
     """Whether messages of this type can contain a Timestamp or Duration (memoized)."""
     name = descriptor.full_name
     known = _HAS_TIME.get(name)

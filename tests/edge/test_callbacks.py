@@ -271,7 +271,7 @@ NON_CANONICAL = [
     "5e0",
     "5E0",
     "5.00e0",
-    "５.00",
+    "\uff15.00",
     "5_00",
 ]
 
@@ -311,8 +311,8 @@ async def test_control_characters_in_transaction_ids_are_invalid_input(
         # refused before the rest is read: a bad amount does not change the answer's kind
         err(await provider.transaction(bad, "bet", user, "x"), "INVALID_TRANSACTION_ID")
     body = (
-        '{"transaction_id": "a\\ud800", "action": "bet", "user_id": "%s", "currency": "EUR",'
-        ' "amount": "1.00"}' % user
+        '{"transaction_id": "a\\ud800", "action": "bet", "user_id": "' + user + '",'
+        ' "currency": "EUR", "amount": "1.00"}'
     )
     err(await provider.post_raw("transaction", body.encode()), "INVALID_TRANSACTION_ID")
     assert await available(wallet, provider.tenant, user) == 10_000
