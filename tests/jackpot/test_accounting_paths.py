@@ -53,7 +53,8 @@ async def test_sql_fast_path_and_python_split_agree(
     loop = asyncio.get_running_loop()
 
     async def run(start: dict[str, int], steps: list[dict[str, Any]]) -> None:
-        async with pool.connection() as conn, conn.transaction():
+        # rolled back: the row is left as it was, so the pool still reconciles
+        async with pool.connection() as conn, conn.transaction(force_rollback=True):
             await conn.execute(
                 "UPDATE jp_pool_shards SET total_carry = %s, reseed_carry = %s, visible = %s,"
                 " reseed = %s WHERE pool_id = %s AND shard = 0",
