@@ -14,7 +14,7 @@
 CREATE TABLE outbox_aggregates (
     aggregate text   PRIMARY KEY,
     last_seq  bigint NOT NULL CHECK (last_seq > 0)
-);
+) WITH (fillfactor = 50);  -- room for HOT updates of the counters
 
 ALTER TABLE outbox ADD COLUMN aggregate_seq bigint;
 
@@ -32,9 +32,13 @@ ALTER TABLE outbox DROP COLUMN xid;
 
 CREATE FUNCTION outbox_aggregate_seq() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO outbox_aggregates AS a (aggregate, last_seq) VALUES (NEW.aggregate, 1)
-    ON CONFLICT (aggregate) DO UPDATE SET last_seq = a.last_seq + 1
-    RETURNING a.last_seq INTO NEW.aggregate_seq;
+    UPDATE outbox_aggregates SET last_seq = last_seq + 1 WHERE aggregate = NEW.aggregate
+    RETURNING last_seq INTO NEW.aggregate_seq;
+    IF NOT FOUND THEN  -- the aggregate's first event (or a racing first writer: ON CONFLICT)
+        INSERT INTO outbox_aggregates AS a (aggregate, last_seq) VALUES (NEW.aggregate, 1)
+        ON CONFLICT (aggregate) DO UPDATE SET last_seq = a.last_seq + 1
+        RETURNING a.last_seq INTO NEW.aggregate_seq;
+    END IF;
     RETURN NEW;
 END $$;
 CREATE TRIGGER outbox_aggregate_seq BEFORE INSERT ON outbox
