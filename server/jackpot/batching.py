@@ -296,6 +296,7 @@ class ContributionBatcher(Batcher[_Entry]):
                 win_id=None,
                 currency=plan.jackpot.currency,
                 pool_amount=amount,
+                shard=row.shard,
                 trace_id=entry.trace_id,
             )
             contributions.append(values)
