@@ -50,7 +50,7 @@ generate-ts: $(BUF)
 
 ## certs: development CA, server (localhost, 127.0.0.1) and client certificates in .data/certs/
 certs: $(VENV)/.installed
-	$(PY) -m server.certs .data/certs
+	$(PY) -m tests.certs .data/certs
 
 ## generate-check: fail if the committed generated/ differs from a fresh `make generate`
 generate-check: generate

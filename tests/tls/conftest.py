@@ -10,7 +10,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from server.app import App, build_server
-from server.certs import DevCerts, make_dev_certs
+from tests.certs import DevCerts, make_dev_certs
 from server.tls import server_credentials
 
 
