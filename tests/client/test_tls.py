@@ -16,8 +16,8 @@ from client.cli import main
 from client.retry import RetryPolicy
 from client.wallet import AsyncWalletClient, WalletClient
 from server.app import build_server
-from tests.certs import DevCerts, make_dev_certs
 from server.tls import server_credentials
+from tests.certs import DevCerts, make_dev_certs
 
 
 @pytest.fixture(scope="module")

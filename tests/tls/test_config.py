@@ -16,9 +16,9 @@ import pytest
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.certs import FILES, DevCerts
 from server.config import Settings
 from server.tls import TLSConfigError, server_credentials
+from tests.certs import FILES, DevCerts
 from tests.tls.conftest import channel_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
