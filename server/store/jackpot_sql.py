@@ -507,7 +507,7 @@ async def write_batch(
 ) -> None:
     """Write a contribution batch in one statement (autocommit: its own transaction): the
     counter rows, only if each is still as `read_batch` read it, else the statement fails with
-    SerializationFailure (migration 0102) and writes nothing; the contribution records (each
+    SerializationFailure (migration 0008) and writes nothing; the contribution records (each
     row maps jp_contributions columns to JSON values); the events; the idempotency records (a
     key used meanwhile fails it with UniqueViolation)."""
     await conn.execute(
