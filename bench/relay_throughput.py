@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,7 +24,9 @@ from server.events.outbox import new_event
 from server.events.relay import Relay
 from server.store import outbox_sql
 from server.store.database import migrate
-from server.store.scratch import scratch_database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ helpers
+from tests.scratch import scratch_database  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 AMQP = os.environ.get("CROUPIER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
