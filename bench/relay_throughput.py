@@ -26,7 +26,7 @@ from server.store import outbox_sql
 from server.store.database import migrate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ helpers
-from tests.scratch import scratch_database  # noqa: E402
+from tests.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 AMQP = os.environ.get("CROUPIER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
