@@ -27,7 +27,7 @@ import openloop
 from run import CHANNELS, RESULTS, ROOT, Load, Run, croupier
 
 from server.store.database import migrate
-from server.store.scratch import scratch_database
+from tests.scratch import scratch_database
 
 
 async def amain(args: argparse.Namespace, url: str) -> None:

@@ -66,7 +66,7 @@ import openloop
 from openloop import SloResult, echo_server, find_slo_rate
 
 from server.store.database import migrate
-from server.store.scratch import scratch_database
+from tests.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -747,7 +747,7 @@ class Run:
 
     async def production(self, start: float) -> None:
         from server.auth import KeyStore
-        from server.certs import main as make_certs
+        from tests.certs import main as make_certs
         from server.store.database import open_pool
 
         certs = ROOT / ".data" / "bench-certs"
