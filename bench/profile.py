@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.scratch, tests.certs
 import openloop
 from run import CHANNELS, RESULTS, ROOT, Load, Run, croupier
 

@@ -61,6 +61,7 @@ from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.scratch, tests.certs
 import anchor
 import openloop
 from openloop import SloResult, echo_server, find_slo_rate
