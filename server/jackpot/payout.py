@@ -101,9 +101,10 @@ class PayoutSaga:
         return await self._reload(win_id)
 
     async def _settle(self, win_id: uuid.UUID) -> None:
-        """One database transaction: lock the win, check the player's status (the players row
-        locked FOR SHARE, so a block committed before this check is seen and one committed
-        after waits for the credit), then credit and close the saga, or record the refusal.
+        """One database transaction: lock the win, lock the winner's account, check the
+        player's status (the players row locked FOR SHARE: a block committed before the check
+        is seen, one not yet committed waits for this transaction), then credit and close the
+        saga, or record the refusal.
 
         The win row lock makes this run once per win at a time; the credit's journal row
         carries the system key `jp-payout-<win_id>` (unique per tenant), so the win is
@@ -119,20 +120,25 @@ class PayoutSaga:
             if win.amount == 0:  # nothing owed (a zero seed hit right after a reset)
                 await sql.mark_credited(conn, win.win_id, None, "zero amount")
                 return
-            status = await wallet_sql.player_status(conn, win.tenant_id, win.player_id, share=True)
-            refused = _REFUSED.get(status or "")
-            if refused is None:
-                try:
-                    async with conn.transaction():  # a savepoint: a refusal leaves nothing
-                        await self._credit(conn, win)
-                    return
-                except DomainError as err:  # the wallet refused (an int64 overflow)
-                    refused = err.reason
+            try:
+                async with conn.transaction():  # a savepoint: a refusal leaves nothing
+                    await self._check_and_credit(conn, win)
+                return
+            except DomainError as err:  # blocked / self-excluded, or an int64 overflow
+                refused = err.reason
             await sql.mark_failed(conn, win.win_id, refused)
             await jp_events.payout_outcome(conn, win, credited=False, reason=refused)
 
-    async def _credit(self, conn: Conn, win: WinRow) -> None:
-        """The wallet credit of the win and the saga's close, on `conn` (in its transaction)."""
+    async def _check_and_credit(self, conn: Conn, win: WinRow) -> None:
+        """Under the winner's account lock: refuse a blocked or self-excluded player
+        (DomainError FAILED_PRECONDITION PLAYER_BLOCKED / PLAYER_SELF_EXCLUDED), else credit
+        the win and close the saga, on `conn` (in its transaction)."""
+        await wallet_sql.open_account(conn, win.tenant_id, win.player_id, win.currency)
+        await wallet_sql.lock_account(conn, win.tenant_id, win.player_id, win.currency)
+        status = await wallet_sql.player_status(conn, win.tenant_id, win.player_id, share=True)
+        refused = _REFUSED.get(status or "")
+        if refused is not None:
+            raise DomainError(ErrorCode.FAILED_PRECONDITION, refused, "payout withheld")
         cmd = Transfer(
             Caller(win.tenant_id, win.player_id, payout_key(win.win_id)),
             RoundRef(
