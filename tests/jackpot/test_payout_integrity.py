@@ -18,10 +18,13 @@ import grpc
 import psycopg
 import pytest
 from croupier.common.v1 import account_pb2
+from croupier.events.v1 import subscription_service_pb2 as spb
+from croupier.events.v1.subscription_service_pb2_grpc import SubscriptionServiceStub
 from croupier.jackpot.v1 import jackpot_service_pb2 as pb
 from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
 from croupier.wallet.v1 import wallet_service_pb2 as wpb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
+from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
 
 from client.cli import main
@@ -280,14 +283,17 @@ async def test_the_scope_migration_keeps_existing_records_valid(database_url: st
 # -- a pool of one connection --------------------------------------------------------------------
 
 
+Stubs = tuple[JackpotServiceStub, WalletServiceStub, SubscriptionServiceStub]
+
+
 @pytest.fixture
-async def tiny(database_url: str) -> AsyncIterator[tuple[JackpotServiceStub, WalletServiceStub]]:
+async def tiny(database_url: str) -> AsyncIterator[Stubs]:
     """A second server over a pool of at most ONE connection (same database)."""
     p = await open_pool(database_url, min_size=1, max_size=1)
-    app = await build_server(p, "127.0.0.1:0", hold_sweep_seconds=3600)
+    app = await build_server(p, "127.0.0.1:0", hold_sweep_seconds=0.2)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
-            yield JackpotServiceStub(ch), WalletServiceStub(ch)
+            yield JackpotServiceStub(ch), WalletServiceStub(ch), SubscriptionServiceStub(ch)
     finally:
         await app.server.stop(0)
         for t in app.tasks:
@@ -298,9 +304,9 @@ async def tiny(database_url: str) -> AsyncIterator[tuple[JackpotServiceStub, Wal
 
 
 async def test_payouts_complete_with_a_pool_of_one_connection(
-    tiny: tuple[JackpotServiceStub, WalletServiceStub], tenant: str, pool: AsyncConnectionPool
+    tiny: Stubs, tenant: str, pool: AsyncConnectionPool
 ) -> None:
-    jackpot, wallet = tiny
+    jackpot, wallet, _ = tiny
     await set_status(wallet, tenant, "blocked", account_pb2.PLAYER_STATUS_BLOCKED)
     j = await create(jackpot, tenant, tier(seed_minor_units=100), tier("minor", seed_minor_units=7))
     wins = [
@@ -328,6 +334,127 @@ async def test_payouts_complete_with_a_pool_of_one_connection(
     assert await balance(wallet, tenant, "free") == 107
     for w in wins:
         assert await credits_for(pool, tenant, w.win_id) == 1
+
+
+async def test_every_service_works_concurrently_with_a_pool_of_one_connection(
+    tiny: Stubs, tenant: str
+) -> None:
+    """No path holds one pooled connection while waiting for another: with a pool of one,
+    concurrent wallet writes (group-committed), contributions (batched), a hit and its
+    payout, subscription writes, reads and the hold-expiry sweeper all complete."""
+    jackpot, wallet, subs = tiny
+    j = await create(jackpot, tenant, tier(seed_minor_units=50))
+    players = [f"p{i}" for i in range(4)]
+
+    async def player_round(player: str) -> None:
+        await credit(wallet, tenant, player, 1_000)
+        await wallet.Debit(
+            wpb.DebitRequest(
+                tenant_id=tenant, player_id=player, idempotency_key=key(), amount=eur(100)
+            )
+        )
+        await wallet.AuthorizeBet(
+            wpb.AuthorizeBetRequest(
+                tenant_id=tenant,
+                player_id=player,
+                idempotency_key=key(),
+                bet_id=f"{player}-settled",
+                amount=eur(200),
+            )
+        )
+        await wallet.SettleBet(
+            wpb.SettleBetRequest(
+                tenant_id=tenant,
+                player_id=player,
+                idempotency_key=key(),
+                bet_id=f"{player}-settled",
+                capture=eur(200),
+                win=eur(300),
+            )
+        )
+        await wallet.AuthorizeBet(
+            wpb.AuthorizeBetRequest(
+                tenant_id=tenant,
+                player_id=player,
+                idempotency_key=key(),
+                bet_id=f"{player}-cancelled",
+                amount=eur(50),
+            )
+        )
+        await wallet.CancelBet(
+            wpb.CancelBetRequest(
+                tenant_id=tenant,
+                player_id=player,
+                idempotency_key=key(),
+                bet_id=f"{player}-cancelled",
+            )
+        )
+        await wallet.AuthorizeBet(
+            wpb.AuthorizeBetRequest(
+                tenant_id=tenant,
+                player_id=player,
+                idempotency_key=key(),
+                bet_id=f"{player}-expired",
+                amount=eur(10),
+                hold_ttl=duration_pb2.Duration(seconds=1),
+            )
+        )
+        idem = key()
+        await wallet.Debit(
+            wpb.DebitRequest(
+                tenant_id=tenant, player_id=player, idempotency_key=idem, amount=eur(5)
+            )
+        )
+        await wallet.RollbackTransaction(
+            wpb.RollbackTransactionRequest(
+                tenant_id=tenant,
+                player_id=player,
+                idempotency_key=key(),
+                target_idempotency_key=idem,
+            )
+        )
+        await asyncio.gather(
+            *(
+                jackpot.Contribute(contribution(tenant, j.jackpot_id, 100, player=player))
+                for _ in range(3)
+            )
+        )
+        await wallet.ListTransactions(
+            wpb.ListTransactionsRequest(tenant_id=tenant, player_id=player)
+        )
+
+    async def tour() -> None:
+        await asyncio.gather(
+            *(player_round(p) for p in players),
+            subs.CreateSubscription(
+                spb.CreateSubscriptionRequest(
+                    tenant_id=tenant,
+                    idempotency_key=key(),
+                    callback_url="http://127.0.0.1:9/hook",
+                    secret="s" * 32,
+                    event_types=["wallet.*"],
+                )
+            ),
+        )
+        win = await hit(jackpot, tenant, j.pools[0].pool_id, "p0")
+        await asyncio.gather(
+            *(
+                jackpot.Payout(pb.PayoutRequest(tenant_id=tenant, win_id=win.win_id))
+                for _ in range(4)
+            )
+        )
+
+    await asyncio.wait_for(tour(), 20)
+    # 1000 - 100 - 200 + 300 - 10 (held, then released by the sweeper) + the jackpot
+    for player in players:
+        for _ in range(100):
+            r = await wallet.GetBalance(wpb.GetBalanceRequest(tenant_id=tenant, player_id=player))
+            if r.balances[0].held.minor_units == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert r.balances[0].held.minor_units == 0
+    assert await balance(wallet, tenant, "p1") == 1_000
+    assert await balance(wallet, tenant, "p0") > 1_000
 
 
 # -- the status check and the credit are one transaction ----------------------------------------
