@@ -94,6 +94,22 @@ async def test_a_paid_jackpot_credit_cannot_be_rolled_back_by_the_tenant(
     assert await credits_for(pool, tenant, win.win_id) == 1
 
 
+async def test_the_database_refuses_to_reverse_a_payout_credit(
+    jackpot: JackpotServiceStub, tenant: str, pool: AsyncConnectionPool
+) -> None:
+    """Whatever path writes it, a rollback row targeting a payout credit is refused."""
+    j = await create(jackpot, tenant, tier(seed_minor_units=300))
+    win = await hit(jackpot, tenant, j.pools[0].pool_id, "winner")
+    done = await wait_state(jackpot, tenant, win.win_id, pb.PAYOUT_STATE_CREDITED)
+    async with pool.connection() as conn:
+        with pytest.raises(psycopg.errors.RestrictViolation):
+            await conn.execute(
+                "INSERT INTO transactions (tenant_id, player_id, kind, currency, amount,"
+                " target_transaction_id) VALUES (%s, 'winner', 'rollback', 'EUR', 300, %s)",
+                (tenant, done.wallet_transaction_id),
+            )
+
+
 async def test_a_payout_key_cannot_be_tombstoned_before_the_saga_credits_it(
     jackpot: JackpotServiceStub, wallet: WalletServiceStub, tenant: str, pool: AsyncConnectionPool
 ) -> None:
@@ -423,19 +439,27 @@ async def test_every_service_works_concurrently_with_a_pool_of_one_connection(
             wpb.ListTransactionsRequest(tenant_id=tenant, player_id=player)
         )
 
-    async def tour() -> None:
-        await asyncio.gather(
-            *(player_round(p) for p in players),
-            subs.CreateSubscription(
-                spb.CreateSubscriptionRequest(
-                    tenant_id=tenant,
-                    idempotency_key=key(),
-                    callback_url="http://127.0.0.1:9/hook",
-                    secret="s" * 32,
-                    event_types=["wallet.*"],
-                )
-            ),
+    async def subscribe_and_delete() -> None:
+        # the subscription is deleted again so no later test delivers to it
+        made = await subs.CreateSubscription(
+            spb.CreateSubscriptionRequest(
+                tenant_id=tenant,
+                idempotency_key=key(),
+                callback_url="http://127.0.0.1:9/hook",
+                secret="s" * 32,
+                event_types=["wallet.*"],
+            )
         )
+        await subs.DeleteSubscription(
+            spb.DeleteSubscriptionRequest(
+                tenant_id=tenant,
+                idempotency_key=key(),
+                subscription_id=made.subscription.subscription_id,
+            )
+        )
+
+    async def tour() -> None:
+        await asyncio.gather(*(player_round(p) for p in players), subscribe_and_delete())
         win = await hit(jackpot, tenant, j.pools[0].pool_id, "p0")
         await asyncio.gather(
             *(

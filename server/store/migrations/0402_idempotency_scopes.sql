@@ -20,3 +20,21 @@ ALTER TABLE idempotency_records ALTER COLUMN scope DROP DEFAULT;
 ALTER TABLE idempotency_records DROP CONSTRAINT idempotency_records_pkey;
 ALTER TABLE idempotency_records
     ADD CONSTRAINT idempotency_records_pkey PRIMARY KEY (tenant_id, scope, idempotency_key);
+
+-- Server-owned transactions (keys of the system namespace: the jackpot payout credit
+-- `jp-payout-<win_id>`, any `system-...` write) are never reversed: the database refuses a
+-- rollback row that targets one, whatever path tries to write it.
+CREATE FUNCTION system_transaction_not_reversible() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM transactions t
+                WHERE t.transaction_id = NEW.target_transaction_id
+                  AND (t.idempotency_key LIKE 'jp-payout-%'
+                       OR t.idempotency_key LIKE 'system-%')) THEN
+        RAISE EXCEPTION 'transaction % is server-owned and cannot be rolled back',
+            NEW.target_transaction_id USING ERRCODE = 'restrict_violation';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER transactions_system_not_reversible BEFORE INSERT ON transactions
+    FOR EACH ROW WHEN (NEW.kind = 'rollback' AND NEW.target_transaction_id IS NOT NULL)
+    EXECUTE FUNCTION system_transaction_not_reversible();
