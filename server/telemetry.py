@@ -75,6 +75,12 @@ BATCH_FALLBACKS = Counter(
     "Batched requests sent back to the one-request path, by kind and cause",
     ["kind", "cause"],
 )
+BACKGROUND_ROWS_SET_ASIDE = Counter(
+    "croupier_background_rows_set_aside_total",
+    "Rows a background job (hold expiry, payout retry, deadline drop) could not process and"
+    " set aside, by job and reason; the job goes on with the other rows",
+    ["job", "reason"],
+)
 
 
 def tracing_enabled() -> bool:

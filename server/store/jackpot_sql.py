@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -307,6 +308,7 @@ class Added:
     to_pool: int
     to_reseed: int
     contributed: int
+    hidden: int = 0  # the cycle's reseed + carried overflow over every row, after the add
 
 
 # One statement, one round trip, one row lock held only until COMMIT: the same arithmetic as
@@ -330,7 +332,10 @@ WHERE pool_id = %(pool)s AND shard = %(shard)s AND cycle = %(cycle)s
   AND config_version = %(version)s
 RETURNING last_total, last_reseed, visible,
     (SELECT coalesce(sum(o.visible), 0) FROM jp_pool_shards o
-      WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s)
+      WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s),
+    reseed + overflow
+      + (SELECT coalesce(sum(o.reseed + o.overflow), 0) FROM jp_pool_shards o
+          WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s)
 """.format(
     t="coalesce(%(given)s::bigint,"
     " floor((%(bet)s::numeric * %(conv)s * %(rate)s + total_carry) / 1000000000000)::bigint)"
@@ -369,8 +374,8 @@ async def add_to_shard(
     row = await cur.fetchone()
     if row is None:
         return None
-    total, reseed, visible, others = (int(v) for v in row)
-    return Added(total, total - reseed, reseed, visible + others)
+    total, reseed, visible, others, hidden = (int(v) for v in row)
+    return Added(total, total - reseed, reseed, visible + others, hidden)
 
 
 @dataclass(slots=True)
@@ -387,6 +392,7 @@ class BatchShard:
     total_carry: int
     reseed_carry: int
     others: int
+    hidden_others: int = 0  # the other rows' reseed + overflow, and this row's overflow
     read: tuple[int, int, int, int] = (0, 0, 0, 0)  # visible, reseed and carries as read
     added: int = 0
     last_total: int = 0
@@ -406,7 +412,9 @@ async def read_batch(
         " s.total_carry, s.reseed_carry,"
         " (SELECT coalesce(sum(o.visible), 0) FROM jp_pool_shards o"
         "   WHERE o.pool_id = s.pool_id AND o.cycle = s.cycle AND o.shard <> s.shard),"
-        f" ({idempotency_sql.USED_KEYS_JSON.format(keys='%s')})"
+        f" ({idempotency_sql.USED_KEYS_JSON.format(keys='%s')}),"
+        " s.overflow + (SELECT coalesce(sum(o.reseed + o.overflow), 0) FROM jp_pool_shards o"
+        "   WHERE o.pool_id = s.pool_id AND o.cycle = s.cycle AND o.shard <> s.shard)"
         " FROM jp_pool_shards s JOIN unnest(%s::text[], %s::int[]) AS w(pool_id, shard)"
         " USING (pool_id, shard)",
         (
@@ -428,6 +436,7 @@ async def read_batch(
             total_carry=int(r[6]),
             reseed_carry=int(r[7]),
             others=int(r[8]),
+            hidden_others=int(r[10]),
         )
         for r in rows
     ]
@@ -1061,14 +1070,16 @@ async def reconcile(conn: Conn, tenant_id: str, pool_id: str) -> list[Reconcilia
 # -- deadline drops --------------------------------------------------------------------------
 
 
-async def due_deadline_pools(conn: Conn, limit: int) -> list[str]:
-    """DEADLINE pools whose current cycle's drop time has passed (unlocked read)."""
+async def due_deadline_pools(conn: Conn, limit: int, exclude: Sequence[str] = ()) -> list[str]:
+    """DEADLINE pools whose current cycle's drop time has passed, but the `exclude`d pool ids
+    (set aside), oldest drop time first (unlocked read)."""
     cur = await conn.execute(
         "SELECT p.pool_id FROM jp_pools p"
         "  JOIN jp_cycles c ON c.pool_id = p.pool_id AND c.cycle = p.cycle"
         " WHERE p.trigger_kind = 'deadline' AND c.ended_at IS NULL AND c.drop_at <= now()"
+        "   AND p.pool_id <> ALL(%s::text[])"
         " ORDER BY c.drop_at LIMIT %s",
-        (limit,),
+        (list(exclude), limit),
     )
     return [str(r[0]) for r in await cur.fetchall()]
 
