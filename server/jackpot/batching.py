@@ -23,7 +23,7 @@ A batch (server.store.jackpot_sql read_batch / write_batch):
    (server.jackpot.accounting.split_contribution, the arithmetic of the one-request path), and
    each request's exact response bytes are encoded;
 3. one write statement, its own transaction: the counter rows, each only if still exactly as
-   read (optimistic concurrency; otherwise migration 0102's check fails the statement with
+   read (optimistic concurrency; otherwise migration 0008's check fails the statement with
    serialization_failure, nothing is written, and the batch reads again, three attempts), the
    contribution records, their `jp.contribution.recorded` events and the idempotency records.
 Every request of the batch commits or none does: if anything fails (a key used meanwhile, a
@@ -296,6 +296,7 @@ class ContributionBatcher(Batcher[_Entry]):
                 win_id=None,
                 currency=plan.jackpot.currency,
                 pool_amount=amount,
+                shard=row.shard,
                 trace_id=entry.trace_id,
             )
             contributions.append(values)

@@ -548,6 +548,7 @@ class Jackpots:
             win_id=win_id,
             currency=currency,
             pool_amount=pool_amount,
+            shard=shard_for(cmd.idempotency_key, pool.config.shards),
         )
         await sql.insert_contribution(conn, **values)
         await outbox_sql.insert_events(conn, [event])
@@ -1047,11 +1048,13 @@ def contribution_record(
     win_id: uuid.UUID | None,
     currency: str,
     pool_amount: int,
+    shard: int,
     trace_id: str | None = None,
 ) -> tuple[dict[str, Any], NewEvent]:
     """One contribution to one tier as stored: its jp_contributions row (column -> value;
     amounts in minor units of the pool's `currency`, the draw's odds in ppb) and its
-    `jp.contribution.recorded` event (`trace_id`: the caller's, default the current one)."""
+    `jp.contribution.recorded` event (ordered within pool counter row `shard`; `trace_id`:
+    the caller's, default the current one)."""
     values: dict[str, Any] = {
         "tenant_id": cmd.tenant_id,
         "idempotency_key": cmd.idempotency_key,
@@ -1079,6 +1082,7 @@ def contribution_record(
     event = jp_events.contribution_recorded_event(
         tenant_id=cmd.tenant_id,
         pool_id=pool.pool_id,
+        shard=shard,
         tier=pool.config.tier,
         cycle=pool.cycle,
         key=cmd.idempotency_key,

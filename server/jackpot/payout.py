@@ -33,6 +33,7 @@ import uuid
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode
+from server.events.context import background_trace
 from server.jackpot import events as jp_events
 from server.jackpot.model import PayoutState, WinRow
 from server.money import Money
@@ -186,7 +187,8 @@ class PayoutSaga:
             due = await sql.due_wins(conn, limit)
         for win_id in due:  # each win alone: one that fails never stops the others
             try:
-                await self.pay(win_id)
+                with background_trace("jackpot.payout_retry"):
+                    await self.pay(win_id)
             except Exception as exc:
                 BACKGROUND_ROWS_SET_ASIDE.labels("payout_retry", type(exc).__name__).inc()
                 log.warning("payout of win %s failed; will retry with backoff", win_id)

@@ -62,9 +62,9 @@ def _ppm(value: int, field: str) -> int:
 
 
 def check_tier(cfg: TierConfig, field: str) -> TierConfig:
-    """One tier's rules (seed 000 sections 2 and 6, issue 3 sections 2-4):
-
-    Seed, cap and must-drop bounds are 0..2^62 minor units (AMOUNT_OVERFLOW above);
+    """One tier's rules. Every field is range-checked whatever the trigger (amounts >= 0;
+    seed, cap and must-drop bounds at most 2^62 minor units, AMOUNT_OVERFLOW above;
+    0 <= p <= 10^9 ppb, must-drop min <= max, deadline 0 <= min <= max <= 366 days); then
     FIXED pools take no contributions and cannot be MUST_DROP; a cap is at least the seed;
     MUST_DROP needs seed <= min <= max (and max <= cap when capped); RANDOM needs
     0 < p <= 10^9 ppb; DEADLINE needs 0 <= min <= max <= 366 days with max > 0; more than one
@@ -78,6 +78,39 @@ def check_tier(cfg: TierConfig, field: str) -> TierConfig:
     _ppm(cfg.reseed_split_ppm, f"{field}.reseed_split_ppm")
     _pool_amount(cfg.cap, f"{field}.cap_minor_units")
     _amount(cfg.min_bet, f"{field}.min_bet_minor_units")
+    # every field is range-checked whatever the trigger: a value the trigger ignores is still
+    # stored and shown, and would apply as-is if the trigger changed later
+    _amount(cfg.reference_bet, f"{field}.reference_bet_minor_units")
+    if not 0 <= cfg.hit_probability_ppb <= PPB:
+        raise invalid(
+            f"{field}.hit_probability_ppb",
+            "INVALID_PROBABILITY",
+            "hit_probability_ppb must be between 0 and 1000000000",
+        )
+    _pool_amount(cfg.must_drop_min, f"{field}.must_drop_min_minor_units")
+    _pool_amount(cfg.must_drop_max, f"{field}.must_drop_max_minor_units")
+    if cfg.must_drop_min > cfg.must_drop_max:
+        raise invalid(
+            f"{field}.must_drop_min_minor_units",
+            "INVALID_MUST_DROP_RANGE",
+            "must_drop_min_minor_units exceeds must_drop_max_minor_units",
+        )
+    for name, seconds in (
+        ("deadline_min_seconds", cfg.deadline_min_seconds),
+        ("deadline_max_seconds", cfg.deadline_max_seconds),
+    ):
+        if not 0 <= seconds <= MAX_DEADLINE_SECONDS:
+            raise invalid(
+                f"{field}.{name}",
+                "INVALID_DEADLINE_WINDOW",
+                f"{name} must be between 0 and {MAX_DEADLINE_SECONDS} seconds (366 days)",
+            )
+    if cfg.deadline_min_seconds > cfg.deadline_max_seconds:
+        raise invalid(
+            f"{field}.deadline_min_seconds",
+            "INVALID_DEADLINE_WINDOW",
+            "deadline_min_seconds exceeds deadline_max_seconds",
+        )
     if cfg.cap and cfg.cap < cfg.seed:
         raise invalid(f"{field}.cap_minor_units", "CAP_BELOW_SEED", "the cap is below the seed")
     if cfg.kind is PoolKind.FIXED:
@@ -96,9 +129,7 @@ def check_tier(cfg: TierConfig, field: str) -> TierConfig:
                 "INVALID_PROBABILITY",
                 "hit_probability_ppb must be between 1 and 1000000000",
             )
-        _amount(cfg.reference_bet, f"{field}.reference_bet_minor_units")
     if cfg.trigger is TriggerKind.MUST_DROP:
-        _pool_amount(cfg.must_drop_max, f"{field}.must_drop_max_minor_units")
         if not cfg.seed <= cfg.must_drop_min <= cfg.must_drop_max or cfg.must_drop_max == 0:
             raise invalid(
                 f"{field}.must_drop_min_minor_units",

@@ -313,9 +313,11 @@ class Added:
 
 # One statement, one round trip, one row lock held only until COMMIT: the same arithmetic as
 # server.jackpot.accounting.split_contribution without a cap (T = the contribution's total;
-# fractions in millionths carried on the row). SET and WHERE see the row as locked (re-read
-# after a concurrent update), so the carries are exact. The RETURNING subquery sums the other
-# rows as of the statement's snapshot; our own row's old value is replaced by its new one.
+# fractions carried on the row). SET and WHERE see the row as locked (re-read after a
+# concurrent update), so the carries are exact. The RETURNING subquery sums the other rows as
+# of the statement's snapshot; our own row's old value is replaced by its new one.
+# Quotients use div() (exact integer division): numeric `/` rounds to about 16 significant
+# digits, which would round a large total with a fraction close to 1 up by one minor unit.
 _ADD = """
 UPDATE jp_pool_shards SET
     total_carry = CASE WHEN %(given)s::bigint IS NULL
@@ -323,10 +325,10 @@ UPDATE jp_pool_shards SET
                              %% 1000000000000)::bigint
                        ELSE total_carry END,
     last_total = {t},
-    last_reseed = floor(({t}::numeric * %(split)s + reseed_carry) / 1000000)::bigint,
+    last_reseed = {r},
     reseed_carry = (({t}::numeric * %(split)s + reseed_carry) %% 1000000)::bigint,
-    reseed = reseed + floor(({t}::numeric * %(split)s + reseed_carry) / 1000000)::bigint,
-    visible = visible + {t} - floor(({t}::numeric * %(split)s + reseed_carry) / 1000000)::bigint,
+    reseed = reseed + {r},
+    visible = visible + {t} - {r},
     contributions = contributions + 1
 WHERE pool_id = %(pool)s AND shard = %(shard)s AND cycle = %(cycle)s
   AND config_version = %(version)s
@@ -336,9 +338,13 @@ RETURNING last_total, last_reseed, visible,
     reseed + overflow
       + (SELECT coalesce(sum(o.reseed + o.overflow), 0) FROM jp_pool_shards o
           WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s)
-""".format(
-    t="coalesce(%(given)s::bigint,"
-    " floor((%(bet)s::numeric * %(conv)s * %(rate)s + total_carry) / 1000000000000)::bigint)"
+"""
+_ADD_TOTAL = (
+    "coalesce(%(given)s::bigint,"
+    " div(%(bet)s::numeric * %(conv)s * %(rate)s + total_carry, 1000000000000)::bigint)"
+)
+_ADD = _ADD.format(
+    t=_ADD_TOTAL, r=f"div({_ADD_TOTAL}::numeric * %(split)s + reseed_carry, 1000000)::bigint"
 )
 
 
@@ -501,7 +507,7 @@ async def write_batch(
 ) -> None:
     """Write a contribution batch in one statement (autocommit: its own transaction): the
     counter rows, only if each is still as `read_batch` read it, else the statement fails with
-    SerializationFailure (migration 0102) and writes nothing; the contribution records (each
+    SerializationFailure (migration 0008) and writes nothing; the contribution records (each
     row maps jp_contributions columns to JSON values); the events; the idempotency records (a
     key used meanwhile fails it with UniqueViolation)."""
     await conn.execute(

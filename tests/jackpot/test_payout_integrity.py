@@ -31,10 +31,10 @@ from client.cli import main
 from server.app import build_server
 from server.store import idempotency_sql
 from server.store.database import load_migrations, migrate, open_pool
-from server.store.scratch import scratch_database
 from tests.jackpot.conftest import contribution, create, tier
 from tests.jackpot.test_payout import balance, credits_for, hit, wait_state
 from tests.rpc import eur, fails, key
+from tests.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
