@@ -10,7 +10,7 @@ import contextvars
 from psycopg_pool import AsyncConnectionPool
 
 from server.group_commit import Batcher, Pending, default_inflight
-from server.idempotency import RequestKey, StoredReply
+from server.idempotency import RequestKey, Scope, StoredReply
 
 DONE = StoredReply(0, b"ok", False)
 
@@ -28,7 +28,7 @@ class Probe(Batcher[Pending]):
             await gate.wait()
             return DONE
 
-        key = RequestKey("t", name, "Probe", b"")
+        key = RequestKey("t", name, "Probe", b"", Scope.WALLET)
         future: asyncio.Future[StoredReply | None] = asyncio.get_running_loop().create_future()
         entry = Pending(key, alone, contextvars.copy_context(), "", future)
         reply = await self._enqueue(entry)
