@@ -67,7 +67,7 @@ import openloop
 from openloop import SloResult, echo_server, find_slo_rate
 
 from server.store.database import migrate
-from tests.scratch import scratch_database
+from tests.scratch import database_on, scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -602,12 +602,24 @@ class Run:
                 ),
             }
             if a.baseline:
+                # its own database on the same cluster, migrated by its own code (a schema
+                # of another revision), with the same players and pools
+                base_url = stack.enter_context(database_on(self.url, "croupier_bench_baseline"))
                 servers["baseline"] = await stack.enter_async_context(
-                    croupier("baseline", self.url, a.workers, root=Path(a.baseline))
+                    croupier("baseline", base_url, a.workers, root=Path(a.baseline))
                 )
             loads = {arm: Load(srv) for arm, srv in servers.items()}
-            for load in loads.values():
-                await self.warm(load)
+            if a.baseline:
+                ours = (self.hot16, self.hot1)
+                await self.setup(loads["baseline"])
+                self.hot16_base, (self.hot16, self.hot1) = self.hot16, ours
+            for arm, load in loads.items():
+                if arm == "baseline":
+                    ours16, self.hot16 = self.hot16, self.hot16_base
+                    await self.warm(load)
+                    self.hot16 = ours16
+                else:
+                    await self.warm(load)
             rows = self.out.setdefault("interleaved", [])
             for rate in a.ab_rates:
                 arms = list(servers)
@@ -748,8 +760,8 @@ class Run:
 
     async def production(self, start: float) -> None:
         from server.auth import KeyStore
-        from tests.certs import main as make_certs
         from server.store.database import open_pool
+        from tests.certs import main as make_certs
 
         certs = ROOT / ".data" / "bench-certs"
         if not (certs / "server.pem").exists():
