@@ -61,15 +61,17 @@ def batched_authorize_script(n: int) -> str:
     for i in range(n):
         lines += [f"\\set a{i} random(1, 2000000000)", f"\\set b{i} random(1, 2000000000)"]
     keys = ", ".join(
-        f"json_build_object('tenant_id', :tenant::text, 'idempotency_key', {key.format(i=i)})"
+        f"json_build_object('tenant_id', :tenant::text, 'scope', 'wallet',"
+        f" 'idempotency_key', {key.format(i=i)})"
         for i in range(n)
     )
     lines += [
         "\\startpipeline",
         "BEGIN;",
-        "SELECT coalesce(json_agg(json_build_array(r.tenant_id, r.idempotency_key)), '[]'::json)"
-        f" FROM idempotency_records r JOIN json_to_recordset(json_build_array({keys}))"
-        " AS k(tenant_id text, idempotency_key text) USING (tenant_id, idempotency_key);",
+        "SELECT coalesce(json_agg(json_build_array(r.tenant_id, r.scope, r.idempotency_key)),"
+        " '[]'::json) FROM idempotency_records r JOIN"
+        f" json_to_recordset(json_build_array({keys})) AS k(tenant_id text, scope text,"
+        " idempotency_key text) USING (tenant_id, scope, idempotency_key);",
         "\\endpipeline",
     ]
     for i in range(n):
@@ -78,16 +80,18 @@ def batched_authorize_script(n: int) -> str:
             lines += [_for_call(w, i - 1) for w in writes]
         lines += [_for_call(lock, i), "\\endpipeline"]
     outcomes = ", ".join(
-        f"json_build_object('tenant_id', :tenant::text, 'idempotency_key', {key.format(i=i)},"
-        " 'method', 'AuthorizeBet', 'fingerprint', '\\x00', 'state', 'done', 'grpc_code', 0,"
+        f"json_build_object('tenant_id', :tenant::text, 'scope', 'wallet', 'idempotency_key',"
+        f" {key.format(i=i)}, 'method', 'AuthorizeBet', 'fingerprint', '\\x00', 'state',"
+        " 'done', 'grpc_code', 0,"
         " 'response', '\\x00')"
         for i in range(n)
     )
     lines += ["\\startpipeline", *[_for_call(w, n - 1) for w in writes]]
     lines += [
-        "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint, state,"
-        " grpc_code, response) SELECT tenant_id, idempotency_key, method, fingerprint, state,"
-        " grpc_code, response FROM json_populate_recordset(NULL::idempotency_records,"
+        "INSERT INTO idempotency_records (tenant_id, scope, idempotency_key, method, fingerprint,"
+        " state, grpc_code, response) SELECT tenant_id, scope, idempotency_key, method,"
+        " fingerprint, state, grpc_code, response FROM"
+        " json_populate_recordset(NULL::idempotency_records,"
         f" json_build_array({outcomes}));",
         "COMMIT;",
         "\\endpipeline",
