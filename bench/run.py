@@ -979,6 +979,8 @@ def plot(out: dict[str, Any], path: Path) -> None:
     rpcs = sorted({r["rpc"] for r in rows})
     grid = out.get("interleaved", [])
     panels = len(rpcs) + (1 if grid else 0)
+    if not panels:
+        return
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.8), squeeze=False)
     if grid:
         ax = axes[0][-1]
