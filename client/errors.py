@@ -382,7 +382,7 @@ class HoldExpired(FailedPrecondition):
 
 
 class TransactionRolledBack(FailedPrecondition):
-    """A rollback for this idempotency key arrived first; the request is refused (seed 001)."""
+    """A rollback for this idempotency key arrived first; the request is refused."""
 
     REASON = "TRANSACTION_ROLLED_BACK"
 

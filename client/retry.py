@@ -4,7 +4,7 @@ The decisions live in `RetrySchedule` (no I/O, no sleeping): how long the next a
 take, and whether a failure is retried and after how long. `call_sync` and `call_async` only
 run attempts and sleep. Every attempt sends the SAME request, so a write keeps its idempotency
 key: a retried write whose first attempt did commit gets the original response back, with no
-new effect (PRODUCT.md invariant 3).
+new effect (docs/architecture.md invariant 3).
 
 Retried: UNAVAILABLE for every RPC; DEADLINE_EXCEEDED for writes too (the attempt may have
 committed, and the replay is safe). Backoff is exponential with full jitter, and the whole call

@@ -1,4 +1,4 @@
-"""The sportsbook provider client: seed 001 "CLIENT requests" (`auth`, `start-session`).
+"""The sportsbook provider client: the provider's "CLIENT requests" (`auth`, `start-session`).
 
     async with SportsbookClient(api_url, "v1", username, password) as sb:
         url = await sb.start_session("player-1", "EUR", lang="en")   # the iframe URL
@@ -156,7 +156,7 @@ class SportsbookClient:
             raise SportsbookUnavailable(f"{name}: HTTP {status}", status=status, body=text[:500])
 
     async def auth(self) -> Token:
-        """Get a new token (seed 001 "Auth") and cache it."""
+        """Get a new token (the provider's "Auth") and cache it."""
         status, text = await self._post(
             "auth", {"username": self.username, "password": self.password}
         )
@@ -183,7 +183,7 @@ class SportsbookClient:
             return t.value
 
     async def start_session(self, user_id: str, currency: str, lang: str | None = None) -> str:
-        """The iframe URL for a player (seed 001 "Start session"); refreshes once on 401."""
+        """The iframe URL for a player (the provider's "Start session"); refreshes once on 401."""
         payload: dict[str, Any] = {"user_id": user_id, "currency": currency}
         if lang:
             payload["lang"] = lang

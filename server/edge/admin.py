@@ -1,4 +1,4 @@
-"""The dispute lookup API behind a bearer token (issue 4: `croupier sportsbook show TX_ID`).
+"""The dispute lookup API behind a bearer token (behind `croupier sportsbook show TX_ID`).
 
     GET /admin/sportsbook/{integration}/transactions/{transaction_id}
     Authorization: Bearer <CROUPIER_EDGE_ADMIN_TOKEN>

@@ -1,9 +1,9 @@
 """One callback -> one WalletService call over gRPC; the wallet's answer -> the edge's reply.
 
-The edge keeps no money state (engineering rule 1): a `bet` is `Debit`, a `result` is `Credit`,
+The edge keeps no money state (money moves only in the wallet's ledger): a `bet` is `Debit`, a `result` is `Credit`,
 a rollback is `RollbackTransaction` by `target_idempotency_key`. The provider's transaction_id
 is the wallet idempotency key, scoped per integration (`wallet_key`), so every repeat of a
-callback is answered from the wallet's stored response (seed 001: "the same transaction_id ...
+callback is answered from the wallet's stored response (the provider's spec: "the same transaction_id ...
 balance user should not be changed, but the response must be successful and be with the same
 transaction id as the first time"), refusals included. The CLIENT-side `transaction_id` we
 answer is the wallet's ledger transaction id (a UUID).
@@ -104,7 +104,7 @@ class Outcome:
     note: str = ""
 
     def body(self) -> dict[str, str | None]:
-        """The seed-001 JSON reply: `{"error": null, "transaction_id": ...}` or
+        """The provider's JSON reply: `{"error": null, "transaction_id": ...}` or
         `{"error": CODE}`."""
         if self.error is None:
             return {"error": None, "transaction_id": self.transaction_id}

@@ -1,10 +1,10 @@
-"""croupier-relay: publishes the transactional outbox to RabbitMQ (PRODUCT.md invariant 8).
+"""croupier-relay: publishes the transactional outbox to RabbitMQ (docs/architecture.md invariant 8).
 
 - Topic exchange `croupier.events` (durable): routing key = event type, AMQP `message_id` =
   `event_id`, persistent messages, publisher confirms. A row is marked published only after the
   broker confirmed it, so delivery is at least once (a relay killed between confirm and mark
   publishes that batch again; consumers de-duplicate by `event_id`).
-- CRM casino feed (seed 003): exchange `croupier.crm` (topic), routing key `casino`, property
+- CRM casino feed: exchange `croupier.crm` (topic), routing key `casino`, property
   `type=CASINO`, published right after the wallet event it comes from.
 - Order: every event carries `aggregate_seq`, its number within its aggregate (an account, a
   pool, a pool shard, a tenant's audit chain), assigned under the aggregate's counter row lock

@@ -1,4 +1,4 @@
-"""Group commit of contributions (issue 6): concurrent Contribute requests share one database
+"""Group commit of contributions: concurrent Contribute requests share one database
 transaction of two statements (one read, one write) instead of one transaction each.
 
 Why: on the hot network pool every contribution cost a transaction, a commit and a handful of

@@ -1,14 +1,14 @@
-"""The jackpot engine: configuration, contributions, triggers and hits (issue 3, seed 000).
+"""The jackpot engine: configuration, contributions, triggers and hits (docs/jackpot.md).
 
 Writes run inside `Jackpots.execute` (server.idempotency.run_idempotent): each write's pool
 counters, contribution records, win, cycle change and audit records commit together with its
 idempotency record, or not at all. Rules raise `DomainError` before the first write.
 
-Hot pools (issue 3 section 9): a pool's amount is `cycle_base + sum(shard.visible)`. A
+Hot pools: a pool's amount is `cycle_base + sum(shard.visible)`. A
 contribution that cannot change the pool's cycle (no cap, not must-drop, its draw missed)
 locks only one of the pool's shard rows, so contributions to one network pool run in parallel.
 A hit locks the pool row and then every shard row: it waits for in-flight contributions, and
-the amount it pays is exact. Rule for simultaneous hits (issue 3 section 6): the first hit to
+the amount it pays is exact. Rule for simultaneous hits: the first hit to
 commit wins the cycle's pool; a second hit on the same pool is applied after it to the new
 cycle and wins the reset pool's value (seed + carried + what was contributed since). A
 contribution whose cycle ended while it ran is redrawn in the new cycle with the new seed.
@@ -595,7 +595,7 @@ class Jackpots:
         return win
 
     async def drop_due_deadlines(self, limit: int = 50) -> list[uuid.UUID]:
-        """Time-bound pools (seed 000 section 6): a DEADLINE pool whose drop time has passed
+        """Time-bound pools: a DEADLINE pool whose drop time has passed
         drops at once, to the cycle's last qualifying contribution (the round that came
         closest to the deadline), without waiting for another bet. A cycle with no
         contribution yet drops on its next qualifying round. Returns the new wins; safe to run
@@ -756,7 +756,7 @@ class Jackpots:
         now: datetime,
     ) -> None:
         """A new cycle: a fresh server seed, its commitment audited before any contribution,
-        and the must-drop point or deadline drawn from it (seed 000 section 6)."""
+        and the must-drop point or deadline drawn from it (server.jackpot.fairness)."""
         seed = fairness.new_server_seed()
         committed = fairness.commitment(seed)
         point = None
@@ -839,7 +839,7 @@ class Jackpots:
     async def eligibility(
         self, tenant_id: str, jackpot_id: str, game_id: str, bet: Money
     ) -> list[Eligibility]:
-        """Whether `bet` qualifies for each tier and its hit probability (seed 000 candidates).
+        """Whether `bet` qualifies for each tier and its hit probability.
 
         Errors: NOT_FOUND JACKPOT_NOT_FOUND; PERMISSION_DENIED TENANT_NOT_LISTED.
         """
@@ -950,7 +950,7 @@ class Jackpots:
         ]
 
     async def reconcile(self, tenant_id: str, pool_id: str = "") -> list[Reconciliation]:
-        """Reconcile the tenant's pools (PRODUCT.md invariant 5)."""
+        """Reconcile the tenant's pools (docs/architecture.md invariant 5)."""
         async with self.pool.connection() as conn:
             return await sql.reconcile(conn, tenant_id, pool_id)
 
@@ -996,7 +996,7 @@ def caller_contribution(
 def not_qualified(
     jackpot: JackpotRow, pool: PoolRow, game_id: str, converted_bet: int
 ) -> TierOutcome | None:
-    """The outcome of a bet that does not qualify for the tier (seed 000: excluded game, bet
+    """The outcome of a bet that does not qualify for the tier (an excluded game, a bet
     below min_bet in the pool's minor units), or None when it qualifies."""
     cfg = pool.config
     if not jackpot.game_included(game_id):

@@ -1,6 +1,6 @@
 """What the jackpot engine accepts and returns: plain data, no grpc, no SQL.
 
-Vocabulary (PRODUCT.md): pool, tier, seed, reseed, cap, overflow, must-drop, contribution (rate
+Vocabulary (docs/jackpot.md): pool, tier, seed, reseed, cap, overflow, must-drop, contribution (rate
 in ppm of the bet), trigger, hit, win, payout, saga. Amounts are int minor units of the
 jackpot's currency; rates are ppm, probabilities ppb, durations seconds.
 """
@@ -30,7 +30,7 @@ class Scope(enum.Enum):
 
 
 class TriggerKind(enum.Enum):
-    """How hits are decided (seed 000 section 6)."""
+    """How hits are decided (docs/jackpot.md)."""
 
     RANDOM = "random"
     MUST_DROP = "must_drop"
@@ -46,7 +46,7 @@ class OverflowPolicy(enum.Enum):
 
 
 class PayoutState(enum.Enum):
-    """The payout saga's state (seed 000 section 9)."""
+    """The payout saga's state (server.jackpot.payout)."""
 
     REQUESTED = "requested"
     CREDITED = "credited"
@@ -161,7 +161,7 @@ class PoolState:
 
 @dataclass(frozen=True, slots=True)
 class Contribute:
-    """One bet reported by an RGS (seed 000 POST /v1/jp/contributions)."""
+    """One bet reported by an RGS (JackpotService.Contribute)."""
 
     tenant_id: str
     idempotency_key: str
@@ -203,7 +203,7 @@ class ContributeResult:
 
 @dataclass(frozen=True, slots=True)
 class TriggerCmd:
-    """A hit reported by an RGS (seed 000 POST /v1/jp/triggers)."""
+    """A hit reported by an RGS (JackpotService.Trigger)."""
 
     tenant_id: str
     idempotency_key: str

@@ -1,4 +1,4 @@
-"""The payout saga: a win (an obligation) becomes exactly one wallet credit (seed 000 section 9).
+"""The payout saga: a win (an obligation) becomes exactly one wallet credit.
 
 `requested` (written with the hit) -> `credited` or `failed`:
 
@@ -11,7 +11,7 @@
   `blocked` or `self_excluded` is not credited; the saga records `failed` with reason
   `PLAYER_BLOCKED` / `PLAYER_SELF_EXCLUDED` and the amount stays owed (reported by ListWins and
   Reconcile). The wallet itself would accept the credit (invariant 6); withholding it is the
-  jackpot's RG/AML brake (seed 000 section 8: "synchronous brake lights on payout"). A later
+  jackpot's RG/AML brake (a synchronous brake on payout). A later
   `Payout` call re-checks and credits once the operator has lifted the block.
 * Technical failure (database unavailable, timeouts): the attempt is counted, the win stays
   `requested`, and the retrier tries again after 0.5 s * 2^attempts (at most 60 s).

@@ -1,7 +1,7 @@
 """Every tenant's pools reconciled at once, for `croupier reconcile` (server.reconcile report).
 
 Each entry is one pool's Reconciliation as plain JSON-ready values (minor units) with
-`balanced` true when every drift is zero (PRODUCT.md invariant 5).
+`balanced` true when every drift is zero (docs/architecture.md invariant 5).
 """
 
 from __future__ import annotations

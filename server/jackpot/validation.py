@@ -1,4 +1,5 @@
-"""Validation of jackpot configuration requests (engineering rule 3).
+"""Validation of jackpot configuration requests: bad input is INVALID_ARGUMENT naming
+the field, raised before anything is written.
 
 Every failure is INVALID_ARGUMENT naming the request field, raised before anything is written.
 """

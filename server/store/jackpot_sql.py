@@ -1,4 +1,4 @@
-"""The jackpot engine's SQL: every statement it runs, in one place (STYLE.md).
+"""The jackpot engine's SQL: every statement it runs, in one place (docs/architecture.md, "Layers").
 
 Functions take an open connection inside the caller's transaction and return plain values or
 the dataclasses of server.jackpot.model; they hold no business rules. Lock order, which keeps

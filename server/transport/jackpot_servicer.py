@@ -388,7 +388,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
 
         key = _key("Contribute", tenant, idem, request)
 
-        # group commit when the contribution takes the fast path (issue 6); else one transaction
+        # group commit when the contribution takes the fast path; else one transaction
         def alone() -> Awaitable[StoredReply]:
             return self.jackpots.execute(key, run, ok, encode_error)
 
@@ -406,7 +406,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
     async def CheckEligibility(
         self, request: pb.CheckEligibilityRequest, context: Ctx
     ) -> pb.CheckEligibilityResponse:
-        """Whether a bet qualifies per tier, and its chance (seed 000 candidates)."""
+        """Whether a bet qualifies per tier, and its chance."""
         tenant = check_id(request.tenant_id, "tenant_id")
         bet = check_amount(money_in(request.bet), "bet")
         rows = await self.jackpots.eligibility(

@@ -306,7 +306,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     async def RollbackTransaction(
         self, request: pb.RollbackTransactionRequest, context: Ctx
     ) -> pb.RollbackTransactionResponse:
-        """Reverse a debit or credit, or tombstone an unknown key (seed 001)."""
+        """Reverse a debit or credit, or tombstone an unknown key (the rollback arrived first)."""
         caller = _caller(request)
         which = request.WhichOneof("target")
         target_key: str | None = None

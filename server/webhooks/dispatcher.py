@@ -1,6 +1,6 @@
 """croupier-webhooks: turns events on `croupier.events` into signed webhook deliveries.
 
-Two loops in one process (seed 004 sections 6 and 8; issue 5 item 5):
+Two loops in one process (docs/webhooks.md):
 
 1. Record: consume the topic exchange `croupier.events` from a durable queue (default
    `croupier.webhooks`, bound with `#`; several dispatchers share it as competing consumers).
@@ -11,8 +11,8 @@ Two loops in one process (seed 004 sections 6 and 8; issue 5 item 5):
    nack + requeue after a pause). Only the event's own tenant is considered (invariant 7).
 2. Deliver: claim due deliveries with `FOR UPDATE SKIP LOCKED` (several dispatchers never
    claim the same one), at most `max_in_flight` HTTP requests at once (an asyncio.Semaphore)
-   and at most `max_in_flight_per_subscription` of them to one subscription (seed 004 section
-   8, "parallel retry limit": a slow subscriber cannot take every slot from the others),
+   and at most `max_in_flight_per_subscription` of them to one subscription (a
+   parallel retry limit: a slow subscriber cannot take every slot from the others),
    POST each with a per-request timeout (server.webhooks.delivery), then mark it delivered,
    schedule the next attempt (exponential backoff, full jitter) or dead-letter it after
    `max_attempts`. A claim is a lease of `request_timeout + 10` seconds: a dispatcher that
