@@ -229,7 +229,7 @@ def observe_pool(stats: dict[str, Any]) -> None:
     DB_POOL.labels("waiting").set(int(stats.get("requests_waiting", 0)))
 
 
-# -- business gauges (pool amounts, payouts owed, outbox lag), refreshed from the database by worker 0 ---------
+# -- business gauges, refreshed from the database by worker 0 --------------------------------
 
 JP_POOL_SIZE = Gauge(
     "croupier_jp_pool_size_minor_units",

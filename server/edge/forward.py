@@ -1,12 +1,12 @@
 """One callback -> one WalletService call over gRPC; the wallet's answer -> the edge's reply.
 
-The edge keeps no money state (money moves only in the wallet's ledger): a `bet` is `Debit`, a `result` is `Credit`,
-a rollback is `RollbackTransaction` by `target_idempotency_key`. The provider's transaction_id
-is the wallet idempotency key, scoped per integration (`wallet_key`), so every repeat of a
-callback is answered from the wallet's stored response (the provider's spec: "the same transaction_id ...
-balance user should not be changed, but the response must be successful and be with the same
-transaction id as the first time"), refusals included. The CLIENT-side `transaction_id` we
-answer is the wallet's ledger transaction id (a UUID).
+The edge keeps no money state (money moves only in the wallet's ledger): a `bet` is `Debit`, a
+`result` is `Credit`, a rollback is `RollbackTransaction` by `target_idempotency_key`. The
+provider's transaction_id is the wallet idempotency key, scoped per integration (`wallet_key`), so
+every repeat of a callback is answered from the wallet's stored response (the provider's spec: "the
+same transaction_id ... balance user should not be changed, but the response must be successful and
+be with the same transaction id as the first time"), refusals included. The CLIENT-side
+`transaction_id` we answer is the wallet's ledger transaction id (a UUID).
 
 Transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED) are retried with the
 same request, hence the same key, up to `attempts` times; then `INTERNAL_ERROR`, which the

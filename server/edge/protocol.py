@@ -70,7 +70,8 @@ class Code(enum.StrEnum):
     # ours: the wallet's answer
     PLAYER_NOT_FOUND = "PLAYER_NOT_FOUND"  # a bet for a player the wallet does not know
     CURRENCY_MISMATCH = "CURRENCY_MISMATCH"  # a bet in a currency the player has no account in
-    PLAYER_BLOCKED = "PLAYER_BLOCKED"  # bets refused (the provider's spec: "when the player is banned")
+    # bets refused (the provider's spec: "when the player is banned")
+    PLAYER_BLOCKED = "PLAYER_BLOCKED"
     PLAYER_SELF_EXCLUDED = "PLAYER_SELF_EXCLUDED"  # bets refused (responsible gaming)
     TRANSACTION_ROLLED_BACK = "TRANSACTION_ROLLED_BACK"  # a bet whose rollback came first
     DUPLICATE_TRANSACTION = "DUPLICATE_TRANSACTION"  # transaction_id reused with other content

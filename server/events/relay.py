@@ -1,4 +1,6 @@
-"""croupier-relay: publishes the transactional outbox to RabbitMQ (docs/architecture.md invariant 8).
+"""croupier-relay: publishes the transactional outbox to RabbitMQ.
+
+Events follow commits (docs/architecture.md invariant 8).
 
 - Topic exchange `croupier.events` (durable): routing key = event type, AMQP `message_id` =
   `event_id`, persistent messages, publisher confirms. A row is marked published only after the

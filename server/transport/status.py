@@ -66,12 +66,14 @@ async def abort_with_status(
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-async def abort_with(context: grpc.aio.ServicerContext[object, object], payload: bytes) -> None:
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], payload: bytes) -> None:
     """Abort the call with a stored serialized google.rpc.Status."""
-    status_proto = status_pb2.Status.FromString(payload)
-    error_reason.set(reason_of(status_proto))
-    status = rpc_status.to_status(status_proto)
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    await abort_with_status(context, status_pb2.Status.FromString(payload))
+
+
+async def abort_error(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) -> None:
+    """Abort the call with `err` as a google.rpc.Status with one ErrorInfo."""
+    await abort_with_status(context, to_status_proto(err))
 
 
 def internal_status() -> status_pb2.Status:

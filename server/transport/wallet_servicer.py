@@ -8,25 +8,22 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import grpc
 from croupier.common.v1 import account_pb2, money_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from google.protobuf import message as _message
-from google.protobuf import timestamp_pb2
 
 from server.errors import invalid
-from server.idempotency import RequestKey
+from server.idempotency import RequestKey, StoredReply
 from server.money import Money, check_amount, check_currency
 from server.store.wallet_sql import TransactionRow
+from server.transport.common import Ctx, parse_uuid, reply, request_key, timestamp
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, encode_token, page_size
-from server.transport.status import abort_with, encode_error
+from server.transport.status import encode_error
 from server.wallet import model
 from server.wallet.ledger import Wallet
 from server.wallet.validation import check_hold_ttl, check_id, check_metadata, check_text
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
 _STATUS_TO_PB = {
     model.PlayerStatus.ACTIVE: account_pb2.PLAYER_STATUS_ACTIVE,
@@ -79,15 +76,8 @@ def _caller(request: Any) -> model.Caller:
     )
 
 
-def _key(method: str, request: _message.Message, caller: model.Caller) -> RequestKey:
-    body = request.SerializeToString(deterministic=True)
-    return RequestKey.of(caller.tenant_id, caller.idempotency_key, method, body)
-
-
-def _ts(value: Any) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+def _key(method: str, caller: model.Caller, request: _message.Message) -> RequestKey:
+    return request_key(method, caller.tenant_id, caller.idempotency_key, request)
 
 
 def transaction_out(row: TransactionRow) -> pb.Transaction:
@@ -102,7 +92,7 @@ def transaction_out(row: TransactionRow) -> pb.Transaction:
         bet_id=row.bet_id,
         game_id=row.game_id,
         target_transaction_id=str(row.target_transaction_id or ""),
-        create_time=_ts(row.created_at),
+        create_time=timestamp(row.created_at),
         metadata=row.metadata,
         postings=[
             pb.Posting(account=_ACCOUNT_NAMES[(kind, bucket)], amount=money_out(amount, cur))
@@ -119,10 +109,6 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
 
     def __init__(self, wallet: Wallet) -> None:
         self.wallet = wallet
-
-    async def _reply(self, context: Ctx, payload_code: int, payload: bytes) -> None:
-        if payload_code != 0:
-            await abort_with(context, payload)
 
     @guarded
     async def GetBalance(
@@ -159,20 +145,19 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             return pb.AuthorizeBetResponse(
                 transaction_id=str(r.transaction_id),
                 hold_id=str(r.hold_id),
-                expire_time=_ts(r.expire_time),
+                expire_time=timestamp(r.expire_time),
                 balance=balance_out(r.balance),
             ).SerializeToString(deterministic=True)
 
-        reply = await self.wallet.execute(
-            _key("AuthorizeBet", request, caller),
+        stored = await self.wallet.execute(
+            _key("AuthorizeBet", caller, request),
             lambda conn: self.wallet.authorize_bet(conn, cmd),
             ok,
             encode_error,
             currency=cmd.amount.currency,
             player_id=caller.player_id,
         )
-        await self._reply(context, reply.code, reply.payload)
-        return pb.AuthorizeBetResponse.FromString(reply.payload)
+        return await reply(context, stored, pb.AuthorizeBetResponse)
 
     @guarded
     async def SettleBet(self, request: pb.SettleBetRequest, context: Ctx) -> pb.SettleBetResponse:
@@ -209,16 +194,15 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                 balance=balance_out(r.balance),
             ).SerializeToString(deterministic=True)
 
-        reply = await self.wallet.execute(
-            _key("SettleBet", request, caller),
+        stored = await self.wallet.execute(
+            _key("SettleBet", caller, request),
             lambda conn: self.wallet.settle_bet(conn, cmd),
             ok,
             encode_error,
             player_id=caller.player_id,
             currency=capture.currency if capture else (win.currency if win else None),
         )
-        await self._reply(context, reply.code, reply.payload)
-        return pb.SettleBetResponse.FromString(reply.payload)
+        return await reply(context, stored, pb.SettleBetResponse)
 
     @guarded
     async def CancelBet(self, request: pb.CancelBetRequest, context: Ctx) -> pb.CancelBetResponse:
@@ -242,14 +226,13 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                 resp.balance.CopyFrom(balance_out(r.balance))
             return resp.SerializeToString(deterministic=True)
 
-        reply = await self.wallet.execute(
-            _key("CancelBet", request, caller),
+        stored = await self.wallet.execute(
+            _key("CancelBet", caller, request),
             lambda conn: self.wallet.cancel_bet(conn, cmd),
             ok,
             encode_error,
         )
-        await self._reply(context, reply.code, reply.payload)
-        return pb.CancelBetResponse.FromString(reply.payload)
+        return await reply(context, stored, pb.CancelBetResponse)
 
     def _transfer(self, request: pb.CreditRequest | pb.DebitRequest) -> model.Transfer:
         return model.Transfer(
@@ -267,9 +250,8 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         self,
         method: str,
         request: pb.CreditRequest | pb.DebitRequest,
-        context: Ctx,
         response: type[pb.CreditResponse] | type[pb.DebitResponse],
-    ) -> bytes:
+    ) -> StoredReply:
         """Credit and Debit share everything but the ledger operation and the response type."""
         cmd = self._transfer(request)
         operation = self.wallet.credit if method == "Credit" else self.wallet.debit
@@ -279,28 +261,27 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                 transaction_id=str(r.transaction_id), balance=balance_out(r.balance)
             ).SerializeToString(deterministic=True)
 
-        reply = await self.wallet.execute(
-            _key(method, request, cmd.caller),
+        stored = await self.wallet.execute(
+            _key(method, cmd.caller, request),
             lambda conn: operation(conn, cmd),
             ok,
             encode_error,
             currency=cmd.amount.currency,
             player_id=cmd.caller.player_id,
         )
-        await self._reply(context, reply.code, reply.payload)
-        return reply.payload
+        return stored
 
     @guarded
     async def Credit(self, request: pb.CreditRequest, context: Ctx) -> pb.CreditResponse:
         """Credit a player (see ledger.Wallet.credit)."""
-        payload = await self._run_transfer("Credit", request, context, pb.CreditResponse)
-        return pb.CreditResponse.FromString(payload)
+        stored = await self._run_transfer("Credit", request, pb.CreditResponse)
+        return await reply(context, stored, pb.CreditResponse)
 
     @guarded
     async def Debit(self, request: pb.DebitRequest, context: Ctx) -> pb.DebitResponse:
         """Debit a player (see ledger.Wallet.debit)."""
-        payload = await self._run_transfer("Debit", request, context, pb.DebitResponse)
-        return pb.DebitResponse.FromString(payload)
+        stored = await self._run_transfer("Debit", request, pb.DebitResponse)
+        return await reply(context, stored, pb.DebitResponse)
 
     @guarded
     async def RollbackTransaction(
@@ -320,12 +301,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                     "target_idempotency_key must name another request, not this rollback",
                 )
         elif which == "target_transaction_id":
-            try:
-                target_id = uuid.UUID(request.target_transaction_id)
-            except ValueError as exc:
-                raise invalid(
-                    "target_transaction_id", "INVALID_ID", "target_transaction_id must be a UUID"
-                ) from exc
+            target_id = parse_uuid(request.target_transaction_id, "target_transaction_id")
         else:
             raise invalid(
                 "target",
@@ -345,14 +321,13 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                 resp.balance.CopyFrom(balance_out(r.balance))
             return resp.SerializeToString(deterministic=True)
 
-        reply = await self.wallet.execute(
-            _key("RollbackTransaction", request, caller),
+        stored = await self.wallet.execute(
+            _key("RollbackTransaction", caller, request),
             lambda conn: self.wallet.rollback(conn, cmd),
             ok,
             encode_error,
         )
-        await self._reply(context, reply.code, reply.payload)
-        return pb.RollbackTransactionResponse.FromString(reply.payload)
+        return await reply(context, stored, pb.RollbackTransactionResponse)
 
     @guarded
     async def SetPlayerStatus(
@@ -373,14 +348,13 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                 status=_STATUS_TO_PB[r.status],
             ).SerializeToString(deterministic=True)
 
-        reply = await self.wallet.execute(
-            _key("SetPlayerStatus", request, caller),
+        stored = await self.wallet.execute(
+            _key("SetPlayerStatus", caller, request),
             lambda conn: self.wallet.set_player_status(conn, caller, status),
             ok,
             encode_error,
         )
-        await self._reply(context, reply.code, reply.payload)
-        return pb.SetPlayerStatusResponse.FromString(reply.payload)
+        return await reply(context, stored, pb.SetPlayerStatusResponse)
 
     @guarded
     async def GetTransaction(
@@ -388,10 +362,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     ) -> pb.GetTransactionResponse:
         """One transaction with its postings. NOT_FOUND TRANSACTION_NOT_FOUND."""
         tenant = check_id(request.tenant_id, "tenant_id")
-        try:
-            tx_id = uuid.UUID(request.transaction_id)
-        except ValueError as exc:
-            raise invalid("transaction_id", "INVALID_ID", "transaction_id must be a UUID") from exc
+        tx_id = parse_uuid(request.transaction_id, "transaction_id")
         row = await self.wallet.transaction(tenant, tx_id)
         return pb.GetTransactionResponse(transaction=transaction_out(row))
 
