@@ -29,11 +29,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 from croupier.common.v1 import money_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from server.edge.config import Integration
 from server.edge.protocol import Callback, Code, Rollback, Transfer
+from server.error_info import error_info
 from server.money import Money, format_decimal
 
 if TYPE_CHECKING:
@@ -116,17 +115,12 @@ def _money(m: Money) -> money_pb2.Money:
 
 
 def _reason(exc: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                    if info.metadata.get("field") == "player_id":
-                        return "INVALID_PLAYER_ID"
-                return str(info.reason)
-    return ""
+    info = error_info(exc)
+    if info is None:
+        return ""
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and info.metadata.get("field") == "player_id":
+        return "INVALID_PLAYER_ID"
+    return str(info.reason)
 
 
 def _refusal(exc: grpc.aio.AioRpcError) -> Outcome:

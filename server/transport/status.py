@@ -10,6 +10,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from server.error_info import reason_of
 from server.errors import DomainError, ErrorCode
 
 DOMAIN = "croupier"
@@ -45,16 +46,6 @@ def encode_error(err: DomainError) -> bytes:
 
 # The ErrorInfo reason of the call being served, for metrics (set just before an abort).
 error_reason: ContextVar[str] = ContextVar("croupier_error_reason", default="")
-
-
-def reason_of(status_proto: status_pb2.Status) -> str:
-    """The ErrorInfo reason inside a google.rpc.Status ("" if none)."""
-    for detail in status_proto.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return ""
 
 
 async def abort_with_status(
