@@ -8,8 +8,9 @@ same transaction_id ... balance user should not be changed, but the response mus
 be with the same transaction id as the first time"), refusals included. The CLIENT-side
 `transaction_id` we answer is the wallet's ledger transaction id (a UUID).
 
-Transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED) are retried with the
-same request, hence the same key, up to `attempts` times; then `INTERNAL_ERROR`, which the
+Transient failures (`server.retry.retryable` for writes: UNAVAILABLE, DEADLINE_EXCEEDED,
+RESOURCE_EXHAUSTED) are retried with the same request, hence the same key, up to `attempts`
+times; then `INTERNAL_ERROR`, which the
 provider may resend. A `result` of zero moves no money and the wallet refuses zero credits, so it
 is answered without a wallet call with a deterministic id (`zero_result_id`): every repeat gets
 the same answer.
@@ -34,6 +35,7 @@ from server.edge.config import Integration
 from server.edge.protocol import Callback, Code, Rollback, Transfer
 from server.error_info import error_info
 from server.money import Money, format_decimal
+from server.retry import Backoff, retryable
 
 if TYPE_CHECKING:
     from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceAsyncStub
@@ -46,11 +48,6 @@ MAX_KEY = 128
 GAME_ID = "sportsbook"
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
 _ZERO_RESULT_NS = uuid.UUID("5b0f3c2e-7f39-4d47-9a55-2d1f0c1e5a10")
-_RETRYABLE = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-)
 # Wallet ErrorInfo reasons -> edge codes (the proto's documented errors for each RPC).
 _BY_REASON = {
     "INSUFFICIENT_FUNDS": Code.INSUFFICIENT_FUNDS,
@@ -155,7 +152,7 @@ class Forwarder:
         self.stub = stub
         self.timeout = timeout
         self.attempts = attempts
-        self.backoff = backoff
+        self.backoff = Backoff(backoff)
 
     async def forward(self, integration: Integration, callback: Callback) -> Outcome:
         """Make the one wallet call `callback` maps to; never raises for a wallet answer."""
@@ -184,10 +181,10 @@ class Forwarder:
             try:
                 return await method(request, timeout=self.timeout, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in _RETRYABLE or attempt + 1 >= self.attempts:
+                if not retryable(exc.code(), write=True) or attempt + 1 >= self.attempts:
                     raise
                 log.warning("wallet %s, retrying (attempt %d)", exc.code().name, attempt + 2)
-                await asyncio.sleep(self.backoff * 2**attempt)
+                await asyncio.sleep(self.backoff.delay(attempt + 1))
         raise AssertionError("unreachable")
 
     async def _transfer(self, integration: Integration, cb: Transfer) -> Outcome:

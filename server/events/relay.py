@@ -39,6 +39,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 
 from server.events.crm import casino_event
 from server.events.crm import dumps as crm_dumps
+from server.retry import BROKER_BACKOFF, Pacer
 from server.store import outbox_sql
 from server.store.outbox_sql import OutboxRow
 from server.telemetry import publish_span, setup_tracing
@@ -178,7 +179,7 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set, backing off while the broker or database is down."""
-        backoff = 0.2
+        pacer = Pacer(BROKER_BACKOFF)
         while not stop.is_set():
             try:
                 async with (
@@ -192,16 +193,16 @@ class Relay:
                     await listener.execute("LISTEN croupier_outbox")
                     while not stop.is_set():
                         await self.drain(worker)
-                        backoff = 0.2
+                        pacer.succeeded()
                         await self._wait(listener, stop)
             except Exception as exc:  # the relay outlives any broker or database failure
+                delay = pacer.failed()
                 log.warning(
-                    "relay paused (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff
+                    "relay paused (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
                 )
                 await self.close()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 10.0)
+                    await asyncio.wait_for(stop.wait(), delay)
         await self.close()
 
     async def _wait(self, listener: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:

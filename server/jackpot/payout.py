@@ -32,6 +32,7 @@ from server.idempotency import RequestKey
 from server.jackpot import events as jp_events
 from server.jackpot.model import PayoutState, WinRow
 from server.money import Money
+from server.retry import Backoff
 from server.store import jackpot_sql as sql
 from server.store import wallet_sql
 from server.store.wallet_sql import Conn
@@ -42,6 +43,7 @@ from server.wallet.model import Caller, PlayerStatus, RoundRef, Transfer, Transf
 log = logging.getLogger("croupier.jackpot.payout")
 
 MAX_BACKOFF_SECONDS = 60.0
+BACKOFF = Backoff(1.0, MAX_BACKOFF_SECONDS)
 _REFUSED = {
     PlayerStatus.BLOCKED.value: "PLAYER_BLOCKED",
     PlayerStatus.SELF_EXCLUDED.value: "PLAYER_SELF_EXCLUDED",
@@ -55,7 +57,7 @@ def payout_key(win_id: uuid.UUID) -> str:
 
 def backoff_seconds(attempts: int) -> float:
     """Delay before the next attempt after `attempts` failed ones: 0.5 s doubling, max 60 s."""
-    return float(min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(attempts, 16)))
+    return BACKOFF.delay(attempts)
 
 
 class PayoutSaga:

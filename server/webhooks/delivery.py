@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from server.retry import Backoff
 from server.store.webhook_sql import DueDelivery
 from server.webhooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
@@ -45,8 +46,7 @@ class Outcome:
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based): full jitter over
     `min(cap, base * 2**(attempt - 1))`; `base` and `cap` in seconds."""
-    ceiling = min(cap, base * (2.0 ** min(attempt - 1, 62)))
-    return rng.uniform(0.0, ceiling)
+    return Backoff(base, cap, jitter=True).delay(attempt, rng.uniform)
 
 
 def headers_for(due: DueDelivery, timestamp: int) -> dict[str, str]:

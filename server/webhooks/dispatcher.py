@@ -43,6 +43,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from server.events.relay import EVENTS_EXCHANGE
+from server.retry import BROKER_BACKOFF, Pacer
 from server.store import webhook_sql
 from server.store.database import open_pool
 from server.store.webhook_sql import DueDelivery
@@ -116,7 +117,7 @@ class Dispatcher:
     # --- recording ----------------------------------------------------------------------
 
     async def _consume(self, stop: asyncio.Event) -> None:
-        backoff = 0.2
+        pacer = Pacer(BROKER_BACKOFF)
         while not stop.is_set():
             connection: AbstractRobustConnection | None = None
             try:
@@ -131,12 +132,12 @@ class Dispatcher:
                 await queue.consume(self._on_message)
                 log.info("consuming %s from %s", self.settings.queue, EVENTS_EXCHANGE)
                 self.ready.set()
-                backoff = 0.2
+                pacer.succeeded()
                 await stop.wait()  # the robust connection reconnects and re-consumes itself
             except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
-                log.warning("broker unavailable (%s); retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                delay = pacer.failed()
+                log.warning("broker unavailable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
             finally:
                 if connection is not None:
                     with contextlib.suppress(Exception):
