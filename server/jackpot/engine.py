@@ -113,8 +113,8 @@ def shard_for(key: str, shards: int) -> int:
 class Jackpots:
     """The jackpot engine over one connection pool. Writes go through `execute`."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
-        self.pool = pool
+    def __init__(self, db: AsyncConnectionPool) -> None:
+        self.db = db
         # Process-local caches of what the hot path reads. Jackpot rows never change; a pool
         # row is checked by every contribution's counter update (cycle and config_version in
         # its WHERE clause) and read again when stale, so a stale entry costs one retry.
@@ -139,7 +139,7 @@ class Jackpots:
         """
         for _ in range(_MAX_CYCLE_RACES):
             try:
-                return await run_idempotent(self.pool, key, operation, encode_ok, encode_error)
+                return await run_idempotent(self.db, key, operation, encode_ok, encode_error)
             except StalePoolError:
                 continue
         raise DomainError(
@@ -607,7 +607,7 @@ class Jackpots:
         for pool_id, until in list(self._set_aside.items()):
             if until <= now:
                 del self._set_aside[pool_id]
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             due = await sql.due_deadline_pools(conn, limit, list(self._set_aside))
         wins: list[uuid.UUID] = []
         for pool_id in due:
@@ -626,7 +626,7 @@ class Jackpots:
     async def _drop_deadline(self, pool_id: str) -> uuid.UUID | None:
         """Drop one due DEADLINE pool in its own transaction; its win id, or None when there is
         nothing to drop (dropped meanwhile, or no contribution yet this cycle)."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.db.connection() as conn, conn.transaction():
             pool = await sql.pool_row(conn, pool_id, lock=True)
             if (
                 pool is None
@@ -843,7 +843,7 @@ class Jackpots:
 
         Errors: NOT_FOUND JACKPOT_NOT_FOUND; PERMISSION_DENIED TENANT_NOT_LISTED.
         """
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             jackpot = await self._member_jackpot(conn, tenant_id, jackpot_id)
             pools = await sql.jackpot_pools(conn, jackpot_id)
         out = []
@@ -869,7 +869,7 @@ class Jackpots:
 
     async def get_pool(self, tenant_id: str, pool_id: str) -> PoolState:
         """A pool the tenant owns or is listed on. Errors: NOT_FOUND POOL_NOT_FOUND."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             state = await sql.pool_state(conn, pool_id)
         if state is None or not state.jackpot.sees(tenant_id):
             raise _not_found("POOL_NOT_FOUND", "no such pool for this tenant")
@@ -887,7 +887,7 @@ class Jackpots:
         limit: int = 500,
     ) -> list[PoolState]:
         """Pools the tenant owns or is listed on, by pool_id."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             return await sql.list_pool_states(
                 conn,
                 tenant_id,
@@ -901,7 +901,7 @@ class Jackpots:
 
     async def get_win(self, tenant_id: str, win_id: uuid.UUID) -> WinRow:
         """A win of the tenant's player. Errors: NOT_FOUND WIN_NOT_FOUND."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             win = await sql.get_win(conn, win_id)
         if win is None or win.tenant_id != tenant_id:
             raise _not_found("WIN_NOT_FOUND", "no such win for this tenant")
@@ -917,7 +917,7 @@ class Jackpots:
         limit: int,
     ) -> list[WinRow]:
         """The tenant's wins, newest first."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             return await sql.list_wins(
                 conn, tenant_id, pool_id, player_id, state.value if state else "", before, limit
             )
@@ -925,7 +925,7 @@ class Jackpots:
     async def get_cycle(self, tenant_id: str, pool_id: str, cycle: int) -> CycleRow:
         """A cycle; its seed only once ended. Errors: NOT_FOUND CYCLE_NOT_FOUND."""
         await self.get_pool(tenant_id, pool_id)
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             row = await sql.get_cycle(conn, pool_id, cycle)
         if row is None:
             raise _not_found("CYCLE_NOT_FOUND", "no such cycle")
@@ -937,12 +937,12 @@ class Jackpots:
         """A cycle's contributions: all of them for the owner, a listed tenant's own else."""
         state = await self.get_pool(tenant_id, pool_id)
         only = None if tenant_id == state.jackpot.owner_tenant_id else tenant_id
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             return await sql.list_contributions(conn, pool_id, cycle, only, after, limit)
 
     async def audit_log(self, tenant_id: str, after: int, limit: int) -> list[audit.ChainRecord]:
         """A page of the tenant's audit chain in order."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             rows = await sql.audit_page(conn, tenant_id, after, limit)
         return [
             audit.ChainRecord(tenant_id, seq, micros, action, subject, payload, prev, digest)
@@ -951,7 +951,7 @@ class Jackpots:
 
     async def reconcile(self, tenant_id: str, pool_id: str = "") -> list[Reconciliation]:
         """Reconcile the tenant's pools (docs/architecture.md invariant 5)."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             return await sql.reconcile(conn, tenant_id, pool_id)
 
 

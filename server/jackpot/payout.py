@@ -64,9 +64,9 @@ class PayoutSaga:
     """Runs payouts: `pay` on demand, `kick` after a hit, `run_due` from the retrier."""
 
     def __init__(
-        self, pool: AsyncConnectionPool, wallet: Wallet, *, start_delay_seconds: float = 0.0
+        self, db: AsyncConnectionPool, wallet: Wallet, *, start_delay_seconds: float = 0.0
     ) -> None:
-        self.pool = pool
+        self.db = db
         self.wallet = wallet
         self.start_delay_seconds = start_delay_seconds
         self._tasks: set[asyncio.Task[None]] = set()
@@ -77,7 +77,7 @@ class PayoutSaga:
         Errors: NOT_FOUND WIN_NOT_FOUND (also for another tenant's win). Technical failures
         are recorded on the win and re-raised.
         """
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             win = await sql.get_win(conn, win_id)
             if win is None or (tenant_id is not None and win.tenant_id != tenant_id):
                 raise DomainError(ErrorCode.NOT_FOUND, "WIN_NOT_FOUND", "no such win")
@@ -93,7 +93,7 @@ class PayoutSaga:
         try:
             await self._credit(win)
         except Exception as exc:
-            async with self.pool.connection() as conn, conn.transaction():
+            async with self.db.connection() as conn, conn.transaction():
                 attempts = win.attempts + 1
                 await sql.mark_attempt_failed(
                     conn, win_id, f"{type(exc).__name__}: {exc}", backoff_seconds(attempts)
@@ -103,7 +103,7 @@ class PayoutSaga:
 
     async def _credit(self, win: WinRow) -> None:
         if win.amount == 0:  # nothing owed (a zero seed hit right after a reset)
-            async with self.pool.connection() as conn, conn.transaction():
+            async with self.db.connection() as conn, conn.transaction():
                 await sql.mark_credited(conn, win.win_id, None, "zero amount")
             return
         key = payout_key(win.win_id)
@@ -138,14 +138,14 @@ class PayoutSaga:
             currency=win.currency,
         )
         if reply.code != 0:  # the wallet refused (an int64 overflow of the balance)
-            async with self.pool.connection() as conn, conn.transaction():
+            async with self.db.connection() as conn, conn.transaction():
                 await sql.mark_failed(conn, win.win_id, reply.payload.decode())
                 await jp_events.payout_outcome(
                     conn, win, credited=False, reason=reply.payload.decode()
                 )
 
     async def _reload(self, win_id: uuid.UUID) -> WinRow:
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             win = await sql.get_win(conn, win_id)
         assert win is not None
         return win
@@ -167,7 +167,7 @@ class PayoutSaga:
 
     async def run_due(self, limit: int = 100) -> int:
         """Attempt every `requested` win whose next attempt is due; return how many."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             due = await sql.due_wins(conn, limit)
         for win_id in due:  # each win alone: one that fails never stops the others
             try:

@@ -182,7 +182,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
     ) -> None:
         self.jackpots = jackpots
         self.saga = saga
-        self.batcher = batcher or ContributionBatcher(jackpots, jackpots.pool, max_batch=1)
+        self.batcher = batcher or ContributionBatcher(jackpots, jackpots.db, max_batch=1)
 
     @guarded
     async def CreateJackpot(
