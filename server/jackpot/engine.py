@@ -182,8 +182,8 @@ class Jackpots:
         )
         for order, cfg in enumerate(spec.tiers):
             pool_id = f"{spec.jackpot_id}.{cfg.tier}"
-            await sql.insert_pool(conn, pool_id, spec.jackpot_id, order, cfg, cfg.seed)
-            await self._start_cycle(conn, owner, pool_id, 1, cfg, cfg.seed, 0, now)
+            await sql.insert_pool(conn, pool_id, spec.jackpot_id, order, cfg, cfg.seed_minor)
+            await self._start_cycle(conn, owner, pool_id, 1, cfg, cfg.seed_minor, 0, now)
         jackpot = await sql.get_jackpot(conn, spec.jackpot_id)
         assert jackpot is not None
         states = await sql.list_pool_states(conn, owner, jackpot_id=spec.jackpot_id)
@@ -458,8 +458,8 @@ class Jackpots:
         shard = shards[shard_for(cmd.idempotency_key, cfg.shards)]
         amount = pool.cycle_base + sum(s.visible for s in shards)
         headroom: int | None = None
-        if cfg.cap:
-            headroom = cfg.cap - amount
+        if cfg.cap_minor:
+            headroom = cfg.cap_minor - amount
         if cfg.trigger is TriggerKind.MUST_DROP:
             assert pool.must_drop_point is not None
             point_room = pool.must_drop_point - amount
@@ -682,7 +682,7 @@ class Jackpots:
         self._pools.pop(jackpot.jackpot_id, None)
         amount = pool.cycle_base + sum(s.visible for s in shards)
         hidden = sum(s.reseed + s.overflow for s in shards)
-        if amount > INT64_MAX or pool.config.seed + hidden > INT64_MAX:
+        if amount > INT64_MAX or pool.config.seed_minor + hidden > INT64_MAX:
             raise pool_overflow(pool.pool_id)  # the win or the next cycle's base
         await sql.insert_win(
             conn,
@@ -729,7 +729,7 @@ class Jackpots:
                 "amount": amount,
             },
         )
-        base = pool.config.seed + hidden
+        base = pool.config.seed_minor + hidden
         await sql.advance_pool(conn, pool.pool_id, pool.cycle + 1, base, hidden)
         await jp_events.pool_updated(
             conn,
@@ -757,26 +757,26 @@ class Jackpots:
     ) -> None:
         """A new cycle: a fresh server seed, its commitment audited before any contribution,
         and the must-drop point or deadline drawn from it (server.jackpot.fairness)."""
-        seed = fairness.new_server_seed()
-        committed = fairness.commitment(seed)
+        server_seed = fairness.new_server_seed()
+        committed = fairness.commitment(server_seed)
         point = None
         low, high = 0, 0
         if cfg.trigger is TriggerKind.MUST_DROP:
             # a start amount carried above the configured min raises the range's floor
-            low = max(cfg.must_drop_min, start_amount)
-            high = max(cfg.must_drop_max, low)
-            point = fairness.must_drop_point(seed, pool_id, cycle, low, high)
+            low = max(cfg.must_drop_min_minor, start_amount)
+            high = max(cfg.must_drop_max_minor, low)
+            point = fairness.must_drop_point(server_seed, pool_id, cycle, low, high)
         drop_at = None
         if cfg.trigger is TriggerKind.DEADLINE:
             offset = fairness.deadline_offset(
-                seed, pool_id, cycle, cfg.deadline_min_seconds, cfg.deadline_max_seconds
+                server_seed, pool_id, cycle, cfg.deadline_min_seconds, cfg.deadline_max_seconds
             )
             drop_at = now + timedelta(seconds=offset)
         await sql.insert_cycle(
             conn,
             pool_id=pool_id,
             cycle=cycle,
-            server_seed=seed,
+            server_seed=server_seed,
             seed_commitment=committed,
             start_amount=start_amount,
             carried_in=carried_in,
@@ -857,12 +857,12 @@ class Jackpots:
                 reason = "CURRENCY_MISMATCH"
             elif not jackpot.game_included(game_id):
                 reason = "GAME_NOT_INCLUDED"
-            elif converted < cfg.min_bet:
+            elif converted < cfg.min_bet_minor:
                 reason = "BELOW_MIN_BET"
             probability = 0
             if not reason and cfg.trigger is TriggerKind.RANDOM:
                 probability = fairness.effective_probability_ppb(
-                    cfg.hit_probability_ppb, cfg.reference_bet, converted
+                    cfg.hit_probability_ppb, cfg.reference_bet_minor, converted
                 )
             out.append(Eligibility(p.pool_id, cfg.tier, not reason, reason, probability))
         return out
@@ -1001,7 +1001,7 @@ def not_qualified(
     cfg = pool.config
     if not jackpot.game_included(game_id):
         return TierOutcome(pool.pool_id, cfg.tier, pool.cycle, False, "GAME_NOT_INCLUDED")
-    if converted_bet < cfg.min_bet:
+    if converted_bet < cfg.min_bet_minor:
         return TierOutcome(pool.pool_id, cfg.tier, pool.cycle, False, "BELOW_MIN_BET")
     return None
 
@@ -1014,7 +1014,7 @@ def draw(pool: PoolRow, cmd: Contribute, converted_bet: int) -> tuple[int, bool]
     if cfg.trigger is not TriggerKind.RANDOM:
         return 0, False
     probability = fairness.effective_probability_ppb(
-        cfg.hit_probability_ppb, cfg.reference_bet, converted_bet
+        cfg.hit_probability_ppb, cfg.reference_bet_minor, converted_bet
     )
     value = fairness.draw(
         pool.server_seed, pool.pool_id, pool.cycle, cmd.round_id, cmd.idempotency_key
@@ -1034,7 +1034,7 @@ def is_deadline_due(pool: PoolRow) -> bool:
 def needs_pool_lock(cfg: TierConfig) -> bool:
     """A capped or must-drop tier takes the pool lock on every contribution (its amount must
     be exact); an uncapped tier only adds to one counter row unless its draw hits."""
-    return cfg.cap > 0 or cfg.trigger is TriggerKind.MUST_DROP
+    return cfg.cap_minor > 0 or cfg.trigger is TriggerKind.MUST_DROP
 
 
 def contribution_record(
