@@ -5,6 +5,8 @@
 - `request_key`: a write's `RequestKey` (tenant, idempotency key, method, the request's
   deterministic bytes): one argument order for every servicer.
 - `serialize`: a response's deterministic bytes, as stored for replays.
+- `write`: run a write once per idempotency key through the domain's `execute` and answer
+  with its stored response (`reply`): the first run's response, or its refusal, byte for byte.
 - `reply`: a write's `StoredReply` -> the response message, or the call aborted with the stored
   `google.rpc.Status` (the replay of a refusal is the same refusal, byte for byte).
 - `parse_uuid`: a UUID field, INVALID_ARGUMENT `INVALID_ID` naming the field when it is not one.
@@ -13,14 +15,20 @@
 
 Writes follow one shape (docs/architecture.md, "Where to add an RPC"):
 
-    key = request_key("Method", tenant, idem, request)
-    stored = await domain.execute(key, lambda conn: domain.method(conn, cmd), ok, encode_error)
-    return await reply(context, stored, pb.MethodResponse)
+    return await write(
+        context,
+        domain.execute,
+        request_key("Method", tenant, idem, request),
+        lambda conn: domain.method(conn, cmd),
+        ok,  # domain result -> pb.MethodResponse
+        pb.MethodResponse,
+    )
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -30,7 +38,7 @@ from google.protobuf import timestamp_pb2
 
 from server.errors import invalid
 from server.idempotency import RequestKey, StoredReply
-from server.transport.status import abort_error, abort_with
+from server.transport.status import abort_error, abort_with, encode_error
 
 __all__ = [
     "Ctx",
@@ -40,11 +48,13 @@ __all__ = [
     "request_key",
     "serialize",
     "timestamp",
+    "write",
 ]
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 M = TypeVar("M", bound=_message.Message)
+R = TypeVar("R")
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -73,6 +83,27 @@ async def reply(context: Ctx, stored: StoredReply, response_type: type[M]) -> M:
     if stored.code != 0:
         await abort_with(context, stored.payload)
     return response_type.FromString(stored.payload)
+
+
+async def write(
+    context: Ctx,
+    execute: Callable[..., Awaitable[StoredReply]],
+    key: RequestKey,
+    operation: Callable[[Any], Awaitable[R]],
+    ok: Callable[[R], M],
+    response_type: type[M],
+    **options: Any,
+) -> M:
+    """Run `operation` once for `key` through the domain's `execute` (`Wallet.execute`,
+    `Jackpots.execute`, `Subscriptions.execute`; `options` are its keyword arguments) and
+    answer with the stored response: `ok(result)` serialized on the first run, or the
+    DomainError it raised as a google.rpc.Status (aborting the call), replayed byte for byte."""
+
+    def encode_ok(result: R) -> bytes:
+        return serialize(ok(result))
+
+    stored = await execute(key, operation, encode_ok, encode_error, **options)
+    return await reply(context, stored, response_type)
 
 
 def parse_uuid(value: str, field: str) -> uuid.UUID:

@@ -30,7 +30,9 @@ from server.transport.common import (
     parse_uuid,
     reply,
     request_key,
+    serialize,
     timestamp,
+    write,
 )
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, decode_token, encode_token, page_size
@@ -208,7 +210,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             )
         )
 
-        def ok(r: tuple[model.JackpotRow, list[model.PoolState]]) -> bytes:
+        def ok(r: tuple[model.JackpotRow, list[model.PoolState]]) -> pb.CreateJackpotResponse:
             j, pools = r
             return pb.CreateJackpotResponse(
                 jackpot=pb.Jackpot(
@@ -224,15 +226,16 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
                     create_time=timestamp(j.created_at),
                     conversion_rates_micro=j.conversion_rates,
                 )
-            ).SerializeToString(deterministic=True)
+            )
 
-        stored = await self.jackpots.execute(
+        return await write(
+            context,
+            self.jackpots.execute,
             request_key("CreateJackpot", tenant, idem, request),
             lambda conn: self.jackpots.create_jackpot(conn, spec),
             ok,
-            encode_error,
+            pb.CreateJackpotResponse,
         )
-        return await reply(context, stored, pb.CreateJackpotResponse)
 
     @guarded
     async def UpdatePool(
@@ -246,15 +249,16 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             raise invalid("config", "MISSING_FIELD", "config is required")
         cfg = tier_in(request.config, "config")
         reason = check_text(request.reason, "reason")
-        stored = await self.jackpots.execute(
+        return await write(
+            context,
+            self.jackpots.execute,
             request_key("UpdatePool", tenant, idem, request),
             lambda conn: self.jackpots.update_pool(
                 conn, tenant, pool_id, cfg, request.expected_config_version, reason
             ),
-            lambda s: pb.UpdatePoolResponse(pool=pool_out(s)).SerializeToString(deterministic=True),
-            encode_error,
+            lambda s: pb.UpdatePoolResponse(pool=pool_out(s)),
+            pb.UpdatePoolResponse,
         )
-        return await reply(context, stored, pb.UpdatePoolResponse)
 
     @guarded
     async def GetPool(self, request: pb.GetPoolRequest, context: Ctx) -> pb.GetPoolResponse:
@@ -333,7 +337,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             ),
         )
 
-        def ok(r: model.ContributeResult) -> bytes:
+        def ok(r: model.ContributeResult) -> pb.ContributeResponse:
             def m(v: int) -> Any:
                 return money_out(v, r.currency)
 
@@ -355,7 +359,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
                     )
                     for t in r.tiers
                 ]
-            ).SerializeToString(deterministic=True)
+            )
 
         result: list[model.ContributeResult] = []
 
@@ -368,9 +372,12 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
 
         # group commit when the contribution takes the fast path; else one transaction
         def alone() -> Awaitable[StoredReply]:
-            return self.jackpots.execute(key, run, ok, encode_error)
+            return self.jackpots.execute(key, run, encode_ok, encode_error)
 
-        stored = await self.batcher.submit(key, cmd, ok, alone)
+        def encode_ok(r: model.ContributeResult) -> bytes:
+            return serialize(ok(r))
+
+        stored = await self.batcher.submit(key, cmd, encode_ok, alone)
         if stored is None:
             stored = await alone()
         resp = await reply(context, stored, pb.ContributeResponse)
@@ -423,7 +430,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
         stored = await self.jackpots.execute(
             request_key("Trigger", tenant, idem, request),
             lambda conn: self.jackpots.trigger(conn, cmd),
-            lambda w: pb.TriggerResponse(win=win_out(w)).SerializeToString(deterministic=True),
+            lambda w: serialize(pb.TriggerResponse(win=win_out(w))),
             encode_error,
         )
         resp = await reply(context, stored, pb.TriggerResponse)

@@ -6,7 +6,7 @@ Thin by design: validation and rules live in server.wallet; this module only con
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 from croupier.common.v1 import account_pb2, money_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
@@ -14,13 +14,12 @@ from croupier.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from google.protobuf import message as _message
 
 from server.errors import invalid
-from server.idempotency import RequestKey, StoredReply
+from server.idempotency import RequestKey
 from server.money import Money, check_amount, check_currency
 from server.store.wallet_sql import TransactionRow
-from server.transport.common import Ctx, parse_uuid, reply, request_key, timestamp
+from server.transport.common import Ctx, parse_uuid, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, encode_token, page_size
-from server.transport.status import encode_error
 from server.wallet import model
 from server.wallet.ledger import Wallet
 from server.wallet.validation import check_hold_ttl, check_id, check_metadata, check_text
@@ -46,6 +45,7 @@ _ACCOUNT_NAMES = {
     ("house_game", "available"): "house/game",
     ("house_cashier", "available"): "house/cashier",
 }
+TransferResponse = TypeVar("TransferResponse", pb.CreditResponse, pb.DebitResponse)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
@@ -141,23 +141,24 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             check_hold_ttl(request.hold_ttl.seconds, request.hold_ttl.nanos),
         )
 
-        def ok(r: model.AuthorizeResult) -> bytes:
+        def ok(r: model.AuthorizeResult) -> pb.AuthorizeBetResponse:
             return pb.AuthorizeBetResponse(
                 transaction_id=str(r.transaction_id),
                 hold_id=str(r.hold_id),
                 expire_time=timestamp(r.expire_time),
                 balance=balance_out(r.balance),
-            ).SerializeToString(deterministic=True)
+            )
 
-        stored = await self.wallet.execute(
+        return await write(
+            context,
+            self.wallet.execute,
             _key("AuthorizeBet", caller, request),
             lambda conn: self.wallet.authorize_bet(conn, cmd),
             ok,
-            encode_error,
+            pb.AuthorizeBetResponse,
             currency=cmd.amount.currency,
             player_id=caller.player_id,
         )
-        return await reply(context, stored, pb.AuthorizeBetResponse)
 
     @guarded
     async def SettleBet(self, request: pb.SettleBetRequest, context: Ctx) -> pb.SettleBetResponse:
@@ -185,24 +186,25 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             win,
         )
 
-        def ok(r: model.SettleResult) -> bytes:
+        def ok(r: model.SettleResult) -> pb.SettleBetResponse:
             return pb.SettleBetResponse(
                 transaction_id=str(r.transaction_id),
                 captured=money_out(r.captured, r.currency),
                 released=money_out(r.released, r.currency),
                 win=money_out(r.win, r.currency),
                 balance=balance_out(r.balance),
-            ).SerializeToString(deterministic=True)
+            )
 
-        stored = await self.wallet.execute(
+        return await write(
+            context,
+            self.wallet.execute,
             _key("SettleBet", caller, request),
             lambda conn: self.wallet.settle_bet(conn, cmd),
             ok,
-            encode_error,
+            pb.SettleBetResponse,
             player_id=caller.player_id,
             currency=capture.currency if capture else (win.currency if win else None),
         )
-        return await reply(context, stored, pb.SettleBetResponse)
 
     @guarded
     async def CancelBet(self, request: pb.CancelBetRequest, context: Ctx) -> pb.CancelBetResponse:
@@ -219,20 +221,21 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             check_text(request.reason, "reason"),
         )
 
-        def ok(r: model.CancelResult) -> bytes:
+        def ok(r: model.CancelResult) -> pb.CancelBetResponse:
             resp = pb.CancelBetResponse(transaction_id=str(r.transaction_id))
             if r.balance is not None:
                 resp.released.CopyFrom(money_out(r.released, r.currency))
                 resp.balance.CopyFrom(balance_out(r.balance))
-            return resp.SerializeToString(deterministic=True)
+            return resp
 
-        stored = await self.wallet.execute(
+        return await write(
+            context,
+            self.wallet.execute,
             _key("CancelBet", caller, request),
             lambda conn: self.wallet.cancel_bet(conn, cmd),
             ok,
-            encode_error,
+            pb.CancelBetResponse,
         )
-        return await reply(context, stored, pb.CancelBetResponse)
 
     def _transfer(self, request: pb.CreditRequest | pb.DebitRequest) -> model.Transfer:
         return model.Transfer(
@@ -250,38 +253,36 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         self,
         method: str,
         request: pb.CreditRequest | pb.DebitRequest,
-        response: type[pb.CreditResponse] | type[pb.DebitResponse],
-    ) -> StoredReply:
+        context: Ctx,
+        response: type[TransferResponse],
+    ) -> TransferResponse:
         """Credit and Debit share everything but the ledger operation and the response type."""
         cmd = self._transfer(request)
         operation = self.wallet.credit if method == "Credit" else self.wallet.debit
 
-        def ok(r: model.TransferResult) -> bytes:
-            return response(
-                transaction_id=str(r.transaction_id), balance=balance_out(r.balance)
-            ).SerializeToString(deterministic=True)
+        def ok(r: model.TransferResult) -> TransferResponse:
+            return response(transaction_id=str(r.transaction_id), balance=balance_out(r.balance))
 
-        stored = await self.wallet.execute(
+        return await write(
+            context,
+            self.wallet.execute,
             _key(method, cmd.caller, request),
             lambda conn: operation(conn, cmd),
             ok,
-            encode_error,
+            response,
             currency=cmd.amount.currency,
             player_id=cmd.caller.player_id,
         )
-        return stored
 
     @guarded
     async def Credit(self, request: pb.CreditRequest, context: Ctx) -> pb.CreditResponse:
         """Credit a player (see ledger.Wallet.credit)."""
-        stored = await self._run_transfer("Credit", request, pb.CreditResponse)
-        return await reply(context, stored, pb.CreditResponse)
+        return await self._run_transfer("Credit", request, context, pb.CreditResponse)
 
     @guarded
     async def Debit(self, request: pb.DebitRequest, context: Ctx) -> pb.DebitResponse:
         """Debit a player (see ledger.Wallet.debit)."""
-        stored = await self._run_transfer("Debit", request, pb.DebitResponse)
-        return await reply(context, stored, pb.DebitResponse)
+        return await self._run_transfer("Debit", request, context, pb.DebitResponse)
 
     @guarded
     async def RollbackTransaction(
@@ -310,7 +311,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             )
         cmd = model.Rollback(caller, target_key, target_id, check_metadata(dict(request.metadata)))
 
-        def ok(r: model.RollbackResult) -> bytes:
+        def ok(r: model.RollbackResult) -> pb.RollbackTransactionResponse:
             resp = pb.RollbackTransactionResponse(
                 transaction_id=str(r.transaction_id),
                 outcome=r.outcome.value,  # type: ignore[arg-type]
@@ -319,15 +320,16 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             if r.balance is not None:
                 resp.reversed.CopyFrom(money_out(r.reversed_amount, r.currency))
                 resp.balance.CopyFrom(balance_out(r.balance))
-            return resp.SerializeToString(deterministic=True)
+            return resp
 
-        stored = await self.wallet.execute(
+        return await write(
+            context,
+            self.wallet.execute,
             _key("RollbackTransaction", caller, request),
             lambda conn: self.wallet.rollback(conn, cmd),
             ok,
-            encode_error,
+            pb.RollbackTransactionResponse,
         )
-        return await reply(context, stored, pb.RollbackTransactionResponse)
 
     @guarded
     async def SetPlayerStatus(
@@ -342,19 +344,20 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             )
         check_text(request.reason, "reason")
 
-        def ok(r: model.StatusResult) -> bytes:
+        def ok(r: model.StatusResult) -> pb.SetPlayerStatusResponse:
             return pb.SetPlayerStatusResponse(
                 previous_status=_STATUS_TO_PB[r.previous] if r.previous else 0,  # type: ignore[arg-type]
                 status=_STATUS_TO_PB[r.status],
-            ).SerializeToString(deterministic=True)
+            )
 
-        stored = await self.wallet.execute(
+        return await write(
+            context,
+            self.wallet.execute,
             _key("SetPlayerStatus", caller, request),
             lambda conn: self.wallet.set_player_status(conn, caller, status),
             ok,
-            encode_error,
+            pb.SetPlayerStatusResponse,
         )
-        return await reply(context, stored, pb.SetPlayerStatusResponse)
 
     @guarded
     async def GetTransaction(

@@ -12,10 +12,9 @@ from google.protobuf import message as _message
 
 from server.errors import invalid
 from server.store.webhook_sql import DeliveryRow, SubscriptionRow
-from server.transport.common import Ctx, reply, request_key, timestamp
+from server.transport.common import Ctx, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, encode_token, page_size
-from server.transport.status import encode_error
 from server.wallet.validation import check_id
 from server.webhooks.patterns import check_patterns
 from server.webhooks.subscriptions import CreateSubscription, Subscriptions
@@ -99,18 +98,17 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
             check_description(request.description),
         )
 
-        def ok(row: SubscriptionRow) -> bytes:
-            return pb.CreateSubscriptionResponse(
-                subscription=subscription_out(row)
-            ).SerializeToString(deterministic=True)
+        def ok(row: SubscriptionRow) -> pb.CreateSubscriptionResponse:
+            return pb.CreateSubscriptionResponse(subscription=subscription_out(row))
 
-        stored = await self.subscriptions.execute(
+        return await write(
+            context,
+            self.subscriptions.execute,
             request_key("CreateSubscription", tenant, idem, request),
             lambda conn: self.subscriptions.create(conn, cmd),
             ok,
-            encode_error,
+            pb.CreateSubscriptionResponse,
         )
-        return await reply(context, stored, pb.CreateSubscriptionResponse)
 
     @guarded
     async def GetSubscription(
@@ -148,19 +146,20 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         idem = check_id(request.idempotency_key, "idempotency_key")
         sub_id = check_uuid(request.subscription_id, "subscription_id")
 
-        def ok(row: SubscriptionRow) -> bytes:
+        def ok(row: SubscriptionRow) -> pb.DeleteSubscriptionResponse:
             resp = pb.DeleteSubscriptionResponse(subscription=subscription_out(row))
             if row.deleted_at is not None:
                 resp.delete_time.CopyFrom(timestamp(row.deleted_at))
-            return resp.SerializeToString(deterministic=True)
+            return resp
 
-        stored = await self.subscriptions.execute(
+        return await write(
+            context,
+            self.subscriptions.execute,
             request_key("DeleteSubscription", tenant, idem, request),
             lambda conn: self.subscriptions.delete(conn, tenant, sub_id),
             ok,
-            encode_error,
+            pb.DeleteSubscriptionResponse,
         )
-        return await reply(context, stored, pb.DeleteSubscriptionResponse)
 
     @guarded
     async def ListDeliveries(
@@ -191,15 +190,14 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         sub_id = check_uuid(request.subscription_id, "subscription_id")
         delivery_id = check_uuid(request.delivery_id, "delivery_id")
 
-        def ok(row: DeliveryRow) -> bytes:
-            return pb.RedeliverDeadLetterResponse(delivery=delivery_out(row)).SerializeToString(
-                deterministic=True
-            )
+        def ok(row: DeliveryRow) -> pb.RedeliverDeadLetterResponse:
+            return pb.RedeliverDeadLetterResponse(delivery=delivery_out(row))
 
-        stored = await self.subscriptions.execute(
+        return await write(
+            context,
+            self.subscriptions.execute,
             request_key("RedeliverDeadLetter", tenant, idem, request),
             lambda conn: self.subscriptions.redeliver(conn, tenant, sub_id, delivery_id),
             ok,
-            encode_error,
+            pb.RedeliverDeadLetterResponse,
         )
-        return await reply(context, stored, pb.RedeliverDeadLetterResponse)
