@@ -9,7 +9,8 @@
   `Authorization: Bearer <token>` and returns `url`. A 401 drops the token, authenticates once
   more and retries once; a second 401 is `SportsbookAuthError`.
 - Every attempt has a timeout (`timeout`, seconds); network errors, timeouts and 502/503/504
-  are retried up to `attempts` times with exponential backoff; then `SportsbookUnavailable`.
+  are retried up to `attempts` times with exponential backoff (`server.retry.Backoff`); then
+  `SportsbookUnavailable`.
 - Errors are typed: `SportsbookAuthError` (credentials or token refused), `SportsbookRequestError`
   (another 4xx, with the status and body), `SportsbookUnavailable` (network, timeout, 5xx),
   `SportsbookProtocolError` (a 200 that is not the documented JSON); all are `SportsbookError`.
@@ -27,6 +28,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+
+from server.retry import Backoff
 
 log = logging.getLogger("croupier.client.sportsbook")
 
@@ -118,7 +121,7 @@ class SportsbookClient:
         last = ""
         for attempt in range(self.attempts):
             if attempt:
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+                await asyncio.sleep(Backoff(self.backoff).delay(attempt))
             try:
                 async with self._session().post(
                     url,

@@ -4,6 +4,7 @@ One helper for every place that tries again:
 
 - the Python client (`client/retry.py` `RetryPolicy`): 0.05 s doubling to 2 s, full jitter;
 - the sportsbook edge's wallet calls (`server/edge/forward.py`): 0.05 s doubling;
+- the sportsbook provider's HTTP client (`client/sportsbook.py`): 0.2 s doubling;
 - the outbox relay and the webhook dispatcher's broker consumer: 0.2 s doubling to 10 s,
   starting over after a success (`Pacer`);
 - webhook deliveries (`server/webhooks/delivery.py`): 1 s doubling to 300 s, full jitter,
