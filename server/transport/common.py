@@ -18,7 +18,7 @@ Writes follow one shape (docs/architecture.md, "Where to add an RPC"):
     return await write(
         context,
         domain.execute,
-        request_key("Method", tenant, idem, request),
+        request_key("Method", tenant, idem, request, scope=Scope.JACKPOT),
         lambda conn: domain.method(conn, cmd),
         ok,  # domain result -> pb.MethodResponse
         pb.MethodResponse,
@@ -37,7 +37,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2
 
 from server.errors import invalid
-from server.idempotency import RequestKey, StoredReply
+from server.idempotency import RequestKey, Scope, StoredReply
 from server.transport.status import abort_error, abort_with, encode_error
 
 __all__ = [
@@ -70,11 +70,18 @@ def serialize(message: _message.Message) -> bytes:
 
 
 def request_key(
-    method: str, tenant_id: str, idempotency_key: str, request: _message.Message
+    method: str,
+    tenant_id: str,
+    idempotency_key: str,
+    request: _message.Message,
+    *,
+    scope: Scope,
 ) -> RequestKey:
-    """The idempotency identity of a write: same tenant, key, method and request bytes is a
-    replay; same tenant and key with other bytes is IDEMPOTENCY_KEY_REUSED."""
-    return RequestKey.of(tenant_id, idempotency_key, method, serialize(request))
+    """The idempotency identity of a write in the key space `scope` (each service has its
+    own): same tenant, key, method and request bytes is a replay; same tenant and key with
+    other bytes is IDEMPOTENCY_KEY_REUSED. A key the server reserves for its own writes is
+    INVALID_ARGUMENT RESERVED_IDEMPOTENCY_KEY."""
+    return RequestKey.of(tenant_id, idempotency_key, method, serialize(request), scope=scope)
 
 
 async def reply(context: Ctx, stored: StoredReply, response_type: type[M]) -> M:

@@ -17,7 +17,7 @@ from croupier.jackpot.v1 import jackpot_service_pb2 as pb
 from croupier.jackpot.v1 import jackpot_service_pb2_grpc as pb_grpc
 
 from server.errors import DomainError, invalid
-from server.idempotency import StoredReply
+from server.idempotency import Scope, StoredReply
 from server.jackpot import model
 from server.jackpot.batching import ContributionBatcher
 from server.jackpot.engine import Jackpots
@@ -231,7 +231,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
         return await write(
             context,
             self.jackpots.execute,
-            request_key("CreateJackpot", tenant, idem, request),
+            request_key("CreateJackpot", tenant, idem, request, scope=Scope.JACKPOT),
             lambda conn: self.jackpots.create_jackpot(conn, spec),
             ok,
             pb.CreateJackpotResponse,
@@ -252,7 +252,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
         return await write(
             context,
             self.jackpots.execute,
-            request_key("UpdatePool", tenant, idem, request),
+            request_key("UpdatePool", tenant, idem, request, scope=Scope.JACKPOT),
             lambda conn: self.jackpots.update_pool(
                 conn, tenant, pool_id, cfg, request.expected_config_version, reason
             ),
@@ -368,7 +368,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             result.append(r)
             return r
 
-        key = request_key("Contribute", tenant, idem, request)
+        key = request_key("Contribute", tenant, idem, request, scope=Scope.JACKPOT)
 
         # group commit when the contribution takes the fast path; else one transaction
         def alone() -> Awaitable[StoredReply]:
@@ -428,7 +428,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             game_id=check_id(sel.game_id, "selector.game_id", required=False),
         )
         stored = await self.jackpots.execute(
-            request_key("Trigger", tenant, idem, request),
+            request_key("Trigger", tenant, idem, request, scope=Scope.JACKPOT),
             lambda conn: self.jackpots.trigger(conn, cmd),
             lambda w: serialize(pb.TriggerResponse(win=win_out(w))),
             encode_error,

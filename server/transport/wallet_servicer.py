@@ -14,7 +14,7 @@ from croupier.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from google.protobuf import message as _message
 
 from server.errors import invalid
-from server.idempotency import RequestKey
+from server.idempotency import RequestKey, Scope
 from server.money import Money, check_amount, check_currency
 from server.store.wallet_sql import TransactionRow
 from server.transport.common import Ctx, parse_uuid, request_key, timestamp, write
@@ -77,7 +77,9 @@ def _caller(request: Any) -> model.Caller:
 
 
 def _key(method: str, caller: model.Caller, request: _message.Message) -> RequestKey:
-    return request_key(method, caller.tenant_id, caller.idempotency_key, request)
+    return request_key(
+        method, caller.tenant_id, caller.idempotency_key, request, scope=Scope.WALLET
+    )
 
 
 def transaction_out(row: TransactionRow) -> pb.Transaction:

@@ -11,6 +11,7 @@ from croupier.events.v1 import subscription_service_pb2_grpc as pb_grpc
 from google.protobuf import message as _message
 
 from server.errors import invalid
+from server.idempotency import Scope
 from server.store.webhook_sql import DeliveryRow, SubscriptionRow
 from server.transport.common import Ctx, request_key, timestamp, write
 from server.transport.guard import guarded
@@ -104,7 +105,7 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         return await write(
             context,
             self.subscriptions.execute,
-            request_key("CreateSubscription", tenant, idem, request),
+            request_key("CreateSubscription", tenant, idem, request, scope=Scope.WEBHOOK),
             lambda conn: self.subscriptions.create(conn, cmd),
             ok,
             pb.CreateSubscriptionResponse,
@@ -155,7 +156,7 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         return await write(
             context,
             self.subscriptions.execute,
-            request_key("DeleteSubscription", tenant, idem, request),
+            request_key("DeleteSubscription", tenant, idem, request, scope=Scope.WEBHOOK),
             lambda conn: self.subscriptions.delete(conn, tenant, sub_id),
             ok,
             pb.DeleteSubscriptionResponse,
@@ -196,7 +197,7 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         return await write(
             context,
             self.subscriptions.execute,
-            request_key("RedeliverDeadLetter", tenant, idem, request),
+            request_key("RedeliverDeadLetter", tenant, idem, request, scope=Scope.WEBHOOK),
             lambda conn: self.subscriptions.redeliver(conn, tenant, sub_id, delivery_id),
             ok,
             pb.RedeliverDeadLetterResponse,
