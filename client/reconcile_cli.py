@@ -1,4 +1,4 @@
-"""`croupier reconcile`: reconcile the whole ledger and every jackpot pool (issue 8 item 4).
+"""`croupier reconcile`: reconcile the whole ledger and every jackpot pool.
 
     CROUPIER_DATABASE_URL=... croupier reconcile
 
