@@ -83,9 +83,16 @@ check: buf-lint buf-breaking generate-check lint typecheck
 clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
 
-## bench: throughput and latency against pgbench's physical limit, side by side (bench/run.py)
+## bench: SLO-bound throughput (open loop, p99 < 25 ms) beside a like-for-like pgbench anchor, the
+## echo server, group commit off, the hot-pool four arms and a production-shaped arm (~10 min;
+## bench/run.py; results and a PNG plot in bench/results/). BENCH_ARGS="--quick" for a smoke run.
 bench: $(VENV)/.installed
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+## profile: py-spy flame graph of one croupier-server worker under AuthorizeBet load (bench/profile.py)
+.PHONY: profile
+profile: $(VENV)/.installed
+	$(PY) bench/profile.py $(BENCH_ARGS)
 
 ## bench-latency: client-observed AuthorizeBet / SettleBet latency at concurrency 32 (BENCH_ARGS="--seconds 5")
 .PHONY: bench-latency

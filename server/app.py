@@ -107,13 +107,16 @@ async def build_server(
     credentials: grpc.ServerCredentials | None = None,
     contribution_batch: int = 64,
     wallet_batch: int = 32,
+    wallet_inflight: int = 0,
 ) -> App:
     """Create and start the server on `addr` (port 0 = any free port); returns the App.
 
     `keys` turns on tenant authentication (server.auth); tracing follows OTEL_* variables.
     `credentials` (server.tls.server_credentials) serves TLS or mutual TLS instead of plain text.
     `contribution_batch`: most contributions group-committed in one transaction
-    (server.jackpot.batching); `wallet_batch`: most wallet writes group-committed in one
+    (server.jackpot.batching); `wallet_inflight`: most wallet transactions of the group commit
+    at the database at once (0: server.group_commit.default_inflight); `wallet_batch`: most
+    wallet writes group-committed in one
     transaction (server.group_commit); 1 turns either off.
     """
     server = grpc.aio.server(
@@ -122,12 +125,16 @@ async def build_server(
         options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
     )
     wallet = Wallet(pool, batch=wallet_batch)
+    if wallet_inflight > 0:
+        wallet.group_commit.max_inflight = wallet_inflight
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(wallet), server)
     jackpots = Jackpots(pool)
     payouts = PayoutSaga(pool, wallet, start_delay_seconds=payout_start_delay_seconds)
     jackpot_service_pb2_grpc.add_JackpotServiceServicer_to_server(
         JackpotServicer(
-            jackpots, payouts, ContributionBatcher(jackpots, pool, max_batch=contribution_batch)
+            jackpots,
+            payouts,
+            ContributionBatcher(jackpots, pool, max_batch=contribution_batch),
         ),
         server,
     )

@@ -36,6 +36,8 @@ class Settings:
     | CROUPIER_METRICS_ADDR | 127.0.0.1:9464 | Prometheus /metrics (worker i: port + i) |
     | CROUPIER_CONTRIBUTION_BATCH | 64 | most contributions per group commit; 1 = off |
     | CROUPIER_WALLET_BATCH | 32 | most wallet writes per group commit; 1 = off |
+    | CROUPIER_WALLET_INFLIGHT | pool max - 1 | wallet group-commit transactions in flight per |
+    |   | | worker before requests queue for a batch (server.group_commit) |
     | CROUPIER_EVENT_LOOP | uvloop | `asyncio`: the standard event loop instead of uvloop |
     """
 
@@ -57,6 +59,7 @@ class Settings:
     metrics_addr: str = ""
     contribution_batch: int = 64
     wallet_batch: int = 32
+    wallet_inflight: int = 0  # 0: server.group_commit.default_inflight (pool max - 1)
     event_loop: str = "uvloop"
 
     @classmethod
@@ -81,6 +84,7 @@ class Settings:
             auth_required=e.get("CROUPIER_AUTH", "off").lower() == "required",
             contribution_batch=max(1, int(e.get("CROUPIER_CONTRIBUTION_BATCH", "64"))),
             wallet_batch=max(1, int(e.get("CROUPIER_WALLET_BATCH", "32"))),
+            wallet_inflight=max(0, int(e.get("CROUPIER_WALLET_INFLIGHT", "0"))),
             event_loop=e.get("CROUPIER_EVENT_LOOP", "uvloop").lower(),
             metrics_addr=e.get("CROUPIER_METRICS_ADDR", "127.0.0.1:9464"),
         )

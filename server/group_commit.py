@@ -3,11 +3,13 @@ transactions, as TigerBeetle batches transfers, because on a busy server the cos
 transaction per request (connection checkout, BEGIN/COMMIT and its WAL flush, the driver's
 pipeline machinery, the idempotency record) is what limits throughput, not the rows.
 
-`Batcher` is the queue all batchers share (natural batching, no timer): requests queue while a
-batch is at the database (`max_inflight` per process, default 1); a finished batch takes the
-next `max_batch` queued requests at once. A request that finds nobody to share with runs by
-itself on the one-request path (`alone`, server.idempotency.run_idempotent), so batching adds
-no wait at low load; under load batches grow by themselves. A subclass's `_commit` applies a
+`Batcher` is the queue all batchers share (natural batching, no timer): a request starts a
+transaction at once while fewer than `max_inflight` of this batcher's transactions are at the
+database (the wallet's default: all but one of the pool's connections), and queues only when
+all are busy; a finished batch takes the next `max_batch` queued requests at once. So a lone
+request never waits behind another request's COMMIT, and batches form under load. A request
+that finds nobody to share with runs by itself on the one-request path (`alone`,
+server.idempotency.run_idempotent). A subclass's `_commit` applies a
 batch and returns each applied request's stored reply by batch index; a request it leaves out
 (or every request, when `_commit` raises) goes the one-request way, which applies it or
 replays it exactly once. Nothing is answered before COMMIT.
@@ -139,6 +141,15 @@ async def _call(run: Callable[[], Awaitable[StoredReply]]) -> StoredReply:
     return await run()
 
 
+def default_inflight(pool: AsyncConnectionPool) -> int:
+    """Batches a process keeps at the database at once: all but one of the pool's connections
+    (the last one stays free for requests that run alone and for background work). With more
+    than one, a request that arrives while a batch is at the database starts its own
+    transaction on a free connection instead of waiting for that batch's COMMIT; requests
+    queue, and batches form, only when every one of them is busy."""
+    return max(1, pool.max_size - 1)
+
+
 def outcome_of(key: RequestKey, code: int, payload: bytes) -> idempotency_sql.Outcome:
     """A request's outcome to store under its key (grpc code, exact payload bytes)."""
     return idempotency_sql.Outcome(
@@ -186,8 +197,12 @@ class WalletGroupCommit(Batcher[_WalletEntry]):
     request runs the one-request way.
     """
 
-    def __init__(self, pool: AsyncConnectionPool, *, max_batch: int = 32) -> None:
-        super().__init__("wallet", max_batch=max_batch)
+    def __init__(
+        self, pool: AsyncConnectionPool, *, max_batch: int = 32, max_inflight: int | None = None
+    ) -> None:
+        super().__init__(
+            "wallet", max_batch=max_batch, max_inflight=max_inflight or default_inflight(pool)
+        )
         self.pool = pool
 
     async def submit(

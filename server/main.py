@@ -83,6 +83,7 @@ async def serve(settings: Settings, database_url: str, worker_index: int = 0) ->
         hold_sweep_seconds=settings.hold_sweep_seconds,
         contribution_batch=settings.contribution_batch,
         wallet_batch=settings.wallet_batch,
+        wallet_inflight=settings.wallet_inflight,
         payout_retry_seconds=settings.payout_retry_seconds,
         payout_start_delay_seconds=settings.payout_start_delay_seconds,
         keys=KeyStore(pool) if settings.auth_required else None,

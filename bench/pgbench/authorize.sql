@@ -29,7 +29,7 @@ VALUES ((lpad(to_hex(:b::bigint), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(:
         'EUR', 100, 'open', now() + interval '1 hour', (lpad(to_hex(:a::bigint), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(:b::bigint), 12, '0'))::uuid, NULL, NULL);
 INSERT INTO outbox (event_id, event_type, schema_version, aggregate, partition, tenant_id, trace_id, payload)
 VALUES (gen_random_uuid(), 'wallet.bet.authorized', '1.0.0', concat_ws(chr(58), 'account', :tenant::text, 'p' || :p::text, 'EUR'), mod(:p::int, 16), :tenant::text, '', jsonb_build_object('amount', jsonb_build_object('minor_units', 100, 'currency', 'EUR')));
-INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint, state, grpc_code, response)
-VALUES (:tenant::text, 'pgb-' || :a::text || '-' || :b::text, 'AuthorizeBet', '\x00', 'done', 0, '\x00');
+INSERT INTO idempotency_records (tenant_id, scope, idempotency_key, method, fingerprint, state, grpc_code, response)
+VALUES (:tenant::text, 'wallet', 'pgb-' || :a::text || '-' || :b::text, 'AuthorizeBet', '\x00', 'done', 0, '\x00');
 COMMIT;
 \endpipeline

@@ -23,7 +23,7 @@ INSERT INTO jp_contributions (tenant_id, idempotency_key, pool_id, cycle, player
 VALUES (:tenant::text, 'pgb-' || :a::text || '-' || :b::text, :pool::text, 1, 'p1', 'g', 'r', 100, true, 10000, 0, 1, 1, 0, 0, 0, 'EUR');
 INSERT INTO outbox (event_id, event_type, schema_version, aggregate, partition, tenant_id, trace_id, payload)
 VALUES (gen_random_uuid(), 'jp.contribution.recorded', '1.0.0', 'pool' || chr(58) || :pool::text, 3, :tenant::text, '', jsonb_build_object('bet', jsonb_build_object('minor_units', 100, 'currency', 'EUR')));
-INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint, state, grpc_code, response)
-VALUES (:tenant::text, 'pgb-' || :a::text || '-' || :b::text, 'Contribute', '\x00', 'done', 0, '\x00');
+INSERT INTO idempotency_records (tenant_id, scope, idempotency_key, method, fingerprint, state, grpc_code, response)
+VALUES (:tenant::text, 'jackpot', 'pgb-' || :a::text || '-' || :b::text, 'Contribute', '\x00', 'done', 0, '\x00');
 COMMIT;
 \endpipeline

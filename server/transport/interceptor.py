@@ -12,8 +12,8 @@
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -22,7 +22,7 @@ import grpc
 from server.auth import KeyStore, authorize
 from server.errors import DomainError
 from server.events.context import current_trace_id
-from server.telemetry import RPC_ERRORS, RPC_LATENCY
+from server.telemetry import RPC_ERRORS, RPC_LATENCY, tracing_enabled
 from server.telemetry import current_trace_id as otel_trace_id
 from server.transport.status import abort_with_status, error_reason, to_status_proto
 from server.transport.wellformed import Malformed, check_well_known, safe_deserializer
@@ -45,9 +45,15 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         # wrapped handlers by method: grpc looks the handler up on every call, wrapping it
         # again each time would cost a closure and a handler object per call
         self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
+        self._latency: dict[tuple[str, str], Any] = {}
+        self._tracing = tracing_enabled()  # read once: the environment does not change
 
     async def _admit(self, method: str, request: Any, context: Ctx) -> None:
-        trace_id = otel_trace_id() or _metadata(context, "x-trace-id")[:64] or uuid.uuid4().hex
+        trace_id = (
+            (self._tracing and otel_trace_id())
+            or _metadata(context, "x-trace-id")[:64]
+            or os.urandom(16).hex()  # 128 random bits, as a W3C trace id
+        )
         current_trace_id.set(trace_id)
         error_reason.set("")
         if self.keys is None or method.startswith(("/grpc.health.", "/grpc.reflection.")):
@@ -85,7 +91,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         code = code_obj.name if isinstance(code_obj, grpc.StatusCode) else "OK"
         if code_obj not in (None, grpc.StatusCode.OK) and isinstance(code_obj, grpc.StatusCode):
             RPC_ERRORS.labels(method, code, error_reason.get()).inc()
-        RPC_LATENCY.labels(method, code).observe(time.perf_counter() - started)
+        latency = self._latency.get((method, code))
+        if latency is None:  # labels() takes a lock and builds a key: once per method and code
+            latency = self._latency[(method, code)] = RPC_LATENCY.labels(method, code)
+        latency.observe(time.perf_counter() - started)
 
     async def intercept_service(
         self,
