@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 
 import grpc
+from croupier.audit.v1 import audit_service_pb2, audit_service_pb2_grpc
 from croupier.events.v1 import subscription_service_pb2, subscription_service_pb2_grpc
 from croupier.jackpot.v1 import jackpot_service_pb2, jackpot_service_pb2_grpc
 from croupier.wallet.v1 import wallet_service_pb2, wallet_service_pb2_grpc
@@ -25,6 +26,7 @@ from server.jackpot.batching import ContributionBatcher
 from server.jackpot.engine import Jackpots
 from server.jackpot.payout import PayoutSaga
 from server.telemetry import tracing_interceptors
+from server.transport.audit_servicer import AuditServicer
 from server.transport.interceptor import CallInterceptor
 from server.transport.jackpot_servicer import JackpotServicer
 from server.transport.wallet_servicer import WalletServicer
@@ -36,6 +38,7 @@ log = logging.getLogger("croupier.server")
 
 WALLET_SERVICE = wallet_service_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
 JACKPOT_SERVICE = jackpot_service_pb2.DESCRIPTOR.services_by_name["JackpotService"].full_name
+AUDIT_SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 SUBSCRIPTION_SERVICE = subscription_service_pb2.DESCRIPTOR.services_by_name[
     "SubscriptionService"
 ].full_name
@@ -134,12 +137,14 @@ async def build_server(
     subscription_service_pb2_grpc.add_SubscriptionServiceServicer_to_server(
         SubscriptionServicer(Subscriptions(pool)), server
     )
+    audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(pool, wallet), server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = (
         WALLET_SERVICE,
         JACKPOT_SERVICE,
         SUBSCRIPTION_SERVICE,
+        AUDIT_SERVICE,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )
@@ -156,6 +161,7 @@ async def build_server(
     await health_servicer.set(WALLET_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(JACKPOT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SUBSCRIPTION_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(AUDIT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     app = App(server, port, pool, health_servicer, wallet, jackpots=jackpots, payouts=payouts)
     app.tasks.append(asyncio.create_task(_sweep_expired_holds(wallet, hold_sweep_seconds)))
     # the payout saga's retrier: resumes requested wins (also after a crash), with backoff
