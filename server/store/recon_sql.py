@@ -216,3 +216,127 @@ async def insert_run(
         (tenant, run_id, provider, key, fingerprint, mismatch_ppm, response),
     )
     return cur.rowcount == 1
+
+
+@dataclass(frozen=True)
+class DisputeRow:
+    """A dispute (amounts in minor units, None when that side has none)."""
+
+    dispute_id: uuid.UUID
+    tenant_id: str
+    provider: str
+    event_id: str
+    kind: str
+    state: str
+    run_id: uuid.UUID
+    player_id: str
+    provider_minor: int | None
+    provider_currency: str | None
+    ledger_minor: int | None
+    ledger_currency: str | None
+    transaction_id: uuid.UUID | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One entry of a dispute's history."""
+
+    from_state: str | None
+    to_state: str
+    actor: str
+    reason: str
+    adjustment_transaction_id: uuid.UUID | None
+    created_at: datetime
+
+
+_DISPUTE = (
+    "SELECT dispute_id, tenant_id, provider, event_id, kind, state, run_id, player_id,"
+    " provider_minor, provider_currency, ledger_minor, ledger_currency, transaction_id,"
+    " created_at FROM disputes"
+)
+
+
+async def lock_dispute(conn: Conn, tenant: str, dispute_id: uuid.UUID) -> DisputeRow | None:
+    """The dispute, locked for this transaction, or None."""
+    cur = await conn.execute(
+        _DISPUTE + " WHERE tenant_id = %s AND dispute_id = %s FOR UPDATE", (tenant, dispute_id)
+    )
+    row = await cur.fetchone()
+    return None if row is None else DisputeRow(*row)
+
+
+async def get_dispute(conn: Conn, tenant: str, dispute_id: uuid.UUID) -> DisputeRow | None:
+    """The dispute, or None."""
+    cur = await conn.execute(
+        _DISPUTE + " WHERE tenant_id = %s AND dispute_id = %s", (tenant, dispute_id)
+    )
+    row = await cur.fetchone()
+    return None if row is None else DisputeRow(*row)
+
+
+async def move_dispute(
+    conn: Conn,
+    tenant: str,
+    dispute_id: uuid.UUID,
+    from_state: str,
+    to_state: str,
+    actor: str,
+    reason: str,
+    adjustment: uuid.UUID | None,
+    idempotency_key: str,
+) -> None:
+    """Set the dispute's state and append the move to its history."""
+    await conn.execute(
+        "UPDATE disputes SET state = %s, updated_at = now()"
+        " WHERE tenant_id = %s AND dispute_id = %s",
+        (to_state, tenant, dispute_id),
+    )
+    await conn.execute(
+        "INSERT INTO dispute_history (tenant_id, dispute_id, from_state, to_state, actor, reason,"
+        " adjustment_transaction_id, idempotency_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (tenant, dispute_id, from_state, to_state, actor, reason, adjustment, idempotency_key),
+    )
+
+
+async def history(conn: Conn, tenant: str, dispute_id: uuid.UUID) -> list[HistoryRow]:
+    """The dispute's history, oldest first."""
+    cur = await conn.execute(
+        "SELECT from_state, to_state, actor, reason, adjustment_transaction_id, created_at"
+        "  FROM dispute_history WHERE tenant_id = %s AND dispute_id = %s ORDER BY seq",
+        (tenant, dispute_id),
+    )
+    return [HistoryRow(*row) for row in await cur.fetchall()]
+
+
+async def list_disputes(
+    conn: Conn,
+    tenant: str,
+    provider: str,
+    state: str,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[DisputeRow]:
+    """Disputes newest first (created_at, dispute_id descending), after the keyset `after`."""
+    where = ["tenant_id = %(t)s"]
+    if provider:
+        where.append("provider = %(p)s")
+    if state:
+        where.append("state = %(s)s")
+    if after is not None:
+        where.append("(created_at, dispute_id) < (%(at)s, %(id)s)")
+    cur = await conn.execute(
+        _DISPUTE
+        + " WHERE "
+        + " AND ".join(where)
+        + " ORDER BY created_at DESC, dispute_id DESC LIMIT %(n)s",
+        {
+            "t": tenant,
+            "p": provider,
+            "s": state,
+            "at": after[0] if after else None,
+            "id": after[1] if after else None,
+            "n": limit,
+        },
+    )
+    return [DisputeRow(*row) for row in await cur.fetchall()]

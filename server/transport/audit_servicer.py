@@ -5,6 +5,7 @@ Thin: validation here, rules in server.recon, SQL in server.store.recon_sql.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -13,18 +14,29 @@ import grpc
 from croupier.audit.v1 import audit_service_pb2 as pb
 from croupier.audit.v1 import audit_service_pb2_grpc as pb_grpc
 from croupier.common.v1 import money_pb2
+from croupier.wallet.v1 import wallet_service_pb2 as wallet_pb
 from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode, invalid
+from server.idempotency import RequestKey
+from server.money import Money, check_amount
+from server.recon import disputes
 from server.recon.provider import (
     DEFAULT_THRESHOLD_PPM,
     ReconcileProvider,
     Report,
     reconcile_provider,
 )
+from server.store import recon_sql
 from server.transport.guard import guarded
+from server.transport.paging import decode_token, encode_token, page_size
+from server.transport.status import abort_with, encode_error
+from server.transport.wallet_servicer import WalletServicer, balance_out
+from server.transport.wallet_servicer import _key as wallet_key_of
 from server.wallet.ledger import Wallet
+from server.wallet.model import TransferResult
 from server.wallet.validation import check_id
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -103,6 +115,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
     def __init__(self, pool: AsyncConnectionPool, wallet: Wallet) -> None:
         self.pool = pool
         self.wallet = wallet
+        self.wallets = WalletServicer(wallet)
 
     @guarded
     async def ReconcileProvider(
@@ -139,7 +152,189 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         payload = await reconcile_provider(self.pool, cmd, chunks(), render_report)
         return pb.ReconcileProviderResponse.FromString(payload)
 
+    # -- disputes --------------------------------------------------------------------------
 
-def not_found(reason: str, message: str) -> DomainError:
-    """NOT_FOUND with `reason`."""
-    return DomainError(ErrorCode.NOT_FOUND, reason, message)
+    async def _adjust(self, tenant: str, wallet_key: str, adj: disputes.Adjust) -> uuid.UUID:
+        """An adjustment as the ordinary WalletService Credit or Debit request it is (same
+        validation, fingerprint and idempotency as over gRPC); a refusal is raised."""
+        fields: dict[str, Any] = {
+            "tenant_id": tenant,
+            "player_id": adj.player_id,
+            "idempotency_key": wallet_key,
+            "amount": money_pb2.Money(
+                minor_units=abs(adj.amount.minor_units), currency=adj.amount.currency
+            ),
+            "metadata": {"dispute_id": wallet_key.removeprefix("dispute:")},
+        }
+        request: wallet_pb.CreditRequest | wallet_pb.DebitRequest
+        if adj.amount.minor_units > 0:
+            method, request = "Credit", wallet_pb.CreditRequest(**fields)
+            operation = self.wallet.credit
+        else:
+            method, request = "Debit", wallet_pb.DebitRequest(**fields)
+            operation = self.wallet.debit
+        cmd = self.wallets._transfer(request)
+
+        def ok(r: TransferResult) -> bytes:
+            response = wallet_pb.CreditResponse if method == "Credit" else wallet_pb.DebitResponse
+            return response(
+                transaction_id=str(r.transaction_id), balance=balance_out(r.balance)
+            ).SerializeToString(deterministic=True)
+
+        reply = await self.wallet.execute(
+            wallet_key_of(method, request, cmd.caller),
+            lambda conn: operation(conn, cmd),
+            ok,
+            encode_error,
+            currency=cmd.amount.currency,
+        )
+        if reply.code != 0:
+            raise from_status(reply.payload)
+        return uuid.UUID(wallet_pb.CreditResponse.FromString(reply.payload).transaction_id)
+
+    @guarded
+    async def MoveDispute(
+        self, request: pb.MoveDisputeRequest, context: Ctx
+    ) -> pb.MoveDisputeResponse:
+        """Move a dispute (see server.recon.disputes.move)."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        dispute_id = check_uuid_field(request.dispute_id, "dispute_id")
+        key = check_id(request.idempotency_key, "idempotency_key")
+        to_state = _STATE_FROM_PB.get(request.to_state)
+        if to_state is None or to_state == "auto_failed":
+            raise invalid(
+                "to_state", "INVALID_STATE", "to_state is IN_REVIEW, ESCALATED or RESOLVED"
+            )
+        actor = check_id(request.actor, "actor")
+        reason = request.reason.strip()
+        if not reason or len(reason) > 1000 or not reason.isprintable():
+            raise invalid("reason", "INVALID_REASON", "reason is 1 to 1000 printable characters")
+        adjustment = None
+        if request.HasField("adjustment"):
+            amount = request.adjustment.amount
+            check_amount(Money(abs(amount.minor_units), amount.currency), "adjustment.amount")
+            adjustment = disputes.Adjust(
+                check_id(request.adjustment.player_id, "adjustment.player_id"),
+                Money(amount.minor_units, amount.currency),
+            )
+        cmd = disputes.MoveDispute(tenant, dispute_id, key, to_state, actor, reason, adjustment)
+        request_key = RequestKey.of(
+            tenant, key, "MoveDispute", request.SerializeToString(deterministic=True)
+        )
+
+        def ok(view: disputes.DisputeView) -> bytes:
+            return pb.MoveDisputeResponse(dispute=dispute_out(view)).SerializeToString(
+                deterministic=True
+            )
+
+        reply = await disputes.move(self.pool, cmd, request_key, self._adjust, ok, encode_error)
+        if reply.code != 0:
+            await abort_with(context, reply.payload)
+        return pb.MoveDisputeResponse.FromString(reply.payload)
+
+    @guarded
+    async def GetDispute(
+        self, request: pb.GetDisputeRequest, context: Ctx
+    ) -> pb.GetDisputeResponse:
+        """One dispute with its history."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        dispute_id = check_uuid_field(request.dispute_id, "dispute_id")
+        view = await disputes.get(self.pool, tenant, dispute_id)
+        return pb.GetDisputeResponse(dispute=dispute_out(view))
+
+    @guarded
+    async def ListDisputes(
+        self, request: pb.ListDisputesRequest, context: Ctx
+    ) -> pb.ListDisputesResponse:
+        """Disputes newest first, keyset-paginated."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        provider = check_id(request.provider, "provider", required=False)
+        state = ""
+        if request.state:
+            if request.state not in _STATE_FROM_PB:
+                raise invalid("state", "INVALID_STATE", "unknown state")
+            state = _STATE_FROM_PB[request.state]
+        size = page_size(request.page_size, 50, 500)
+        filters = f"{tenant}\0{provider}\0{state}"
+        cursor = decode_token(request.page_token, filters)
+        after = None
+        if cursor is not None:
+            try:
+                at, _, ident = cursor.partition("|")
+                after = (datetime.fromisoformat(at), uuid.UUID(ident))
+            except ValueError as exc:
+                raise invalid(
+                    "page_token", "INVALID_PAGE_TOKEN", "page_token is malformed"
+                ) from exc
+        async with self.pool.connection() as conn:
+            rows = await recon_sql.list_disputes(conn, tenant, provider, state, after, size + 1)
+        out = pb.ListDisputesResponse(
+            disputes=[dispute_out(disputes.DisputeView(r, [])) for r in rows[:size]]
+        )
+        if len(rows) > size:
+            last = rows[size - 1]
+            out.next_page_token = encode_token(
+                f"{last.created_at.isoformat()}|{last.dispute_id}", filters
+            )
+        return out
+
+
+_STATE_TO_PB = {
+    "auto_failed": pb.DISPUTE_STATE_AUTO_FAILED,
+    "in_review": pb.DISPUTE_STATE_IN_REVIEW,
+    "escalated": pb.DISPUTE_STATE_ESCALATED,
+    "resolved": pb.DISPUTE_STATE_RESOLVED,
+}
+_STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
+
+
+def check_uuid_field(value: str, field: str) -> uuid.UUID:
+    """A UUID field; INVALID_ARGUMENT `MISSING_FIELD` / `INVALID_ID` naming it."""
+    if not value:
+        raise invalid(field, "MISSING_FIELD", f"{field} is required")
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise invalid(field, "INVALID_ID", f"{field} must be a UUID") from exc
+
+
+def from_status(payload: bytes) -> DomainError:
+    """A stored google.rpc.Status -> the DomainError it encodes (code, reason, metadata)."""
+    status = status_pb2.Status.FromString(payload)
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return DomainError(
+                ErrorCode(status.code), info.reason, status.message, dict(info.metadata)
+            )
+    return DomainError(ErrorCode(status.code), "WALLET_REFUSED", status.message)
+
+
+def dispute_out(view: disputes.DisputeView) -> pb.Dispute:
+    """DisputeView -> Dispute."""
+    d = view.dispute
+    out = pb.Dispute(
+        dispute_id=str(d.dispute_id),
+        tenant_id=d.tenant_id,
+        provider=d.provider,
+        event_id=d.event_id,
+        kind=KIND_TO_PB[d.kind],
+        state=_STATE_TO_PB[d.state],
+        run_id=str(d.run_id),
+        provider_amount=money(d.provider_minor, d.provider_currency),
+        ledger_amount=money(d.ledger_minor, d.ledger_currency),
+        transaction_id=str(d.transaction_id or ""),
+        created_at=ts(d.created_at),
+        player_id=d.player_id,
+    )
+    for h in view.history:
+        out.history.add(
+            from_state=_STATE_TO_PB.get(h.from_state or "", pb.DISPUTE_STATE_UNSPECIFIED),
+            to_state=_STATE_TO_PB[h.to_state],
+            actor=h.actor,
+            reason=h.reason,
+            created_at=ts(h.created_at),
+            adjustment_transaction_id=str(h.adjustment_transaction_id or ""),
+        )
+    return out
