@@ -5,12 +5,15 @@ Thin: validation here, rules in server.recon, SQL in server.store.recon_sql.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+import psycopg
+import psycopg_pool
 from croupier.audit.v1 import audit_service_pb2 as pb
 from croupier.audit.v1 import audit_service_pb2_grpc as pb_grpc
 from croupier.common.v1 import money_pb2
@@ -23,6 +26,7 @@ from server.errors import DomainError, ErrorCode, invalid
 from server.idempotency import RequestKey
 from server.money import Money, check_amount
 from server.recon import disputes
+from server.recon.export import ExportRounds, check_range, export_rounds
 from server.recon.provider import (
     DEFAULT_THRESHOLD_PPM,
     ReconcileProvider,
@@ -30,9 +34,10 @@ from server.recon.provider import (
     reconcile_provider,
 )
 from server.store import recon_sql
+from server.store.export_sql import PayloadRow, RoundRow
 from server.transport.guard import guarded
 from server.transport.paging import decode_token, encode_token, page_size
-from server.transport.status import abort_with, encode_error
+from server.transport.status import abort_with, abort_with_status, encode_error, internal_status
 from server.transport.wallet_servicer import WalletServicer, balance_out
 from server.transport.wallet_servicer import _key as wallet_key_of
 from server.wallet.ledger import Wallet
@@ -40,6 +45,7 @@ from server.wallet.model import TransferResult
 from server.wallet.validation import check_id
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
+log = logging.getLogger("croupier.rpc")
 
 _FORMATS = {pb.FILE_FORMAT_CSV: "csv", pb.FILE_FORMAT_JSONL: "jsonl"}
 KIND_TO_PB = {
@@ -151,6 +157,45 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         cmd = ReconcileProvider(tenant, provider, fmt, key, threshold)
         payload = await reconcile_provider(self.pool, cmd, chunks(), render_report)
         return pb.ReconcileProviderResponse.FromString(payload)
+
+    async def ExportRounds(
+        self, request: pb.ExportRoundsRequest, context: Ctx
+    ) -> AsyncIterator[pb.ExportRoundsResponse]:
+        """Stream the tenant's rounds in pages (see server.recon.export)."""
+        try:
+            start, end = check_range(
+                request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None,
+                request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None,
+            )
+            cmd = ExportRounds(
+                check_id(request.tenant_id, "tenant_id"),
+                start,
+                end,
+                check_id(request.player_id, "player_id", required=False),
+                check_id(request.game_id, "game_id", required=False),
+                check_id(request.provider, "provider", required=False),
+                request.include_payloads,
+            )
+            async for page, payloads in export_rounds(self.pool, cmd):
+                yield pb.ExportRoundsResponse(rounds=[round_out(r, payloads) for r in page])
+        except DomainError as err:
+            await abort_with(context, encode_error(err))
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
+            await abort_with(
+                context,
+                encode_error(
+                    DomainError(
+                        ErrorCode.UNAVAILABLE,
+                        "DATABASE_UNAVAILABLE",
+                        "the database is unavailable; export again",
+                    )
+                ),
+            )
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("internal error in ExportRounds")
+            await abort_with_status(context, internal_status())
 
     # -- disputes --------------------------------------------------------------------------
 
@@ -309,6 +354,27 @@ def from_status(payload: bytes) -> DomainError:
                 ErrorCode(status.code), info.reason, status.message, dict(info.metadata)
             )
     return DomainError(ErrorCode(status.code), "WALLET_REFUSED", status.message)
+
+
+def round_out(r: RoundRow, payloads: dict[uuid.UUID, list[PayloadRow]]) -> pb.Round:
+    """RoundRow (and its payloads) -> Round."""
+    out = pb.Round(
+        round_id=r.round_id,
+        player_id=r.player_id,
+        game_id=r.game_id,
+        provider=r.provider,
+        bets=money(r.bets, r.currency),
+        wins=money(r.wins, r.currency),
+        refunds=money(r.refunds, r.currency),
+        started_at=ts(r.started_at),
+        ended_at=ts(r.ended_at),
+        transactions=r.transactions,
+        transaction_ids=[str(i) for i in r.transaction_ids],
+    )
+    for i in r.transaction_ids:
+        for p in payloads.get(i, ()):
+            out.payloads.add(received_at=ts(p.received_at), endpoint=p.endpoint, body=p.body)
+    return out
 
 
 def dispute_out(view: disputes.DisputeView) -> pb.Dispute:
