@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 
 import grpc
@@ -25,6 +26,7 @@ from server.events.context import background_trace
 from server.jackpot.batching import ContributionBatcher
 from server.jackpot.engine import Jackpots
 from server.jackpot.payout import PayoutSaga
+from server.recon.retention import Retention, purge_forever
 from server.telemetry import tracing_interceptors
 from server.transport.audit_servicer import AuditServicer
 from server.transport.interceptor import CallInterceptor
@@ -167,4 +169,7 @@ async def build_server(
     # the payout saga's retrier: resumes requested wins (also after a crash), with backoff
     app.tasks.append(asyncio.create_task(payouts.retry_forever(payout_retry_seconds)))
     app.tasks.append(asyncio.create_task(_drop_deadlines(jackpots, payouts, deadline_seconds)))
+    # raw payloads and reconciliation reports past the retention (server.recon.retention)
+    every = float(os.environ.get("CROUPIER_RETENTION_SWEEP_SECONDS", "3600"))
+    app.tasks.append(asyncio.create_task(purge_forever(pool, Retention.from_env(), every)))
     return app
