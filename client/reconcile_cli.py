@@ -10,8 +10,10 @@ at most the threshold (`--threshold-ppm`, default 1000 = 0.1%), 3 above it, 1 wh
 fails. A progress bar (bytes sent, rate, ETA; tqdm) goes to stderr on a terminal only.
 
 Prints, per currency, the net of all postings (must be 0), the posted volume and the drift in
-ppm of it; per pool, seed + contributions + carried - wins against the pool's amount. Exits 0
-when everything reconciles exactly, 3 on any drift.
+ppm of it; per pool, seed + contributions + carried - wins against the pool's amount; every
+jackpot win whose payout state disagrees with the ledger (a credited win must be exactly one
+payout credit of its amount to the winner, any other win none). Exits 0 when everything
+reconciles exactly, 3 on any drift or disagreeing win.
 """
 
 from __future__ import annotations
@@ -43,10 +45,11 @@ async def _reconcile(url: str) -> Report:
     try:
         report = await reconcile_ledger(pool)
         try:
-            from server.jackpot.reconcile_all import reconcile_pools
+            from server.jackpot.reconcile_all import reconcile_pools, reconcile_wins
         except ImportError:  # pragma: no cover - jackpot engine not installed
             return report
         report.pools = await reconcile_pools(pool)
+        report.wins = await reconcile_wins(pool)
         return report
     finally:
         await pool.close()
@@ -63,6 +66,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "unbalanced_transactions": report.unbalanced_transactions,
         "drifting_accounts": report.drifting_accounts,
         "pools": report.pools,
+        "wins": report.wins,
     }
     if not report.ok:
         print(json.dumps(body, indent=2, default=str))
