@@ -109,17 +109,34 @@ async def move(
     encode_error: Callable[[DomainError], bytes],
 ) -> StoredReply:
     """Move a dispute once per idempotency key; returns the stored reply (the dispute with its
-    history, or a refusal). The adjustment, if any, is made after the checks and before the
-    move is written; if the move then fails, its retry replays the same wallet transaction."""
+    history, or a refusal).
+
+    An adjustment is made first, on its own connection (so a pool of one connection is
+    enough), after the same checks the move makes: the wallet's key `dispute:<id>` makes it
+    happen at most once per dispute, whatever retries or concurrent moves; a refusal (the
+    dispute's or the wallet's) is stored as this move's outcome. The move then locks the
+    dispute, checks again and appends to its history.
+    """
+    refusal: DomainError | None = None
+    adjustment: uuid.UUID | None = None
+    if cmd.adjustment is not None:
+        async with pool.connection() as conn:
+            current = await recon_sql.get_dispute(conn, cmd.tenant_id, cmd.dispute_id)
+        try:
+            if current is None:
+                raise not_found(cmd.dispute_id)
+            check_transition(current.state, cmd.to_state, adjusting=True)
+            adjustment = await adjust(cmd.tenant_id, wallet_key(cmd.dispute_id), cmd.adjustment)
+        except DomainError as err:
+            refusal = err
 
     async def operation(conn: Conn) -> DisputeView:
+        if refusal is not None:
+            raise refusal
         row = await recon_sql.lock_dispute(conn, cmd.tenant_id, cmd.dispute_id)
         if row is None:
             raise not_found(cmd.dispute_id)
         check_transition(row.state, cmd.to_state, cmd.adjustment is not None)
-        adjustment = None
-        if cmd.adjustment is not None:
-            adjustment = await adjust(cmd.tenant_id, wallet_key(cmd.dispute_id), cmd.adjustment)
         await recon_sql.move_dispute(
             conn,
             cmd.tenant_id,

@@ -23,7 +23,7 @@ from google.rpc import error_details_pb2, status_pb2
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode, invalid
-from server.idempotency import RequestKey
+from server.idempotency import RequestKey, Scope
 from server.money import Money, check_amount
 from server.recon import disputes
 from server.recon.export import ExportRounds, check_range, export_rounds
@@ -264,7 +264,11 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             )
         cmd = disputes.MoveDispute(tenant, dispute_id, key, to_state, actor, reason, adjustment)
         request_key = RequestKey.of(
-            tenant, key, "MoveDispute", request.SerializeToString(deterministic=True)
+            tenant,
+            key,
+            "MoveDispute",
+            request.SerializeToString(deterministic=True),
+            scope=Scope.AUDIT,
         )
 
         def ok(view: disputes.DisputeView) -> bytes:

@@ -3,6 +3,9 @@ resolution moves money only through the wallet's idempotent Credit/Debit."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 import grpc
 import psycopg
 import pytest
@@ -12,6 +15,8 @@ from croupier.wallet.v1 import wallet_service_pb2 as wpb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
 from psycopg_pool import AsyncConnectionPool
 
+from server.app import build_server
+from server.store.database import open_pool
 from tests.recon.helpers import upload
 from tests.rpc import error_info, eur
 
@@ -183,3 +188,49 @@ async def test_unknown_dispute_is_not_found(audit: AuditServiceStub, tenant: str
             )
         )
     assert error_info(exc.value).reason == "DISPUTE_NOT_FOUND"
+
+
+@pytest.fixture
+async def tiny(database_url: str) -> AsyncIterator[tuple[AuditServiceStub, WalletServiceStub]]:
+    """A second server over a pool of at most ONE connection (same database)."""
+    p = await open_pool(database_url, min_size=1, max_size=1)
+    app = await build_server(p, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
+            yield AuditServiceStub(ch), WalletServiceStub(ch)
+    finally:
+        await app.server.stop(0)
+        for t in app.tasks:
+            t.cancel()
+        if app.payouts is not None:
+            await app.payouts.close()
+        await p.close()
+
+
+async def test_resolution_with_adjustment_on_a_pool_of_one_connection_and_own_key_space(
+    tiny: tuple[AuditServiceStub, WalletServiceStub], tenant: str
+) -> None:
+    audit, wallet = tiny
+    # the wallet's key "same" does not collide with a dispute move's key "same"
+    await wallet.Credit(
+        wpb.CreditRequest(tenant_id=tenant, player_id="p9", idempotency_key="same", amount=eur(1))
+    )
+    report = await audit.ReconcileProvider(upload(tenant, "acme", FILE))
+    w1 = report.differences[0].dispute_id
+    done = await asyncio.wait_for(
+        audit.MoveDispute(
+            _move(
+                tenant,
+                w1,
+                "same",
+                pb.DISPUTE_STATE_RESOLVED,
+                "bob",
+                "pay it",
+                adjustment=pb.Adjustment(player_id="p9", amount=eur(500)),
+            )
+        ),
+        timeout=20,
+    )
+    assert done.dispute.state == pb.DISPUTE_STATE_RESOLVED
+    balance = await wallet.GetBalance(wpb.GetBalanceRequest(tenant_id=tenant, player_id="p9"))
+    assert balance.balances[0].available.minor_units == 501
