@@ -73,8 +73,10 @@ async def rounds(
     query = (
         f"SELECT {_ROUND_KEY} AS round_key, t.player_id, max(t.game_id),"
         f"       coalesce(max({PROVIDER}), ''), t.currency,"
-        "       coalesce(sum(t.amount) FILTER (WHERE t.kind IN ('authorize', 'debit')), 0)::text,"
-        f"      coalesce(sum(CASE t.kind WHEN 'settle' THEN {_WIN} WHEN 'credit' THEN t.amount"
+        "       coalesce(sum(t.amount) FILTER (WHERE t.kind IN ('authorize', 'debit', 'round')),"
+        "                0)::text,"
+        f"      coalesce(sum(CASE WHEN t.kind IN ('settle', 'round') THEN {_WIN}"
+        "                    WHEN t.kind = 'credit' THEN t.amount"
         "                    END), 0)::text,"
         "       coalesce(sum(abs(t.amount)) FILTER (WHERE t.kind IN ('cancel', 'rollback',"
         "                'expire')), 0)::text,"

@@ -2,9 +2,10 @@
 ledger transactions, the differences, runs and disputes (docs/reconciliation.md).
 
 A ledger transaction's provider and event id are the expressions `PROVIDER` and `EVENT_ID`
-(indexed by migration 0700); its event type is `bet` (authorize, debit), `win` (settle,
-credit) or `refund` (cancel, rollback, expire); its event amount is the settle's win or the
-transaction's amount; its house net is the sum of its postings on house accounts.
+(indexed by migration 0700); its event type is `bet` (authorize, debit, a round step with a
+bet), `win` (settle, credit, a round step without bet) or `refund` (cancel, rollback, expire);
+its event amount is the win (settle, round step without bet) or the transaction's amount;
+its house net is the sum of its postings on house accounts.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ EVENT_ID = (
 )
 _LEDGER_COLUMNS = f"""
     t.transaction_id, t.seq, t.player_id, t.currency, t.created_at, {EVENT_ID} AS event_id,
-    CASE WHEN t.kind IN ('authorize', 'debit') THEN 'bet'
-         WHEN t.kind IN ('settle', 'credit') THEN 'win' ELSE 'refund' END AS type,
-    CASE WHEN t.kind = 'settle'
+    CASE WHEN t.kind IN ('authorize', 'debit') OR (t.kind = 'round' AND t.amount > 0) THEN 'bet'
+         WHEN t.kind IN ('settle', 'credit', 'round') THEN 'win' ELSE 'refund' END AS type,
+    CASE WHEN t.kind = 'settle' OR (t.kind = 'round' AND t.amount = 0)
          THEN coalesce((SELECT -sum(p.amount) FROM postings p
                           JOIN accounts a ON a.account_id = p.account_id
                          WHERE p.transaction_id = t.transaction_id AND a.kind <> 'player'
