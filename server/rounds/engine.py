@@ -10,8 +10,9 @@ Buckets of a player account: `available` (withdrawable), `held` (open holds) and
 - release: player pending -P, player available +P (P: the round's pending wins), on the final
            step or by the sweeper for a round left open past the tenant's timeout
 
-The round row keeps its totals and its share of the pending bucket. Steps are idempotent writes
-(server.idempotency, the wallet's key space); refusals come before any write.
+The round row keeps its totals and its share of the pending bucket. Each step writes the event
+`wallet.round.step` (protos/events/wallet.round.step.v1.json) in its transaction. Steps are
+idempotent writes (server.idempotency, the wallet's key space); refusals come before any write.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode, invalid
+from server.events.outbox import append_event
+from server.events.outbox import money as event_money
 from server.money import INT64_MAX
 from server.store import rounds_sql, wallet_sql
 from server.store.rounds_sql import RoundRow, StepRow
@@ -141,6 +144,30 @@ async def play_step(conn: Conn, step: Step) -> StepResult:
     available = account.available - (step.bet - from_pending) + release
     available += step.win if step.final else 0
     pending = account.pending - from_pending + (0 if step.final else step.win) - release
+    cur = step.currency
+    await append_event(
+        conn,
+        "wallet.round.step",
+        aggregate=f"account:{step.tenant_id}:{step.player_id}:{cur}",
+        tenant_id=step.tenant_id,
+        payload={
+            "transaction_id": str(tx),
+            "player_id": step.player_id,
+            "round_id": step.round_id,
+            "game_id": after.game_id,
+            "metadata": step.metadata,
+            "bet": event_money(step.bet, cur),
+            "win": event_money(step.win, cur),
+            "final": step.final,
+            "released": event_money(release, cur),
+            "finalised_by_sweeper": step.final and step.idempotency_key is None,
+            "balance_after": {
+                "available": event_money(available, cur),
+                "held": event_money(account.held, cur),
+                "pending": event_money(pending, cur),
+            },
+        },
+    )
     return StepResult(tx, after, available, pending)
 
 
