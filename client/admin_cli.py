@@ -1,4 +1,4 @@
-"""`croupier admin key create|revoke`: tenant API keys (issue 7), straight on the database.
+"""`croupier admin key create|revoke`: tenant API keys, straight on the database.
 
     CROUPIER_DATABASE_URL=... croupier admin key create --tenant t1 --scope wallet:read \\
         --scope wallet:write --label rgs-eu

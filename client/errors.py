@@ -11,7 +11,7 @@ metadata:
     except FailedPrecondition as err:  # any other FAILED_PRECONDITION
         print(err.reason, err.metadata)
 
-`from_rpc_error` decodes the call's `google.rpc.Status` (grpcio-status `rpc_status.from_call`)
+`from_rpc_error` decodes the call's `google.rpc.Status` (`server.error_info`)
 and its single `google.rpc.ErrorInfo` (domain `croupier`, UPPER_SNAKE_CASE reason), and picks
 the reason's class when there is one, else the code family's class. Transport failures that
 never reached the server (no ErrorInfo) get the code family's class with an empty reason.
@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 import grpc
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+
+from server.error_info import error_info, status_of
 
 DOMAIN = "croupier"
 
@@ -389,7 +390,7 @@ class HoldExpired(FailedPrecondition):
 
 
 class TransactionRolledBack(FailedPrecondition):
-    """A rollback for this idempotency key arrived first; the request is refused (seed 001)."""
+    """A rollback for this idempotency key arrived first; the request is refused."""
 
     REASON = "TRANSACTION_ROLLED_BACK"
 
@@ -466,18 +467,10 @@ def known_reasons() -> dict[str, type[CroupierError]]:
 
 def _error_info(call: Any) -> tuple[str, error_details_pb2.ErrorInfo | None]:
     """The Status message and the single ErrorInfo of a failed call, when it carries one."""
-    try:
-        status = rpc_status.from_call(call)
-    except ValueError:  # a Status whose code or message disagrees with the call's
-        status = None
+    status = status_of(call)
     if status is None:
         return "", None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(status.message), info
-    return str(status.message), None
+    return str(status.message), error_info(status)
 
 
 def from_rpc_error(exc: grpc.RpcError) -> CroupierError:

@@ -1,4 +1,4 @@
-"""`croupier events tail`: print live events from RabbitMQ as JSON lines (issue 5 item 6).
+"""`croupier events tail`: print live events from RabbitMQ as JSON lines.
 
     croupier events tail                              # every event on croupier.events
     croupier events tail --type wallet.credited --type 'jp.#'

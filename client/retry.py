@@ -4,11 +4,12 @@ The decisions live in `RetrySchedule` (no I/O, no sleeping): how long the next a
 take, and whether a failure is retried and after how long. `call_sync` and `call_async` only
 run attempts and sleep. Every attempt sends the SAME request, so a write keeps its idempotency
 key: a retried write whose first attempt did commit gets the original response back, with no
-new effect (PRODUCT.md invariant 3).
+new effect (docs/architecture.md invariant 3).
 
-Retried: UNAVAILABLE for every RPC; DEADLINE_EXCEEDED for writes too (the attempt may have
-committed, and the replay is safe). Backoff is exponential with full jitter, and the whole call
-is bounded by `RetryPolicy.deadline` seconds.
+Retried (`server.retry.retryable`, the one decision for every gRPC caller): UNAVAILABLE and
+RESOURCE_EXHAUSTED for every RPC; DEADLINE_EXCEEDED for writes too (the attempt may have
+committed, and the replay is safe). Backoff is exponential with full jitter
+(`server.retry.Backoff`), and the whole call is bounded by `RetryPolicy.deadline` seconds.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from typing import TypeVar
 import grpc
 
 from client.errors import from_rpc_error
+from server.retry import Backoff, retryable
 
 T = TypeVar("T")
-
-_ALWAYS = frozenset({grpc.StatusCode.UNAVAILABLE})
-_WRITES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,11 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.timeout <= 0 or self.deadline <= 0 or self.max_attempts < 1:
             raise ValueError("timeout and deadline must be positive, max_attempts at least 1")
+
+    @property
+    def backoff(self) -> Backoff:
+        """The backoff between attempts (full jitter)."""
+        return Backoff(self.initial_backoff, self.max_backoff, self.multiplier, jitter=True)
 
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -84,13 +88,10 @@ class RetrySchedule:
         retried, the attempts are used up, or the backoff would pass the overall deadline.
         """
         err = from_rpc_error(exc)
-        retryable = _WRITES if self.write else _ALWAYS
-        p = self.policy
-        ceiling = min(p.max_backoff, p.initial_backoff * p.multiplier ** (self.attempts - 1))
-        delay = self.jitter(0.0, ceiling)
+        delay = self.policy.backoff.delay(self.attempts, self.jitter)
         if (
-            err.code not in retryable
-            or self.attempts >= p.max_attempts
+            not retryable(err.code, write=self.write)
+            or self.attempts >= self.policy.max_attempts
             or self.clock() + delay >= self._end
         ):
             err.attempts = self.attempts

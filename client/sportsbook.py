@@ -1,4 +1,4 @@
-"""The sportsbook provider client: seed 001 "CLIENT requests" (`auth`, `start-session`).
+"""The sportsbook provider client: the provider's "CLIENT requests" (`auth`, `start-session`).
 
     async with SportsbookClient(api_url, "v1", username, password) as sb:
         url = await sb.start_session("player-1", "EUR", lang="en")   # the iframe URL
@@ -9,7 +9,8 @@
   `Authorization: Bearer <token>` and returns `url`. A 401 drops the token, authenticates once
   more and retries once; a second 401 is `SportsbookAuthError`.
 - Every attempt has a timeout (`timeout`, seconds); network errors, timeouts and 502/503/504
-  are retried up to `attempts` times with exponential backoff; then `SportsbookUnavailable`.
+  are retried up to `attempts` times with exponential backoff (`server.retry.Backoff`); then
+  `SportsbookUnavailable`.
 - Errors are typed: `SportsbookAuthError` (credentials or token refused), `SportsbookRequestError`
   (another 4xx, with the status and body), `SportsbookUnavailable` (network, timeout, 5xx),
   `SportsbookProtocolError` (a 200 that is not the documented JSON); all are `SportsbookError`.
@@ -27,6 +28,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+
+from server.retry import Backoff
 
 log = logging.getLogger("croupier.client.sportsbook")
 
@@ -118,7 +121,7 @@ class SportsbookClient:
         last = ""
         for attempt in range(self.attempts):
             if attempt:
-                await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+                await asyncio.sleep(Backoff(self.backoff).delay(attempt))
             try:
                 async with self._session().post(
                     url,
@@ -156,7 +159,7 @@ class SportsbookClient:
             raise SportsbookUnavailable(f"{name}: HTTP {status}", status=status, body=text[:500])
 
     async def auth(self) -> Token:
-        """Get a new token (seed 001 "Auth") and cache it."""
+        """Get a new token (the provider's "Auth") and cache it."""
         status, text = await self._post(
             "auth", {"username": self.username, "password": self.password}
         )
@@ -183,7 +186,7 @@ class SportsbookClient:
             return t.value
 
     async def start_session(self, user_id: str, currency: str, lang: str | None = None) -> str:
-        """The iframe URL for a player (seed 001 "Start session"); refreshes once on 401."""
+        """The iframe URL for a player (the provider's "Start session"); refreshes once on 401."""
         payload: dict[str, Any] = {"user_id": user_id, "currency": currency}
         if lang:
             payload["lang"] = lang

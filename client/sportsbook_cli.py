@@ -23,8 +23,8 @@ Replay files are JSON lines (tests/edge/conformance/*.jsonl; docs/sportsbook.md)
 `--run-id` (default: random) prefixes every user_id, transaction_id and rollback_transaction_id
 so a file can be replayed many times against one wallet (`--run-id ""` sends ids verbatim).
 Per-message `expect`s are checked only when the order is kept (no --shuffle/--window); the
-balances are checked always: duplicates must never change them (seed 001, seed 002 "replays
-provider event streams with ... deliberate duplicates"). Exit status 1 when a check fails.
+balances are checked always: duplicates must never change them (a provider
+resends callbacks and replays event streams with duplicates). Exit status 1 when a check fails.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Wiring: build the gRPC server (wallet, jackpot, health, reflection) over a connection pool.
 
-`build_server` returns `(server, port)` so tests bind port 0 (STYLE.md, grpc examples).
+`build_server` returns `(server, port)` so tests bind port 0.
 """
 
 from __future__ import annotations

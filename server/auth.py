@@ -1,4 +1,4 @@
-"""Tenant authentication: API keys bound to one tenant and a set of scopes (issue 7).
+"""Tenant authentication: API keys bound to one tenant and a set of scopes.
 
 A key looks like `crp_<key_id>_<secret>`; clients send it as gRPC metadata
 `authorization: Bearer <key>` (or `x-api-key: <key>`). The server stores only SHA-256 of the

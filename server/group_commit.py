@@ -1,4 +1,4 @@
-"""Group commit (issue 6): concurrent write requests of one process share database
+"""Group commit: concurrent write requests of one process share database
 transactions, as TigerBeetle batches transfers, because on a busy server the cost of a
 transaction per request (connection checkout, BEGIN/COMMIT and its WAL flush, the driver's
 pipeline machinery, the idempotency record) is what limits throughput, not the rows.

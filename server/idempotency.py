@@ -1,4 +1,4 @@
-"""Idempotent execution of write requests (engineering rule 2, PRODUCT.md invariant 3).
+"""Idempotent execution of write requests (docs/architecture.md invariant 3).
 
 `run_idempotent` claims the request's idempotency key in the same database transaction as the
 effect, runs the operation, and stores the exact response bytes (a serialized response message,
@@ -136,7 +136,7 @@ class StoredReply:
 
 
 def rolled_back_error(key: str) -> DomainError:
-    """Seed 001: a request whose key a rollback already named is refused."""
+    """A request whose key a rollback already named is refused (the rollback came first)."""
     return DomainError(
         ErrorCode.FAILED_PRECONDITION,
         "TRANSACTION_ROLLED_BACK",
@@ -158,7 +158,7 @@ async def run_idempotent(
     the idempotency record and COMMIT in the next. If the key was already used, inserting the
     record fails with a unique violation (after a concurrent holder of the key commits), the
     whole transaction rolls back, and the stored outcome is returned instead: the original
-    bytes, or a refusal for a key a rollback tombstoned (seed 001).
+    bytes, or a refusal for a key a rollback tombstoned.
 
     Raises DomainError `IDEMPOTENCY_KEY_REUSED` (not stored) for a different request under a
     used key. Deadlocks, serialization failures and lost insert races are retried (three

@@ -2,7 +2,7 @@
 
 Currencies and their exponents (minor-unit digits) come from the `iso4217` package (the
 ISO 4217 list, maintained upstream), extended by `CROUPIER_EXTRA_CURRENCIES`, e.g.
-`BTC:8,USDT:6`, for the crypto codes operators use (seed 003). Codes without minor units in
+`BTC:8,USDT:6`, for the crypto codes operators use. Codes without minor units in
 ISO 4217 (gold XAU, SDR XDR, ...) are not money here.
 """
 
@@ -112,8 +112,8 @@ def check_amount(money: Money, field: str, *, allow_zero: bool = False) -> Money
 def parse_decimal(text: str, currency: str, field: str = "amount") -> Money:
     """Convert a decimal string ("12.50") to exact minor units of `currency`.
 
-    More decimals than the currency allows is an error, never rounded (PRODUCT.md invariant
-    1): "10.005" EUR raises INVALID_ARGUMENT `TOO_MANY_DECIMALS`. Trailing zeros are fine
+    More decimals than the currency allows is an error, never rounded (docs/architecture.md
+    invariant 1): "10.005" EUR raises INVALID_ARGUMENT `TOO_MANY_DECIMALS`. Trailing zeros are fine
     ("10.50" EUR, "100.0" JPY). Negative, exponent or malformed text is `INVALID_AMOUNT`.
     """
     check_currency(currency, "currency")

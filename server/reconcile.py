@@ -1,4 +1,4 @@
-"""Whole-ledger reconciliation (issue 8 item 4, PRODUCT.md invariants 2 and 5).
+"""Whole-ledger reconciliation (docs/architecture.md invariants 2 and 5).
 
 For each currency: the sum of every posting must be zero (double entry), and every player
 account's stored balances must equal the sums of its postings. Drift is reported in ppm of the

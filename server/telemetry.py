@@ -1,4 +1,4 @@
-"""Tracing and metrics setup (issue 7): OpenTelemetry traces, Prometheus metrics.
+"""Tracing and metrics setup: OpenTelemetry traces, Prometheus metrics.
 
 Tracing is off unless the standard `OTEL_TRACES_EXPORTER` variable says `console` or `otlp`
 (the OTLP/HTTP exporter reads `OTEL_EXPORTER_OTLP_ENDPOINT` and friends itself); off, no tracer
@@ -229,7 +229,7 @@ def observe_pool(stats: dict[str, Any]) -> None:
     DB_POOL.labels("waiting").set(int(stats.get("requests_waiting", 0)))
 
 
-# -- business gauges (seed 000 section 10), refreshed from the database by worker 0 ---------
+# -- business gauges, refreshed from the database by worker 0 --------------------------------
 
 JP_POOL_SIZE = Gauge(
     "croupier_jp_pool_size_minor_units",

@@ -9,7 +9,8 @@ from typing import Any
 import grpc
 from croupier.common.v1 import money_pb2
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+
+from server.error_info import error_infos, status_of
 
 
 def eur(minor: int, currency: str = "EUR") -> money_pb2.Money:
@@ -24,14 +25,9 @@ def key() -> str:
 
 def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     """The single ErrorInfo in a failed call's google.rpc.Status."""
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    status = status_of(exc)
     assert status is not None, "no google.rpc.Status details"
-    infos = []
-    for d in status.details:
-        if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            d.Unpack(info)
-            infos.append(info)
+    infos = error_infos(status)
     assert len(infos) == 1, status
     assert infos[0].domain == "croupier"
     return infos[0]

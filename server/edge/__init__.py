@@ -1,7 +1,7 @@
-"""The sportsbook edge: seed 001's signed webhook as a thin HTTP -> WalletService gRPC service.
+"""The sportsbook edge: the provider's signed webhook as a thin HTTP -> WalletService gRPC service.
 
-A sportsbook provider (the seed's OPERATOR) POSTs `/transaction` (bet, result) and
-`/transaction-rollback` callbacks to us (the seed's CLIENT). The edge checks the
+A sportsbook provider (OPERATOR in the provider's spec) POSTs `/transaction` (bet, result) and
+`/transaction-rollback` callbacks to us (its CLIENT). The edge checks the
 `X-Security-Hash`, parses the body, and forwards one WalletService call per callback over real
 gRPC; it keeps no money state. Modules:
 
@@ -9,9 +9,9 @@ gRPC; it keeps no money state. Modules:
 | --- | --- |
 | config | integrations (name, tenant, secret, path prefix, currencies) and listen settings |
 | signature | HMAC-SHA256 of the raw body, constant-time check |
-| protocol | the seed-001 body -> a typed callback, and the edge's error codes |
+| protocol | the provider's body -> a typed callback, and the edge's error codes |
 | forward | a callback -> one WalletService call; gRPC errors -> edge codes |
-| disputes | raw callbacks kept with the wallet transaction they produced (seed 002) |
+| disputes | raw callbacks kept with the wallet transaction they produced (docs/sportsbook.md) |
 | http | the aiohttp application: routes, size limit, the always-200 JSON contract |
 | admin | the read-only dispute lookup behind a bearer token |
 | app | wiring: `build_edge` starts the site on a port (0 in tests) |

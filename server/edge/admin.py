@@ -1,4 +1,4 @@
-"""The dispute lookup API behind a bearer token (issue 4: `croupier sportsbook show TX_ID`).
+"""The dispute lookup API behind a bearer token (behind `croupier sportsbook show TX_ID`).
 
     GET /admin/sportsbook/{integration}/transactions/{transaction_id}
     Authorization: Bearer <CROUPIER_EDGE_ADMIN_TOKEN>
@@ -10,7 +10,7 @@ transactions they produced (WalletService.GetTransaction, postings included, as 
 404 `{"error": "NOT_FOUND"}` when nothing is stored, 401 without the right token, 404 when the
 integration is unknown. Off when no admin token is configured (the paths then answer like
 any unknown path).
-Unlike the callbacks, this API uses ordinary HTTP statuses: it is ours, not the seed's.
+Unlike the callbacks, this API uses ordinary HTTP statuses: it is ours, not the provider's.
 """
 
 from __future__ import annotations

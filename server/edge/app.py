@@ -1,7 +1,7 @@
 """Wiring: the edge's HTTP server over a WalletService channel and the dispute pool.
 
 `build_edge` starts the aiohttp site and returns an `EdgeApp` with the bound `.port`, so tests
-bind port 0 (STYLE.md). The edge owns one gRPC channel to the wallet; it keeps no money state.
+bind port 0. The edge owns one gRPC channel to the wallet; it keeps no money state.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Edge configuration: integrations from a TOML file or JSON in the environment, and settings.
 
-An integration is one sportsbook provider account (seed 001 "After filling this form, OPERATOR
-will provide ... <SECURITY_HASH>"): its `name` scopes the wallet idempotency keys
+An integration is one sportsbook provider account (the provider's spec: "After filling this
+form, OPERATOR will provide ... <SECURITY_HASH>"): its `name` scopes the wallet idempotency keys
 (`sb:<name>:<transaction_id>`), `tenant` is the Croupier tenant its players live in, `secret` is
 the shared HMAC key, `path_prefix` is where its callbacks arrive (`<prefix>/transaction`,
 `<prefix>/transaction-rollback`), and `currencies` optionally restricts the accepted codes
-(seed 001 "Currency or currencies USD, EUR, GBP"; empty = any currency the wallet accepts).
+(the provider's spec: "Currency or currencies USD, EUR, GBP"; empty = any currency the
+wallet accepts).
 
 File form (`CROUPIER_EDGE_CONFIG=path/to/edge.toml`):
 

@@ -1,4 +1,4 @@
-"""Dispute storage (seed 002 "store raw payloads", "stores attempts"; issue 4 "Disputes").
+"""Dispute storage: raw payloads and every attempt, kept to settle disputes (docs/sportsbook.md).
 
 Every callback that passed the signature check is stored byte for byte with its headers before
 the wallet call (`received`), then completed with the answer and the wallet transaction it

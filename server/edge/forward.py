@@ -1,15 +1,16 @@
 """One callback -> one WalletService call over gRPC; the wallet's answer -> the edge's reply.
 
-The edge keeps no money state (engineering rule 1): a `bet` is `Debit`, a `result` is `Credit`,
-a rollback is `RollbackTransaction` by `target_idempotency_key`. The provider's transaction_id
-is the wallet idempotency key, scoped per integration (`wallet_key`), so every repeat of a
-callback is answered from the wallet's stored response (seed 001: "the same transaction_id ...
-balance user should not be changed, but the response must be successful and be with the same
-transaction id as the first time"), refusals included. The CLIENT-side `transaction_id` we
-answer is the wallet's ledger transaction id (a UUID).
+The edge keeps no money state (money moves only in the wallet's ledger): a `bet` is `Debit`, a
+`result` is `Credit`, a rollback is `RollbackTransaction` by `target_idempotency_key`. The
+provider's transaction_id is the wallet idempotency key, scoped per integration (`wallet_key`), so
+every repeat of a callback is answered from the wallet's stored response (the provider's spec: "the
+same transaction_id ... balance user should not be changed, but the response must be successful and
+be with the same transaction id as the first time"), refusals included. The CLIENT-side
+`transaction_id` we answer is the wallet's ledger transaction id (a UUID).
 
-Transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED) are retried with the
-same request, hence the same key, up to `attempts` times; then `INTERNAL_ERROR`, which the
+Transient failures (`server.retry.retryable` for writes: UNAVAILABLE, DEADLINE_EXCEEDED,
+RESOURCE_EXHAUSTED) are retried with the same request, hence the same key, up to `attempts`
+times; then `INTERNAL_ERROR`, which the
 provider may resend. A `result` of zero moves no money and the wallet refuses zero credits, so it
 is answered without a wallet call with a deterministic id (`zero_result_id`): every repeat gets
 the same answer.
@@ -29,12 +30,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 from croupier.common.v1 import money_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from server.edge.config import Integration
 from server.edge.protocol import Callback, Code, Rollback, Transfer
+from server.error_info import error_info
 from server.money import Money, format_decimal
+from server.retry import Backoff, retryable
 
 if TYPE_CHECKING:
     from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceAsyncStub
@@ -47,11 +48,6 @@ MAX_KEY = 128
 GAME_ID = "sportsbook"
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
 _ZERO_RESULT_NS = uuid.UUID("5b0f3c2e-7f39-4d47-9a55-2d1f0c1e5a10")
-_RETRYABLE = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-)
 # Wallet ErrorInfo reasons -> edge codes (the proto's documented errors for each RPC).
 _BY_REASON = {
     "INSUFFICIENT_FUNDS": Code.INSUFFICIENT_FUNDS,
@@ -104,7 +100,7 @@ class Outcome:
     note: str = ""
 
     def body(self) -> dict[str, str | None]:
-        """The seed-001 JSON reply: `{"error": null, "transaction_id": ...}` or
+        """The provider's JSON reply: `{"error": null, "transaction_id": ...}` or
         `{"error": CODE}`."""
         if self.error is None:
             return {"error": None, "transaction_id": self.transaction_id}
@@ -116,17 +112,12 @@ def _money(m: Money) -> money_pb2.Money:
 
 
 def _reason(exc: grpc.aio.AioRpcError) -> str:
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                    if info.metadata.get("field") == "player_id":
-                        return "INVALID_PLAYER_ID"
-                return str(info.reason)
-    return ""
+    info = error_info(exc)
+    if info is None:
+        return ""
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and info.metadata.get("field") == "player_id":
+        return "INVALID_PLAYER_ID"
+    return str(info.reason)
 
 
 def _refusal(exc: grpc.aio.AioRpcError) -> Outcome:
@@ -161,7 +152,7 @@ class Forwarder:
         self.stub = stub
         self.timeout = timeout
         self.attempts = attempts
-        self.backoff = backoff
+        self.backoff = Backoff(backoff)
 
     async def forward(self, integration: Integration, callback: Callback) -> Outcome:
         """Make the one wallet call `callback` maps to; never raises for a wallet answer."""
@@ -190,10 +181,10 @@ class Forwarder:
             try:
                 return await method(request, timeout=self.timeout, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in _RETRYABLE or attempt + 1 >= self.attempts:
+                if not retryable(exc.code(), write=True) or attempt + 1 >= self.attempts:
                     raise
                 log.warning("wallet %s, retrying (attempt %d)", exc.code().name, attempt + 2)
-                await asyncio.sleep(self.backoff * 2**attempt)
+                await asyncio.sleep(self.backoff.delay(attempt + 1))
         raise AssertionError("unreachable")
 
     async def _transfer(self, integration: Integration, cb: Transfer) -> Outcome:

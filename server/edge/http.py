@@ -1,4 +1,4 @@
-"""The edge's aiohttp application: the seed-001 callback routes and the always-200 contract.
+"""The edge's aiohttp application: the provider's callback routes and the always-200 contract.
 
 For each integration, `POST <prefix>/transaction` and `POST <prefix>/transaction-rollback`:
 
@@ -11,8 +11,8 @@ For each integration, `POST <prefix>/transaction` and `POST <prefix>/transaction
    the reply (`CallbackHandler.settled` waits for those writes).
 
 Every response is HTTP 200 with a JSON body, `{"error": null, "transaction_id": "..."}` or
-`{"error": "CODE"}` (seed 001: "All responses must have http status 200 and must be in JSON
-format"), unknown paths and methods included; anything unexpected is `INTERNAL_ERROR`, never a
+`{"error": "CODE"}` (the provider's spec: "All responses must have http status 200 and must be in
+JSON format"), unknown paths and methods included; anything unexpected is `INTERNAL_ERROR`, never a
 traceback. `GET /healthz` answers `{"status": "ok"}`; `/admin/...` is the dispute API (admin.py).
 """
 

@@ -1,4 +1,4 @@
-"""`croupier-edge`: the sportsbook HTTP edge beside `croupier-server` (issue 4).
+"""`croupier-edge`: the sportsbook HTTP edge beside `croupier-server`.
 
 Needs the WalletService (`CROUPIER_EDGE_WALLET_ADDR`, default 127.0.0.1:50051), integrations
 (`CROUPIER_EDGE_CONFIG` or `CROUPIER_EDGE_INTEGRATIONS`, see server.edge.config; with none and a

@@ -1,10 +1,10 @@
-"""Seed 001's callback bodies as typed values, and the error codes the edge answers with.
+"""The provider's callback bodies as typed values, and the error codes the edge answers with.
 
 `parse(endpoint, body, integration)` turns the raw (already authenticated) body of a
 `/transaction` or `/transaction-rollback` callback into a `Transfer` (bet or result) or a
 `Rollback`, or an `EdgeError` naming one of the `Code`s. It never touches the wallet.
 
-Body shapes (seed 001 "Transactions" and "Transaction-rollback"):
+Body shapes (the provider's spec, "Transactions" and "Transaction-rollback"):
 
     /transaction           {"transaction_id", "action": "bet"|"result", "user_id", "currency",
                             "amount"}
@@ -49,9 +49,9 @@ MAX_AMOUNT_TEXT = 40
 
 
 class Code(enum.StrEnum):
-    """The `error` values of the edge's responses (seed 001 codes first, then ours)."""
+    """The `error` values of the edge's responses (the provider's codes first, then ours)."""
 
-    # seed 001
+    # the provider's spec
     INTERNAL_ERROR = "INTERNAL_ERROR"  # anything transient: safe to resend the same callback
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"  # a bet above the available balance
     # ours: the request itself
@@ -70,7 +70,8 @@ class Code(enum.StrEnum):
     # ours: the wallet's answer
     PLAYER_NOT_FOUND = "PLAYER_NOT_FOUND"  # a bet for a player the wallet does not know
     CURRENCY_MISMATCH = "CURRENCY_MISMATCH"  # a bet in a currency the player has no account in
-    PLAYER_BLOCKED = "PLAYER_BLOCKED"  # bets refused (seed 001: "when the player is banned")
+    # bets refused (the provider's spec: "when the player is banned")
+    PLAYER_BLOCKED = "PLAYER_BLOCKED"
     PLAYER_SELF_EXCLUDED = "PLAYER_SELF_EXCLUDED"  # bets refused (responsible gaming)
     TRANSACTION_ROLLED_BACK = "TRANSACTION_ROLLED_BACK"  # a bet whose rollback came first
     DUPLICATE_TRANSACTION = "DUPLICATE_TRANSACTION"  # transaction_id reused with other content

@@ -1,8 +1,9 @@
 """`X-Security-Hash`: hex HMAC-SHA256 of the raw request body, keyed with the integration secret.
 
-Seed 001 "Transactions": "take the raw body and create a hash by using the Sha256 algorithm and
-use <SECURITY_HASH> as secret, then compare X-Security-Hash with the calculated hash and accept
-only that requests where hashes are match." The check runs on the exact bytes received, before
+The provider's spec, "Transactions": "take the raw body and create a hash by using the Sha256
+algorithm and use <SECURITY_HASH> as secret, then compare X-Security-Hash with the calculated hash
+and accept only that requests where hashes are match." The check runs on the exact bytes received,
+before
 any parsing, and compares in constant time (`hmac.compare_digest`). Hex digits are accepted in
 either case; anything else (missing, wrong length, not hex) fails.
 """

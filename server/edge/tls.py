@@ -1,4 +1,4 @@
-"""TLS for the edge (issue 7 item 3): HTTPS (optionally mutual) for the provider's callbacks,
+"""TLS for the edge: HTTPS (optionally mutual) for the provider's callbacks,
 and TLS/mTLS for the edge's own gRPC channel to the wallet.
 
 | variable | meaning |

@@ -1,7 +1,7 @@
 """The event catalog: every event type Croupier publishes and its current schema version.
 
 One JSON Schema per type and major version lives in `protos/events/<type>.v<major>.json`;
-within a major version changes are additive only (seed 004 section 5). The routing key on the
+within a major version changes are additive only (docs/events.md). The routing key on the
 `croupier.events` topic exchange is the event type.
 """
 

@@ -1,4 +1,4 @@
-"""The CRM casino feed (seed 003): wallet events re-shaped as the CRM's casino events.
+"""The CRM casino feed: wallet events re-shaped as the CRM's casino events.
 
 Each wallet event that belongs to a game round becomes one casino event: `Bet` (hold or
 debit), `Win` (a settlement with a win, or a credit on a round), `Loss` (a settlement without a
@@ -6,7 +6,7 @@ win, amount 0, closing the round), with status `Approved`, or `Rollback` for voi
 rolled-back transactions. It is published with the AMQP message property `type=CASINO` right
 after its wallet event, in the same per-account order, so a round's Bet precedes its Win/Loss.
 
-Amounts: seed 003 wants decimal numbers with `amount = wager_amount + bonus_wager_amount +
+Amounts: the CRM wants decimal numbers with `amount = wager_amount + bonus_wager_amount +
 locked_wager_amount`. Croupier has no bonus or locked wallets, so those are 0 and
 `amount == wager_amount`. The numbers are rendered exactly from minor units (EUR 1250 -> 12.50)
 as JSON number literals, never through a float. Game name/type, vendor and origin come from the
@@ -66,7 +66,7 @@ def casino_event(
     occurred_at: datetime,
     payload: dict[str, Any],
 ) -> dict[str, Any] | None:
-    """The seed-003 casino event for a wallet event (see module doc), or None."""
+    """The CRM casino event for a wallet event (see module doc), or None."""
     kind = _kind(event_type, payload)
     if kind is None:
         return None

@@ -1,4 +1,4 @@
-"""Appending events to the transactional outbox (PRODUCT.md invariant 8).
+"""Appending events to the transactional outbox (docs/architecture.md invariant 8).
 
 `append_event` must be called with the connection of the transaction that makes the state
 change, so the event commits (or rolls back) with it; nothing is published outside a committed

@@ -1,10 +1,12 @@
-"""croupier-relay: publishes the transactional outbox to RabbitMQ (PRODUCT.md invariant 8).
+"""croupier-relay: publishes the transactional outbox to RabbitMQ.
+
+Events follow commits (docs/architecture.md invariant 8).
 
 - Topic exchange `croupier.events` (durable): routing key = event type, AMQP `message_id` =
   `event_id`, persistent messages, publisher confirms. A row is marked published only after the
   broker confirmed it, so delivery is at least once (a relay killed between confirm and mark
   publishes that batch again; consumers de-duplicate by `event_id`).
-- CRM casino feed (seed 003): exchange `croupier.crm` (topic), routing key `casino`, property
+- CRM casino feed: exchange `croupier.crm` (topic), routing key `casino`, property
   `type=CASINO`, published right after the wallet event it comes from.
 - Order: every event carries `aggregate_seq`, its number within its aggregate (an account, a
   pool, a pool shard, a tenant's audit chain), assigned under the aggregate's counter row lock
@@ -37,6 +39,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 
 from server.events.crm import casino_event
 from server.events.crm import dumps as crm_dumps
+from server.retry import BROKER_BACKOFF, Pacer
 from server.store import outbox_sql
 from server.store.outbox_sql import OutboxRow
 from server.telemetry import publish_span, setup_tracing
@@ -176,7 +179,7 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set, backing off while the broker or database is down."""
-        backoff = 0.2
+        pacer = Pacer(BROKER_BACKOFF)
         while not stop.is_set():
             try:
                 async with (
@@ -190,16 +193,16 @@ class Relay:
                     await listener.execute("LISTEN croupier_outbox")
                     while not stop.is_set():
                         await self.drain(worker)
-                        backoff = 0.2
+                        pacer.succeeded()
                         await self._wait(listener, stop)
             except Exception as exc:  # the relay outlives any broker or database failure
+                delay = pacer.failed()
                 log.warning(
-                    "relay paused (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff
+                    "relay paused (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay
                 )
                 await self.close()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 10.0)
+                    await asyncio.wait_for(stop.wait(), delay)
         await self.close()
 
     async def _wait(self, listener: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:

@@ -1,1 +1,1 @@
-"""The jackpot engine (issue 3, seed 000): pools, contributions, triggers, wins, payout saga."""
+"""The jackpot engine (docs/jackpot.md): pools, contributions, triggers, wins, payout saga."""

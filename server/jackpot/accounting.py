@@ -1,9 +1,9 @@
 """Pool accounting: how one contribution splits, with sub-minor-unit fractions carried.
 
-Seed 000 / issue 3: the contribution is `bet * conversion / 10^6 * contribution_rate_ppm /
+The contribution is `bet * conversion / 10^6 * contribution_rate_ppm /
 10^6` minor units of the pool's currency (conversion = 10^6 for a bet in the pool's currency);
 the remainder, in 10^-12 minor units, is carried to the next contribution on the same counter
-row, never lost (PRODUCT.md invariant 1), so a converted bet's rounding is carried too.
+row, never lost (docs/architecture.md invariant 1), so a converted bet's rounding is carried too.
 `reseed_split_ppm` of it goes to the hidden reseed pool (its fraction carried the same way),
 the rest to the visible pool, up to the cap; above the cap the excess is carried to the next
 cycle (CARRY_TO_RESEED) or not collected (STOP_GROWING).

@@ -1,4 +1,4 @@
-"""The audit chain's hashing rule and its verification (seed 000 section 8: WORM audit).
+"""The audit chain's hashing rule and its verification (write once, read many).
 
 Pure functions shared by the server (which appends) and `croupier jackpot audit verify`.
 Each record's hash is SHA-256(prev_hash || line) where line is the UTF-8 of

@@ -1,4 +1,4 @@
-"""Group commit of contributions (issue 6): concurrent Contribute requests share one database
+"""Group commit of contributions: concurrent Contribute requests share one database
 transaction of two statements (one read, one write) instead of one transaction each.
 
 Why: on the hot network pool every contribution cost a transaction, a commit and a handful of
@@ -129,14 +129,14 @@ class ContributionBatcher(Batcher[_Entry]):
     def __init__(
         self,
         jackpots: Jackpots,
-        pool: AsyncConnectionPool,
+        db: AsyncConnectionPool,
         *,
         max_batch: int = 64,
         max_inflight: int = 1,
     ) -> None:
         super().__init__("contribute", max_batch=max_batch, max_inflight=max_inflight)
         self.jackpots = jackpots
-        self.pool = pool
+        self.db = db
         self._random = random.Random()
 
     async def submit(
@@ -208,7 +208,7 @@ class ContributionBatcher(Batcher[_Entry]):
             for _, t in e.plan.tiers:
                 if isinstance(t, _FastTier) and t.pool.pool_id not in wanted:
                     wanted[t.pool.pool_id] = self._random.randrange(t.pool.config.shards)
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             for attempt in range(3):
                 rows, used = await sql.read_batch(conn, sorted(wanted.items()), keys)
                 members = first_of_each_key(keys, used)

@@ -1,14 +1,14 @@
-"""The jackpot engine: configuration, contributions, triggers and hits (issue 3, seed 000).
+"""The jackpot engine: configuration, contributions, triggers and hits (docs/jackpot.md).
 
 Writes run inside `Jackpots.execute` (server.idempotency.run_idempotent): each write's pool
 counters, contribution records, win, cycle change and audit records commit together with its
 idempotency record, or not at all. Rules raise `DomainError` before the first write.
 
-Hot pools (issue 3 section 9): a pool's amount is `cycle_base + sum(shard.visible)`. A
+Hot pools: a pool's amount is `cycle_base + sum(shard.visible)`. A
 contribution that cannot change the pool's cycle (no cap, not must-drop, its draw missed)
 locks only one of the pool's shard rows, so contributions to one network pool run in parallel.
 A hit locks the pool row and then every shard row: it waits for in-flight contributions, and
-the amount it pays is exact. Rule for simultaneous hits (issue 3 section 6): the first hit to
+the amount it pays is exact. Rule for simultaneous hits: the first hit to
 commit wins the cycle's pool; a second hit on the same pool is applied after it to the new
 cycle and wins the reset pool's value (seed + carried + what was contributed since). A
 contribution whose cycle ended while it ran is redrawn in the new cycle with the new seed.
@@ -113,8 +113,8 @@ def shard_for(key: str, shards: int) -> int:
 class Jackpots:
     """The jackpot engine over one connection pool. Writes go through `execute`."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
-        self.pool = pool
+    def __init__(self, db: AsyncConnectionPool) -> None:
+        self.db = db
         # Process-local caches of what the hot path reads. Jackpot rows never change; a pool
         # row is checked by every contribution's counter update (cycle and config_version in
         # its WHERE clause) and read again when stale, so a stale entry costs one retry.
@@ -139,7 +139,7 @@ class Jackpots:
         """
         for _ in range(_MAX_CYCLE_RACES):
             try:
-                return await run_idempotent(self.pool, key, operation, encode_ok, encode_error)
+                return await run_idempotent(self.db, key, operation, encode_ok, encode_error)
             except StalePoolError:
                 continue
         raise DomainError(
@@ -182,8 +182,8 @@ class Jackpots:
         )
         for order, cfg in enumerate(spec.tiers):
             pool_id = f"{spec.jackpot_id}.{cfg.tier}"
-            await sql.insert_pool(conn, pool_id, spec.jackpot_id, order, cfg, cfg.seed)
-            await self._start_cycle(conn, owner, pool_id, 1, cfg, cfg.seed, 0, now)
+            await sql.insert_pool(conn, pool_id, spec.jackpot_id, order, cfg, cfg.seed_minor)
+            await self._start_cycle(conn, owner, pool_id, 1, cfg, cfg.seed_minor, 0, now)
         jackpot = await sql.get_jackpot(conn, spec.jackpot_id)
         assert jackpot is not None
         states = await sql.list_pool_states(conn, owner, jackpot_id=spec.jackpot_id)
@@ -458,8 +458,8 @@ class Jackpots:
         shard = shards[shard_for(cmd.idempotency_key, cfg.shards)]
         amount = pool.cycle_base + sum(s.visible for s in shards)
         headroom: int | None = None
-        if cfg.cap:
-            headroom = cfg.cap - amount
+        if cfg.cap_minor:
+            headroom = cfg.cap_minor - amount
         if cfg.trigger is TriggerKind.MUST_DROP:
             assert pool.must_drop_point is not None
             point_room = pool.must_drop_point - amount
@@ -595,7 +595,7 @@ class Jackpots:
         return win
 
     async def drop_due_deadlines(self, limit: int = 50) -> list[uuid.UUID]:
-        """Time-bound pools (seed 000 section 6): a DEADLINE pool whose drop time has passed
+        """Time-bound pools: a DEADLINE pool whose drop time has passed
         drops at once, to the cycle's last qualifying contribution (the round that came
         closest to the deadline), without waiting for another bet. A cycle with no
         contribution yet drops on its next qualifying round. Returns the new wins; safe to run
@@ -607,7 +607,7 @@ class Jackpots:
         for pool_id, until in list(self._set_aside.items()):
             if until <= now:
                 del self._set_aside[pool_id]
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             due = await sql.due_deadline_pools(conn, limit, list(self._set_aside))
         wins: list[uuid.UUID] = []
         for pool_id in due:
@@ -626,7 +626,7 @@ class Jackpots:
     async def _drop_deadline(self, pool_id: str) -> uuid.UUID | None:
         """Drop one due DEADLINE pool in its own transaction; its win id, or None when there is
         nothing to drop (dropped meanwhile, or no contribution yet this cycle)."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.db.connection() as conn, conn.transaction():
             pool = await sql.pool_row(conn, pool_id, lock=True)
             if (
                 pool is None
@@ -682,7 +682,7 @@ class Jackpots:
         self._pools.pop(jackpot.jackpot_id, None)
         amount = pool.cycle_base + sum(s.visible for s in shards)
         hidden = sum(s.reseed + s.overflow for s in shards)
-        if amount > INT64_MAX or pool.config.seed + hidden > INT64_MAX:
+        if amount > INT64_MAX or pool.config.seed_minor + hidden > INT64_MAX:
             raise pool_overflow(pool.pool_id)  # the win or the next cycle's base
         await sql.insert_win(
             conn,
@@ -729,7 +729,7 @@ class Jackpots:
                 "amount": amount,
             },
         )
-        base = pool.config.seed + hidden
+        base = pool.config.seed_minor + hidden
         await sql.advance_pool(conn, pool.pool_id, pool.cycle + 1, base, hidden)
         await jp_events.pool_updated(
             conn,
@@ -756,27 +756,27 @@ class Jackpots:
         now: datetime,
     ) -> None:
         """A new cycle: a fresh server seed, its commitment audited before any contribution,
-        and the must-drop point or deadline drawn from it (seed 000 section 6)."""
-        seed = fairness.new_server_seed()
-        committed = fairness.commitment(seed)
+        and the must-drop point or deadline drawn from it (server.jackpot.fairness)."""
+        server_seed = fairness.new_server_seed()
+        committed = fairness.commitment(server_seed)
         point = None
         low, high = 0, 0
         if cfg.trigger is TriggerKind.MUST_DROP:
             # a start amount carried above the configured min raises the range's floor
-            low = max(cfg.must_drop_min, start_amount)
-            high = max(cfg.must_drop_max, low)
-            point = fairness.must_drop_point(seed, pool_id, cycle, low, high)
+            low = max(cfg.must_drop_min_minor, start_amount)
+            high = max(cfg.must_drop_max_minor, low)
+            point = fairness.must_drop_point(server_seed, pool_id, cycle, low, high)
         drop_at = None
         if cfg.trigger is TriggerKind.DEADLINE:
             offset = fairness.deadline_offset(
-                seed, pool_id, cycle, cfg.deadline_min_seconds, cfg.deadline_max_seconds
+                server_seed, pool_id, cycle, cfg.deadline_min_seconds, cfg.deadline_max_seconds
             )
             drop_at = now + timedelta(seconds=offset)
         await sql.insert_cycle(
             conn,
             pool_id=pool_id,
             cycle=cycle,
-            server_seed=seed,
+            server_seed=server_seed,
             seed_commitment=committed,
             start_amount=start_amount,
             carried_in=carried_in,
@@ -839,11 +839,11 @@ class Jackpots:
     async def eligibility(
         self, tenant_id: str, jackpot_id: str, game_id: str, bet: Money
     ) -> list[Eligibility]:
-        """Whether `bet` qualifies for each tier and its hit probability (seed 000 candidates).
+        """Whether `bet` qualifies for each tier and its hit probability.
 
         Errors: NOT_FOUND JACKPOT_NOT_FOUND; PERMISSION_DENIED TENANT_NOT_LISTED.
         """
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             jackpot = await self._member_jackpot(conn, tenant_id, jackpot_id)
             pools = await sql.jackpot_pools(conn, jackpot_id)
         out = []
@@ -857,19 +857,19 @@ class Jackpots:
                 reason = "CURRENCY_MISMATCH"
             elif not jackpot.game_included(game_id):
                 reason = "GAME_NOT_INCLUDED"
-            elif converted < cfg.min_bet:
+            elif converted < cfg.min_bet_minor:
                 reason = "BELOW_MIN_BET"
             probability = 0
             if not reason and cfg.trigger is TriggerKind.RANDOM:
                 probability = fairness.effective_probability_ppb(
-                    cfg.hit_probability_ppb, cfg.reference_bet, converted
+                    cfg.hit_probability_ppb, cfg.reference_bet_minor, converted
                 )
             out.append(Eligibility(p.pool_id, cfg.tier, not reason, reason, probability))
         return out
 
     async def get_pool(self, tenant_id: str, pool_id: str) -> PoolState:
         """A pool the tenant owns or is listed on. Errors: NOT_FOUND POOL_NOT_FOUND."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             state = await sql.pool_state(conn, pool_id)
         if state is None or not state.jackpot.sees(tenant_id):
             raise _not_found("POOL_NOT_FOUND", "no such pool for this tenant")
@@ -887,7 +887,7 @@ class Jackpots:
         limit: int = 500,
     ) -> list[PoolState]:
         """Pools the tenant owns or is listed on, by pool_id."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             return await sql.list_pool_states(
                 conn,
                 tenant_id,
@@ -901,7 +901,7 @@ class Jackpots:
 
     async def get_win(self, tenant_id: str, win_id: uuid.UUID) -> WinRow:
         """A win of the tenant's player. Errors: NOT_FOUND WIN_NOT_FOUND."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             win = await sql.get_win(conn, win_id)
         if win is None or win.tenant_id != tenant_id:
             raise _not_found("WIN_NOT_FOUND", "no such win for this tenant")
@@ -917,7 +917,7 @@ class Jackpots:
         limit: int,
     ) -> list[WinRow]:
         """The tenant's wins, newest first."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             return await sql.list_wins(
                 conn, tenant_id, pool_id, player_id, state.value if state else "", before, limit
             )
@@ -925,7 +925,7 @@ class Jackpots:
     async def get_cycle(self, tenant_id: str, pool_id: str, cycle: int) -> CycleRow:
         """A cycle; its seed only once ended. Errors: NOT_FOUND CYCLE_NOT_FOUND."""
         await self.get_pool(tenant_id, pool_id)
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             row = await sql.get_cycle(conn, pool_id, cycle)
         if row is None:
             raise _not_found("CYCLE_NOT_FOUND", "no such cycle")
@@ -937,12 +937,12 @@ class Jackpots:
         """A cycle's contributions: all of them for the owner, a listed tenant's own else."""
         state = await self.get_pool(tenant_id, pool_id)
         only = None if tenant_id == state.jackpot.owner_tenant_id else tenant_id
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             return await sql.list_contributions(conn, pool_id, cycle, only, after, limit)
 
     async def audit_log(self, tenant_id: str, after: int, limit: int) -> list[audit.ChainRecord]:
         """A page of the tenant's audit chain in order."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             rows = await sql.audit_page(conn, tenant_id, after, limit)
         return [
             audit.ChainRecord(tenant_id, seq, micros, action, subject, payload, prev, digest)
@@ -950,8 +950,8 @@ class Jackpots:
         ]
 
     async def reconcile(self, tenant_id: str, pool_id: str = "") -> list[Reconciliation]:
-        """Reconcile the tenant's pools (PRODUCT.md invariant 5)."""
-        async with self.pool.connection() as conn:
+        """Reconcile the tenant's pools (docs/architecture.md invariant 5)."""
+        async with self.db.connection() as conn:
             return await sql.reconcile(conn, tenant_id, pool_id)
 
 
@@ -996,12 +996,12 @@ def caller_contribution(
 def not_qualified(
     jackpot: JackpotRow, pool: PoolRow, game_id: str, converted_bet: int
 ) -> TierOutcome | None:
-    """The outcome of a bet that does not qualify for the tier (seed 000: excluded game, bet
+    """The outcome of a bet that does not qualify for the tier (an excluded game, a bet
     below min_bet in the pool's minor units), or None when it qualifies."""
     cfg = pool.config
     if not jackpot.game_included(game_id):
         return TierOutcome(pool.pool_id, cfg.tier, pool.cycle, False, "GAME_NOT_INCLUDED")
-    if converted_bet < cfg.min_bet:
+    if converted_bet < cfg.min_bet_minor:
         return TierOutcome(pool.pool_id, cfg.tier, pool.cycle, False, "BELOW_MIN_BET")
     return None
 
@@ -1014,7 +1014,7 @@ def draw(pool: PoolRow, cmd: Contribute, converted_bet: int) -> tuple[int, bool]
     if cfg.trigger is not TriggerKind.RANDOM:
         return 0, False
     probability = fairness.effective_probability_ppb(
-        cfg.hit_probability_ppb, cfg.reference_bet, converted_bet
+        cfg.hit_probability_ppb, cfg.reference_bet_minor, converted_bet
     )
     value = fairness.draw(
         pool.server_seed, pool.pool_id, pool.cycle, cmd.round_id, cmd.idempotency_key
@@ -1034,7 +1034,7 @@ def is_deadline_due(pool: PoolRow) -> bool:
 def needs_pool_lock(cfg: TierConfig) -> bool:
     """A capped or must-drop tier takes the pool lock on every contribution (its amount must
     be exact); an uncapped tier only adds to one counter row unless its draw hits."""
-    return cfg.cap > 0 or cfg.trigger is TriggerKind.MUST_DROP
+    return cfg.cap_minor > 0 or cfg.trigger is TriggerKind.MUST_DROP
 
 
 def contribution_record(

@@ -1,4 +1,4 @@
-"""Jackpot events for the outbox (issue 5, seed 000 section 5), written in the transaction of
+"""Jackpot events for the outbox (docs/events.md), written in the transaction of
 the state change they describe. Aggregate: the pool (`pool:<pool_id>`), so a pool's trigger,
 payout request and reset are published in commit order; config and audit events use the owner
 tenant's audit chain (`audit:<tenant>`). Money is `{"minor_units", "currency"}`.

@@ -1,4 +1,4 @@
-"""Provable fairness: committed server seeds and HMAC-derived draws (seed 000 section 6).
+"""Provable fairness: committed server seeds and HMAC-derived draws (docs/jackpot.md).
 
 Pure functions, no I/O, so `croupier jackpot verify` recomputes exactly what the server did.
 
@@ -6,9 +6,9 @@ Pure functions, no I/O, so `croupier jackpot verify` recomputes exactly what the
   GetPool before any contribution to the cycle, the seed itself only after the cycle ends.
 * A round's draw is the first 8 bytes (big-endian) of
   HMAC-SHA256(seed, "draw" US pool_id US cycle US round_id US salt), US = "\\x1f", uniform in
-  [0, 2^64). The salt is the request's idempotency key (seed 000 `jp_contrib_id`): chosen by the
-  caller, never by the server, and the player is never an input ("the trigger should not depend on
-  the player's specific personality", seed 000 section 6).
+  [0, 2^64). The salt is the request's idempotency key: chosen by the
+  caller, never by the server, and the player is never an input (a hit must not depend on who
+  the player is).
 * A RANDOM round hits when draw * 10^9 < p_ppb * 2^64 (exact integers).
 * A MUST_DROP point is min + H(seed, "must_drop", pool, cycle) mod (max - min + 1) over the
   whole 256-bit HMAC (bias below 2^-190); a DEADLINE offset likewise in seconds.

@@ -1,6 +1,6 @@
 """What the jackpot engine accepts and returns: plain data, no grpc, no SQL.
 
-Vocabulary (PRODUCT.md): pool, tier, seed, reseed, cap, overflow, must-drop, contribution (rate
+Vocabulary (docs/jackpot.md): pool, tier, seed, reseed, cap, overflow, must-drop, contribution (rate
 in ppm of the bet), trigger, hit, win, payout, saga. Amounts are int minor units of the
 jackpot's currency; rates are ppm, probabilities ppb, durations seconds.
 """
@@ -30,7 +30,7 @@ class Scope(enum.Enum):
 
 
 class TriggerKind(enum.Enum):
-    """How hits are decided (seed 000 section 6)."""
+    """How hits are decided (docs/jackpot.md)."""
 
     RANDOM = "random"
     MUST_DROP = "must_drop"
@@ -46,7 +46,7 @@ class OverflowPolicy(enum.Enum):
 
 
 class PayoutState(enum.Enum):
-    """The payout saga's state (seed 000 section 9)."""
+    """The payout saga's state (server.jackpot.payout)."""
 
     REQUESTED = "requested"
     CREDITED = "credited"
@@ -59,37 +59,37 @@ class TierConfig:
 
     tier: str
     kind: PoolKind
-    seed: int
+    seed_minor: int
     contribution_rate_ppm: int
     reseed_split_ppm: int
-    cap: int
+    cap_minor: int
     overflow_policy: OverflowPolicy
-    min_bet: int
+    min_bet_minor: int
     trigger: TriggerKind
     hit_probability_ppb: int = 0
-    reference_bet: int = 0
-    must_drop_min: int = 0
-    must_drop_max: int = 0
+    reference_bet_minor: int = 0
+    must_drop_min_minor: int = 0
+    must_drop_max_minor: int = 0
     deadline_min_seconds: int = 0
     deadline_max_seconds: int = 0
     shards: int = 1
 
     def as_dict(self) -> dict[str, object]:
-        """JSON-able form for the audit log."""
+        """JSON-able form for the audit log (keys as first recorded: the chain hashes them)."""
         return {
             "tier": self.tier,
             "kind": self.kind.value,
-            "seed": self.seed,
+            "seed": self.seed_minor,
             "contribution_rate_ppm": self.contribution_rate_ppm,
             "reseed_split_ppm": self.reseed_split_ppm,
-            "cap": self.cap,
+            "cap": self.cap_minor,
             "overflow_policy": self.overflow_policy.value,
-            "min_bet": self.min_bet,
+            "min_bet": self.min_bet_minor,
             "trigger": self.trigger.value,
             "hit_probability_ppb": self.hit_probability_ppb,
-            "reference_bet": self.reference_bet,
-            "must_drop_min": self.must_drop_min,
-            "must_drop_max": self.must_drop_max,
+            "reference_bet": self.reference_bet_minor,
+            "must_drop_min": self.must_drop_min_minor,
+            "must_drop_max": self.must_drop_max_minor,
             "deadline_min_seconds": self.deadline_min_seconds,
             "deadline_max_seconds": self.deadline_max_seconds,
             "shards": self.shards,
@@ -161,7 +161,7 @@ class PoolState:
 
 @dataclass(frozen=True, slots=True)
 class Contribute:
-    """One bet reported by an RGS (seed 000 POST /v1/jp/contributions)."""
+    """One bet reported by an RGS (JackpotService.Contribute)."""
 
     tenant_id: str
     idempotency_key: str
@@ -203,7 +203,7 @@ class ContributeResult:
 
 @dataclass(frozen=True, slots=True)
 class TriggerCmd:
-    """A hit reported by an RGS (seed 000 POST /v1/jp/triggers)."""
+    """A hit reported by an RGS (JackpotService.Trigger)."""
 
     tenant_id: str
     idempotency_key: str
@@ -260,8 +260,8 @@ class CycleRow:
     server_seed: bytes | None
     start_amount: int
     carried_in: int
-    must_drop_min: int
-    must_drop_max: int
+    must_drop_min_minor: int
+    must_drop_max_minor: int
     must_drop_point: int | None
     deadline_min_seconds: int
     deadline_max_seconds: int
@@ -299,7 +299,7 @@ class Reconciliation:
     pool_id: str
     currency: str
     cycle: int
-    seed: int
+    seed_minor: int
     carried: int
     contributions: int
     amount: int
@@ -313,7 +313,7 @@ class Reconciliation:
     @property
     def expected(self) -> int:
         """seed + carried + contributions of this cycle."""
-        return self.seed + self.carried + self.contributions
+        return self.seed_minor + self.carried + self.contributions
 
     @property
     def drift(self) -> int:

@@ -37,6 +37,7 @@ from server.events.context import background_trace
 from server.jackpot import events as jp_events
 from server.jackpot.model import PayoutState, WinRow
 from server.money import Money
+from server.retry import Backoff
 from server.store import jackpot_sql as sql
 from server.store import wallet_sql
 from server.store.wallet_sql import Conn
@@ -47,6 +48,7 @@ from server.wallet.model import Caller, PlayerStatus, RoundRef, Transfer
 log = logging.getLogger("croupier.jackpot.payout")
 
 MAX_BACKOFF_SECONDS = 60.0
+BACKOFF = Backoff(1.0, MAX_BACKOFF_SECONDS)
 _REFUSED = {
     PlayerStatus.BLOCKED.value: "PLAYER_BLOCKED",
     PlayerStatus.SELF_EXCLUDED.value: "PLAYER_SELF_EXCLUDED",
@@ -60,16 +62,16 @@ def payout_key(win_id: uuid.UUID) -> str:
 
 def backoff_seconds(attempts: int) -> float:
     """Delay before the next attempt after `attempts` failed ones: 0.5 s doubling, max 60 s."""
-    return float(min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(attempts, 16)))
+    return BACKOFF.delay(attempts)
 
 
 class PayoutSaga:
     """Runs payouts: `pay` on demand, `kick` after a hit, `run_due` from the retrier."""
 
     def __init__(
-        self, pool: AsyncConnectionPool, wallet: Wallet, *, start_delay_seconds: float = 0.0
+        self, db: AsyncConnectionPool, wallet: Wallet, *, start_delay_seconds: float = 0.0
     ) -> None:
-        self.pool = pool
+        self.db = db
         self.wallet = wallet
         self.start_delay_seconds = start_delay_seconds
         self._tasks: set[asyncio.Task[None]] = set()
@@ -83,7 +85,7 @@ class PayoutSaga:
         Errors: NOT_FOUND WIN_NOT_FOUND (also for another tenant's win). Technical failures
         are recorded on the win and re-raised.
         """
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             win = await sql.get_win(conn, win_id)
         if win is None or (tenant_id is not None and win.tenant_id != tenant_id):
             raise DomainError(ErrorCode.NOT_FOUND, "WIN_NOT_FOUND", "no such win")
@@ -94,7 +96,7 @@ class PayoutSaga:
                 await self.wallet.ensure_house_accounts(win.tenant_id, win.currency)
             await self._settle(win_id)
         except Exception as exc:
-            async with self.pool.connection() as conn, conn.transaction():
+            async with self.db.connection() as conn, conn.transaction():
                 attempts = win.attempts + 1
                 await sql.mark_attempt_failed(
                     conn, win_id, f"{type(exc).__name__}: {exc}", backoff_seconds(attempts)
@@ -114,7 +116,7 @@ class PayoutSaga:
         stores nothing under that key: the win stays owed and a later `pay` can credit it
         once the cause is gone.
         """
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self.db.connection() as conn, conn.transaction():
             win = await sql.get_win(conn, win_id, lock=True)
             assert win is not None
             if win.payout_state is PayoutState.CREDITED:
@@ -161,7 +163,7 @@ class PayoutSaga:
         )
 
     async def _reload(self, win_id: uuid.UUID) -> WinRow:
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             win = await sql.get_win(conn, win_id)
         assert win is not None
         return win
@@ -183,7 +185,7 @@ class PayoutSaga:
 
     async def run_due(self, limit: int = 100) -> int:
         """Attempt every `requested` win whose next attempt is due; return how many."""
-        async with self.pool.connection() as conn:
+        async with self.db.connection() as conn:
             due = await sql.due_wins(conn, limit)
         for win_id in due:  # each win alone: one that fails never stops the others
             try:

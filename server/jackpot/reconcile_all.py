@@ -16,9 +16,9 @@ from psycopg_pool import AsyncConnectionPool
 from server.store import jackpot_sql
 
 
-async def reconcile_pools(pool: AsyncConnectionPool) -> list[dict[str, object]]:
+async def reconcile_pools(db: AsyncConnectionPool) -> list[dict[str, object]]:
     """Reconcile every pool of every tenant: seed + carried + contributions - wins = amount."""
-    async with pool.connection() as conn:
+    async with db.connection() as conn:
         rows = await jackpot_sql.reconcile(conn, "", "")
     return [
         {

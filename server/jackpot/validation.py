@@ -1,4 +1,5 @@
-"""Validation of jackpot configuration requests (engineering rule 3).
+"""Validation of jackpot configuration requests: bad input is INVALID_ARGUMENT naming
+the field, raised before anything is written.
 
 Every failure is INVALID_ARGUMENT naming the request field, raised before anything is written.
 """
@@ -73,23 +74,23 @@ def check_tier(cfg: TierConfig, field: str) -> TierConfig:
     """
     if not _TIER.match(cfg.tier):
         raise invalid(f"{field}.tier", "INVALID_TIER", "tier must be 1..32 of [a-z0-9_-]")
-    _pool_amount(cfg.seed, f"{field}.seed_minor_units")
+    _pool_amount(cfg.seed_minor, f"{field}.seed_minor_units")
     _ppm(cfg.contribution_rate_ppm, f"{field}.contribution_rate_ppm")
     _ppm(cfg.reseed_split_ppm, f"{field}.reseed_split_ppm")
-    _pool_amount(cfg.cap, f"{field}.cap_minor_units")
-    _amount(cfg.min_bet, f"{field}.min_bet_minor_units")
+    _pool_amount(cfg.cap_minor, f"{field}.cap_minor_units")
+    _amount(cfg.min_bet_minor, f"{field}.min_bet_minor_units")
     # every field is range-checked whatever the trigger: a value the trigger ignores is still
     # stored and shown, and would apply as-is if the trigger changed later
-    _amount(cfg.reference_bet, f"{field}.reference_bet_minor_units")
+    _amount(cfg.reference_bet_minor, f"{field}.reference_bet_minor_units")
     if not 0 <= cfg.hit_probability_ppb <= PPB:
         raise invalid(
             f"{field}.hit_probability_ppb",
             "INVALID_PROBABILITY",
             "hit_probability_ppb must be between 0 and 1000000000",
         )
-    _pool_amount(cfg.must_drop_min, f"{field}.must_drop_min_minor_units")
-    _pool_amount(cfg.must_drop_max, f"{field}.must_drop_max_minor_units")
-    if cfg.must_drop_min > cfg.must_drop_max:
+    _pool_amount(cfg.must_drop_min_minor, f"{field}.must_drop_min_minor_units")
+    _pool_amount(cfg.must_drop_max_minor, f"{field}.must_drop_max_minor_units")
+    if cfg.must_drop_min_minor > cfg.must_drop_max_minor:
         raise invalid(
             f"{field}.must_drop_min_minor_units",
             "INVALID_MUST_DROP_RANGE",
@@ -111,7 +112,7 @@ def check_tier(cfg: TierConfig, field: str) -> TierConfig:
             "INVALID_DEADLINE_WINDOW",
             "deadline_min_seconds exceeds deadline_max_seconds",
         )
-    if cfg.cap and cfg.cap < cfg.seed:
+    if cfg.cap_minor and cfg.cap_minor < cfg.seed_minor:
         raise invalid(f"{field}.cap_minor_units", "CAP_BELOW_SEED", "the cap is below the seed")
     if cfg.kind is PoolKind.FIXED:
         if cfg.contribution_rate_ppm or cfg.reseed_split_ppm:
@@ -130,13 +131,16 @@ def check_tier(cfg: TierConfig, field: str) -> TierConfig:
                 "hit_probability_ppb must be between 1 and 1000000000",
             )
     if cfg.trigger is TriggerKind.MUST_DROP:
-        if not cfg.seed <= cfg.must_drop_min <= cfg.must_drop_max or cfg.must_drop_max == 0:
+        if (
+            not cfg.seed_minor <= cfg.must_drop_min_minor <= cfg.must_drop_max_minor
+            or cfg.must_drop_max_minor == 0
+        ):
             raise invalid(
                 f"{field}.must_drop_min_minor_units",
                 "INVALID_MUST_DROP_RANGE",
                 "must-drop needs seed <= min <= max and max > 0",
             )
-        if cfg.cap and cfg.must_drop_max > cfg.cap:
+        if cfg.cap_minor and cfg.must_drop_max_minor > cfg.cap_minor:
             raise invalid(
                 f"{field}.must_drop_max_minor_units",
                 "INVALID_MUST_DROP_RANGE",
@@ -153,7 +157,7 @@ def check_tier(cfg: TierConfig, field: str) -> TierConfig:
         )
     if not 1 <= cfg.shards <= MAX_SHARDS:
         raise invalid(f"{field}.shards", "INVALID_SHARDS", "shards must be between 1 and 64")
-    if cfg.shards > 1 and (cfg.cap or cfg.trigger is TriggerKind.MUST_DROP):
+    if cfg.shards > 1 and (cfg.cap_minor or cfg.trigger is TriggerKind.MUST_DROP):
         raise invalid(
             f"{field}.shards",
             "SHARDS_NEED_UNCAPPED_POOL",

@@ -1,8 +1,10 @@
 """The PostgreSQL connection pool and the versioned SQL migration runner.
 
 Migrations are the files `migrations/NNNN_name.sql`, applied in number order, each in its own
-transaction, and recorded in `schema_migrations` (version, name, SHA-256 of the file). A
-session-level advisory lock makes concurrent starters wait for one another.
+transaction, and recorded in `schema_migrations` (version, name, checksum). The checksum is the
+SHA-256 of the file's statements: lines that are only a `--` comment are left out, so a comment
+can be reworded without touching what the file does. A session-level advisory lock makes
+concurrent starters wait for one another.
 
 Two rules keep every database on one linear history, so a fresh database and an upgraded one
 end with the same schema:
@@ -12,7 +14,9 @@ end with the same schema:
   takes a number above every existing one.
 
 `RENAMED` lists files that were renumbered into that order; a database that recorded them
-under their old names is brought up to date first (same content, same checksum).
+under their old names is brought up to date first. `LEGACY_CHECKSUMS` lists the whole-file
+checksums that earlier runners recorded; a row carrying one is rewritten to today's statement
+checksum, and only when the statements are the ones that were applied.
 """
 
 from __future__ import annotations
@@ -40,8 +44,14 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        """SHA-256 hex digest of the SQL text."""
-        return hashlib.sha256(self.sql.encode()).hexdigest()
+        """SHA-256 hex digest of the statements (the SQL text without its comment-only lines)."""
+        return statements_checksum(self.sql)
+
+
+def statements_checksum(sql: str) -> str:
+    """SHA-256 hex digest of `sql` without the lines that hold only a `--` comment."""
+    kept = (line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return hashlib.sha256("\n".join(kept).encode()).hexdigest()
 
 
 def _version_of(name: str) -> int:
@@ -80,6 +90,56 @@ RENAMED: dict[str, str] = {
     "0101_jackpot_conversion_and_counters.sql": "0007_jackpot_conversion_and_counters.sql",
     "0102_jackpot_batches.sql": "0008_jackpot_batches.sql",
 }
+
+
+#: File name -> (whole-file SHA-256 recorded by earlier runners, statement checksum of the
+#: same file). The statement checksum guards the rewrite: a file whose statements changed
+#: keeps failing the edited-migration check.
+LEGACY_CHECKSUMS: dict[str, tuple[str, str]] = {
+    "0001_wallet_ledger.sql": (
+        "fa1dfd5cd601bb937832b8910581ae5c7f74a5a5b9afcd6e0e7b18720a199153",
+        "7d68156af918c281eaaa8230acd344f9c7744d16f1e4059cace21f5e07956350",
+    ),
+    "0002_outbox.sql": (
+        "59a2725d241bbc3f9f6c9a8067397d0e706daf6f003ba78d9430c447f5a6419a",
+        "d0a8352f6493d4f4631184c06246a089cc2e05cae38ebfd55a393983e1438304",
+    ),
+    "0003_jackpot.sql": (
+        "19b6093aefc1f7b00c36f536bfa8954b8766bbeac2ea655bff4eff3d7c53143a",
+        "48519480cba8785f8ed007dbe01850b22876a2de18c842dd1262efb76533cc19",
+    ),
+    "0004_sportsbook_callbacks.sql": (
+        "3a3a95ed4c481e3f72e60c0e65d3723d5be6ed9f8c39ed1dfab25a88aff488ca",
+        "ea335374795b6dd32d836cc6231741817b515d7249b6186a5c1eef5e79bb0af9",
+    ),
+    "0005_api_keys.sql": (
+        "3bcd002b10e905a49fe08d556021eba2808928141f1fa4c3debe87622fbd50a7",
+        "c7f1d07c3c6543306b06a44c5bd0b3948ad650387ed8a961e44d91cb51cca783",
+    ),
+    "0006_webhooks.sql": (
+        "d18984dbff6fca9794304ed70376762fa5c16eb01654bee4024d993f3d9374cb",
+        "9c1fb4223ee8a78f617bac16f5e51310f1d391f8e1ed4d1cfcb2afaed1d80dc5",
+    ),
+    "0007_jackpot_conversion_and_counters.sql": (
+        "687521d2c79785e8ee44f44a9f5247761c022bff272d2e7e1c23745fe7c33883",
+        "cb1e7761ca2e23ec2817a5d4d83dcb9509587f6af15067651ba60fa027d1047a",
+    ),
+    "0008_jackpot_batches.sql": (
+        "a09f7b90caffa28603463847517bba1d311726d728846d186dbc21467b171337",
+        "cf8385b3907d78dbf9bcc09a0a0a64153b9b3d66927ba6916532b8ef96453944",
+    ),
+}
+
+
+async def _upgrade_checksums(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Rewrite whole-file checksums recorded by earlier runners (`LEGACY_CHECKSUMS`) to the
+    statement checksum, in one transaction."""
+    async with conn.transaction():
+        for name, (whole_file, statements) in LEGACY_CHECKSUMS.items():
+            await conn.execute(
+                "UPDATE schema_migrations SET checksum = %s WHERE name = %s AND checksum = %s",
+                (statements, name, whole_file),
+            )
 
 
 async def _rename_recorded(conn: psycopg.AsyncConnection[Any]) -> list[str]:
@@ -144,6 +204,7 @@ async def migrate(url: str) -> list[str]:
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
             await _rename_recorded(conn)
+            await _upgrade_checksums(conn)
             cur = conn.cursor(row_factory=tuple_row)
             await cur.execute("SELECT version, name, checksum FROM schema_migrations")
             done = {int(v): (str(n), str(c)) for v, n, c in await cur.fetchall()}

@@ -1,4 +1,6 @@
-"""The sportsbook edge's SQL: the dispute record of every authenticated callback (seed 002).
+"""The sportsbook edge's SQL: the dispute record of every authenticated callback.
+
+See docs/sportsbook.md.
 
 Statements run on an autocommit pooled connection, one statement each; they hold no rules.
 """

@@ -1,4 +1,4 @@
-"""SQL behind the business gauges on /metrics (seed 000 section 10), read periodically."""
+"""SQL behind the business gauges on /metrics, read periodically."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The wallet's SQL: every statement the ledger runs, in one place (STYLE.md).
+"""The wallet's SQL: every statement the ledger runs, in one place (docs/architecture.md, "Layers").
 
 Functions take an open connection inside the caller's transaction and return plain tuples or
 small dataclasses; they hold no business rules. Postings for one ledger transaction are always
@@ -365,8 +365,7 @@ async def close_hold(conn: Conn, hold_id: uuid.UUID, state: str, tx_id: uuid.UUI
 
     The guard is written `state || '' = 'open'` on purpose: `state = 'open'` matches the
     partial index holds_open_by_expiry's predicate, and with stale statistics the planner
-    chose that index (a scan of every open hold: 17 ms with 73,000 open) over the primary key
-    (measured in the issue 6 benchmarks)."""
+    chose that index (a scan of every open hold: 17 ms with 73,000 open) over the primary key."""
     await conn.execute(
         "UPDATE holds SET state = %s, close_transaction_id = %s, closed_at = now()"
         " WHERE hold_id = %s AND state || '' = 'open'",

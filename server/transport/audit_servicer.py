@@ -227,7 +227,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             ).SerializeToString(deterministic=True)
 
         reply = await self.wallet.execute(
-            wallet_key_of(method, request, cmd.caller),
+            wallet_key_of(method, cmd.caller, request),
             lambda conn: operation(conn, cmd),
             ok,
             encode_error,

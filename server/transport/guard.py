@@ -12,17 +12,13 @@ import psycopg
 import psycopg_pool
 
 from server.errors import DomainError, ErrorCode
-from server.transport.status import abort_with_status, internal_status, to_status_proto
+from server.transport.status import abort_error, abort_with_status, internal_status
 
 log = logging.getLogger("croupier.rpc")
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
-
-
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) -> None:
-    await abort_with_status(context, to_status_proto(err))
 
 
 def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -37,13 +33,13 @@ def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         except grpc.aio.AbortError:
             raise
         except DomainError as err:
-            await _abort(context, err)
+            await abort_error(context, err)
         except psycopg.errors.NumericValueOutOfRange as exc:
             # The database's bigint check is the backstop behind the domain's int64 checks: an
             # amount the domain missed is still a refusal (not stored: the transaction rolled
             # back, so a retry is evaluated afresh), never INTERNAL.
             log.error("amount overflow reached the database in %s: %s", handler.__name__, exc)
-            await _abort(
+            await abort_error(
                 context,
                 DomainError(
                     ErrorCode.FAILED_PRECONDITION,
@@ -53,7 +49,7 @@ def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
             )
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
             log.warning("database unavailable in %s: %s", handler.__name__, exc)
-            await _abort(
+            await abort_error(
                 context,
                 DomainError(
                     ErrorCode.UNAVAILABLE,

@@ -10,31 +10,35 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
-import grpc
 from croupier.jackpot.v1 import jackpot_service_pb2 as pb
 from croupier.jackpot.v1 import jackpot_service_pb2_grpc as pb_grpc
-from google.protobuf import message as _message
-from google.protobuf import timestamp_pb2
-from grpc_status import rpc_status
 
 from server.errors import DomainError, invalid
-from server.idempotency import RequestKey, Scope, StoredReply
+from server.idempotency import Scope, StoredReply
 from server.jackpot import model
 from server.jackpot.batching import ContributionBatcher
 from server.jackpot.engine import Jackpots
 from server.jackpot.payout import PayoutSaga
 from server.jackpot.validation import check_jackpot_id, check_spec
 from server.money import check_amount
+from server.transport.common import (
+    Ctx,
+    abort_error,
+    parse_uuid,
+    reply,
+    request_key,
+    serialize,
+    timestamp,
+    write,
+)
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, decode_token, encode_token, page_size
-from server.transport.status import abort_with, encode_error, to_status_proto
+from server.transport.status import encode_error
 from server.transport.wallet_servicer import money_in, money_out
 from server.wallet.validation import check_id, check_text
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -71,22 +75,6 @@ _STATE = {
 _STATE_OUT = {v: k for k, v in _STATE.items()}
 
 
-def _ts(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def _key(method: str, tenant: str, idempotency_key: str, request: _message.Message) -> RequestKey:
-    return RequestKey.of(
-        tenant,
-        idempotency_key,
-        method,
-        request.SerializeToString(deterministic=True),
-        scope=Scope.JACKPOT,
-    )
-
-
 def _enum(value: int, table: dict[Any, Any], field: str, what: str) -> Any:
     if value not in table:
         raise invalid(field, "MISSING_FIELD" if value == 0 else "INVALID_ENUM", f"{field}: {what}")
@@ -98,17 +86,17 @@ def tier_in(c: pb.TierConfig, field: str) -> model.TierConfig:
     return model.TierConfig(
         tier=c.tier,
         kind=_enum(c.kind, _KIND, f"{field}.kind", "FIXED or PROGRESSIVE is required"),
-        seed=c.seed_minor_units,
+        seed_minor=c.seed_minor_units,
         contribution_rate_ppm=c.contribution_rate_ppm,
         reseed_split_ppm=c.reseed_split_ppm,
-        cap=c.cap_minor_units,
+        cap_minor=c.cap_minor_units,
         overflow_policy=_enum(c.overflow_policy, _OVERFLOW, f"{field}.overflow_policy", "unknown"),
-        min_bet=c.min_bet_minor_units,
+        min_bet_minor=c.min_bet_minor_units,
         trigger=_enum(c.trigger, _TRIGGER, f"{field}.trigger", "a trigger kind is required"),
         hit_probability_ppb=c.hit_probability_ppb,
-        reference_bet=c.reference_bet_minor_units,
-        must_drop_min=c.must_drop_min_minor_units,
-        must_drop_max=c.must_drop_max_minor_units,
+        reference_bet_minor=c.reference_bet_minor_units,
+        must_drop_min_minor=c.must_drop_min_minor_units,
+        must_drop_max_minor=c.must_drop_max_minor_units,
         deadline_min_seconds=c.deadline_min_seconds,
         deadline_max_seconds=c.deadline_max_seconds,
         shards=c.shards or 1,
@@ -120,17 +108,17 @@ def tier_out(c: model.TierConfig) -> pb.TierConfig:
     return pb.TierConfig(
         tier=c.tier,
         kind=_KIND_OUT[c.kind],
-        seed_minor_units=c.seed,
+        seed_minor_units=c.seed_minor,
         contribution_rate_ppm=c.contribution_rate_ppm,
         reseed_split_ppm=c.reseed_split_ppm,
-        cap_minor_units=c.cap,
+        cap_minor_units=c.cap_minor,
         overflow_policy=_OVERFLOW_OUT[c.overflow_policy],
-        min_bet_minor_units=c.min_bet,
+        min_bet_minor_units=c.min_bet_minor,
         trigger=_TRIGGER_OUT[c.trigger],
         hit_probability_ppb=c.hit_probability_ppb,
-        reference_bet_minor_units=c.reference_bet,
-        must_drop_min_minor_units=c.must_drop_min,
-        must_drop_max_minor_units=c.must_drop_max,
+        reference_bet_minor_units=c.reference_bet_minor,
+        must_drop_min_minor_units=c.must_drop_min_minor,
+        must_drop_max_minor_units=c.must_drop_max_minor,
         deadline_min_seconds=c.deadline_min_seconds,
         deadline_max_seconds=c.deadline_max_seconds,
         shards=c.shards,
@@ -148,14 +136,14 @@ def pool_out(s: model.PoolState) -> pb.Pool:
         amount=money_out(s.amount, s.jackpot.currency),
         cycle=s.cycle,
         seed_commitment=s.seed_commitment.hex(),
-        cycle_start_time=_ts(s.cycle_started_at),
+        cycle_start_time=timestamp(s.cycle_started_at),
         contribution_count=s.contribution_count,
         region=s.jackpot.region,
         scope=_SCOPE_OUT[s.jackpot.scope],
     )
     if s.config.trigger is model.TriggerKind.DEADLINE:
         by = s.cycle_started_at + timedelta(seconds=s.config.deadline_max_seconds)
-        p.must_drop_by_time.CopyFrom(_ts(by))
+        p.must_drop_by_time.CopyFrom(timestamp(by))
     return p
 
 
@@ -177,18 +165,11 @@ def win_out(w: model.WinRow) -> pb.Win:
         failure_reason=w.failure_reason,
         attempts=w.attempts,
         wallet_transaction_id=str(w.wallet_transaction_id or ""),
-        hit_time=_ts(w.hit_at),
+        hit_time=timestamp(w.hit_at),
     )
     if w.credited_at is not None:
-        out.credit_time.CopyFrom(_ts(w.credited_at))
+        out.credit_time.CopyFrom(timestamp(w.credited_at))
     return out
-
-
-def _uuid(value: str, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError as exc:
-        raise invalid(field, "INVALID_ID", f"{field} must be a UUID") from exc
 
 
 def _pool_id(value: str, field: str = "pool_id") -> str:
@@ -203,7 +184,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
     ) -> None:
         self.jackpots = jackpots
         self.saga = saga
-        self.batcher = batcher or ContributionBatcher(jackpots, jackpots.pool, max_batch=1)
+        self.batcher = batcher or ContributionBatcher(jackpots, jackpots.db, max_batch=1)
 
     @guarded
     async def CreateJackpot(
@@ -229,7 +210,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             )
         )
 
-        def ok(r: tuple[model.JackpotRow, list[model.PoolState]]) -> bytes:
+        def ok(r: tuple[model.JackpotRow, list[model.PoolState]]) -> pb.CreateJackpotResponse:
             j, pools = r
             return pb.CreateJackpotResponse(
                 jackpot=pb.Jackpot(
@@ -242,20 +223,19 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
                     region=j.region,
                     game_ids=list(j.game_ids),
                     pools=[pool_out(p) for p in pools],
-                    create_time=_ts(j.created_at),
+                    create_time=timestamp(j.created_at),
                     conversion_rates_micro=j.conversion_rates,
                 )
-            ).SerializeToString(deterministic=True)
+            )
 
-        reply = await self.jackpots.execute(
-            _key("CreateJackpot", tenant, idem, request),
+        return await write(
+            context,
+            self.jackpots.execute,
+            request_key("CreateJackpot", tenant, idem, request, scope=Scope.JACKPOT),
             lambda conn: self.jackpots.create_jackpot(conn, spec),
             ok,
-            encode_error,
+            pb.CreateJackpotResponse,
         )
-        if reply.code:
-            await abort_with(context, reply.payload)
-        return pb.CreateJackpotResponse.FromString(reply.payload)
 
     @guarded
     async def UpdatePool(
@@ -269,17 +249,16 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             raise invalid("config", "MISSING_FIELD", "config is required")
         cfg = tier_in(request.config, "config")
         reason = check_text(request.reason, "reason")
-        reply = await self.jackpots.execute(
-            _key("UpdatePool", tenant, idem, request),
+        return await write(
+            context,
+            self.jackpots.execute,
+            request_key("UpdatePool", tenant, idem, request, scope=Scope.JACKPOT),
             lambda conn: self.jackpots.update_pool(
                 conn, tenant, pool_id, cfg, request.expected_config_version, reason
             ),
-            lambda s: pb.UpdatePoolResponse(pool=pool_out(s)).SerializeToString(deterministic=True),
-            encode_error,
+            lambda s: pb.UpdatePoolResponse(pool=pool_out(s)),
+            pb.UpdatePoolResponse,
         )
-        if reply.code:
-            await abort_with(context, reply.payload)
-        return pb.UpdatePoolResponse.FromString(reply.payload)
 
     @guarded
     async def GetPool(self, request: pb.GetPoolRequest, context: Ctx) -> pb.GetPoolResponse:
@@ -319,8 +298,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             if request.min_interval_ms < 0:
                 raise invalid("min_interval_ms", "INVALID_INTERVAL", "must not be negative")
         except DomainError as err:
-            status = rpc_status.to_status(to_status_proto(err))
-            await context.abort(status.code, status.details, status.trailing_metadata)
+            await abort_error(context, err)
         interval = max(request.min_interval_ms or 1000, 200) / 1000
         seen: dict[str, tuple[int, int, int]] = {}
         while True:
@@ -359,7 +337,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             ),
         )
 
-        def ok(r: model.ContributeResult) -> bytes:
+        def ok(r: model.ContributeResult) -> pb.ContributeResponse:
             def m(v: int) -> Any:
                 return money_out(v, r.currency)
 
@@ -381,7 +359,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
                     )
                     for t in r.tiers
                 ]
-            ).SerializeToString(deterministic=True)
+            )
 
         result: list[model.ContributeResult] = []
 
@@ -390,27 +368,29 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             result.append(r)
             return r
 
-        key = _key("Contribute", tenant, idem, request)
+        key = request_key("Contribute", tenant, idem, request, scope=Scope.JACKPOT)
 
-        # group commit when the contribution takes the fast path (issue 6); else one transaction
+        # group commit when the contribution takes the fast path; else one transaction
         def alone() -> Awaitable[StoredReply]:
-            return self.jackpots.execute(key, run, ok, encode_error)
+            return self.jackpots.execute(key, run, encode_ok, encode_error)
 
-        reply = await self.batcher.submit(key, cmd, ok, alone)
-        if reply is None:
-            reply = await alone()
-        if reply.code:
-            await abort_with(context, reply.payload)
-        if not reply.replayed and result:
+        def encode_ok(r: model.ContributeResult) -> bytes:
+            return serialize(ok(r))
+
+        stored = await self.batcher.submit(key, cmd, encode_ok, alone)
+        if stored is None:
+            stored = await alone()
+        resp = await reply(context, stored, pb.ContributeResponse)
+        if not stored.replayed and result:
             for win_id in result[-1].wins:
                 self.saga.kick(win_id)
-        return pb.ContributeResponse.FromString(reply.payload)
+        return resp
 
     @guarded
     async def CheckEligibility(
         self, request: pb.CheckEligibilityRequest, context: Ctx
     ) -> pb.CheckEligibilityResponse:
-        """Whether a bet qualifies per tier, and its chance (seed 000 candidates)."""
+        """Whether a bet qualifies per tier, and its chance."""
         tenant = check_id(request.tenant_id, "tenant_id")
         bet = check_amount(money_in(request.bet), "bet")
         rows = await self.jackpots.eligibility(
@@ -447,16 +427,14 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             round_id=check_id(sel.round_id, "selector.round_id", required=False),
             game_id=check_id(sel.game_id, "selector.game_id", required=False),
         )
-        reply = await self.jackpots.execute(
-            _key("Trigger", tenant, idem, request),
+        stored = await self.jackpots.execute(
+            request_key("Trigger", tenant, idem, request, scope=Scope.JACKPOT),
             lambda conn: self.jackpots.trigger(conn, cmd),
-            lambda w: pb.TriggerResponse(win=win_out(w)).SerializeToString(deterministic=True),
+            lambda w: serialize(pb.TriggerResponse(win=win_out(w))),
             encode_error,
         )
-        if reply.code:
-            await abort_with(context, reply.payload)
-        resp = pb.TriggerResponse.FromString(reply.payload)
-        if not reply.replayed:
+        resp = await reply(context, stored, pb.TriggerResponse)
+        if not stored.replayed:
             self.saga.kick(uuid.UUID(resp.win.win_id))
         return resp
 
@@ -464,14 +442,14 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
     async def Payout(self, request: pb.PayoutRequest, context: Ctx) -> pb.PayoutResponse:
         """Start or retry a win's payout; returns its status (see PayoutSaga.pay)."""
         tenant = check_id(request.tenant_id, "tenant_id")
-        win = await self.saga.pay(_uuid(request.win_id, "win_id"), tenant)
+        win = await self.saga.pay(parse_uuid(request.win_id, "win_id"), tenant)
         return pb.PayoutResponse(win=win_out(win))
 
     @guarded
     async def GetWin(self, request: pb.GetWinRequest, context: Ctx) -> pb.GetWinResponse:
         """One win."""
         tenant = check_id(request.tenant_id, "tenant_id")
-        win = await self.jackpots.get_win(tenant, _uuid(request.win_id, "win_id"))
+        win = await self.jackpots.get_win(tenant, parse_uuid(request.win_id, "win_id"))
         return pb.GetWinResponse(win=win_out(win))
 
     @guarded
@@ -509,20 +487,20 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
             cycle=c.cycle,
             seed_commitment=c.seed_commitment.hex(),
             server_seed=c.server_seed.hex() if c.server_seed else "",
-            start_time=_ts(c.started_at),
+            start_time=timestamp(c.started_at),
             start_amount=money_out(c.start_amount, c.currency),
-            must_drop_min_minor_units=c.must_drop_min,
-            must_drop_max_minor_units=c.must_drop_max,
+            must_drop_min_minor_units=c.must_drop_min_minor,
+            must_drop_max_minor_units=c.must_drop_max_minor,
             deadline_min_seconds=c.deadline_min_seconds,
             deadline_max_seconds=c.deadline_max_seconds,
             win_id=str(c.win_id or ""),
         )
         if c.ended_at is not None:
-            out.end_time.CopyFrom(_ts(c.ended_at))
+            out.end_time.CopyFrom(timestamp(c.ended_at))
         if c.must_drop_point is not None:
             out.must_drop_point.CopyFrom(money_out(c.must_drop_point, c.currency))
         if c.drop_at is not None:
-            out.drop_time.CopyFrom(_ts(c.drop_at))
+            out.drop_time.CopyFrom(timestamp(c.drop_at))
         return pb.GetCycleResponse(cycle=out)
 
     @guarded
@@ -555,7 +533,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
                     hit_probability_ppb=r.hit_probability_ppb,
                     hit=r.hit,
                     win_id=str(r.win_id or ""),
-                    create_time=_ts(r.created_at),
+                    create_time=timestamp(r.created_at),
                 )
                 for r in rows[:size]
             ]
@@ -604,7 +582,7 @@ class JackpotServicer(pb_grpc.JackpotServiceServicer):
                 pb.PoolReconciliation(
                     pool_id=r.pool_id,
                     cycle=r.cycle,
-                    seed_minor_units=r.seed,
+                    seed_minor_units=r.seed_minor,
                     carried_minor_units=r.carried,
                     contributions_minor_units=r.contributions,
                     expected_minor_units=r.expected,

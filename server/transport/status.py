@@ -10,6 +10,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from server.error_info import reason_of
 from server.errors import DomainError, ErrorCode
 
 DOMAIN = "croupier"
@@ -47,16 +48,6 @@ def encode_error(err: DomainError) -> bytes:
 error_reason: ContextVar[str] = ContextVar("croupier_error_reason", default="")
 
 
-def reason_of(status_proto: status_pb2.Status) -> str:
-    """The ErrorInfo reason inside a google.rpc.Status ("" if none)."""
-    for detail in status_proto.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return ""
-
-
 async def abort_with_status(
     context: grpc.aio.ServicerContext[Any, Any], status_proto: status_pb2.Status
 ) -> None:
@@ -66,12 +57,14 @@ async def abort_with_status(
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-async def abort_with(context: grpc.aio.ServicerContext[object, object], payload: bytes) -> None:
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], payload: bytes) -> None:
     """Abort the call with a stored serialized google.rpc.Status."""
-    status_proto = status_pb2.Status.FromString(payload)
-    error_reason.set(reason_of(status_proto))
-    status = rpc_status.to_status(status_proto)
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    await abort_with_status(context, status_pb2.Status.FromString(payload))
+
+
+async def abort_error(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) -> None:
+    """Abort the call with `err` as a google.rpc.Status with one ErrorInfo."""
+    await abort_with_status(context, to_status_proto(err))
 
 
 def internal_status() -> status_pb2.Status:

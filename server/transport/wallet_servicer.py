@@ -6,27 +6,23 @@ Thin by design: validation and rules live in server.wallet; this module only con
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
-import grpc
 from croupier.common.v1 import account_pb2, money_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from google.protobuf import message as _message
-from google.protobuf import timestamp_pb2
 
 from server.errors import invalid
 from server.idempotency import RequestKey, Scope
 from server.money import Money, check_amount, check_currency
 from server.store.wallet_sql import TransactionRow
+from server.transport.common import Ctx, parse_uuid, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, encode_token, page_size
-from server.transport.status import abort_with, encode_error
 from server.wallet import model
 from server.wallet.ledger import Wallet
 from server.wallet.validation import check_hold_ttl, check_id, check_metadata, check_text
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
 _STATUS_TO_PB = {
     model.PlayerStatus.ACTIVE: account_pb2.PLAYER_STATUS_ACTIVE,
@@ -50,6 +46,7 @@ _ACCOUNT_NAMES = {
     ("house_game", "available"): "house/game",
     ("house_cashier", "available"): "house/cashier",
 }
+TransferResponse = TypeVar("TransferResponse", pb.CreditResponse, pb.DebitResponse)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
@@ -80,15 +77,10 @@ def _caller(request: Any) -> model.Caller:
     )
 
 
-def _key(method: str, request: _message.Message, caller: model.Caller) -> RequestKey:
-    body = request.SerializeToString(deterministic=True)
-    return RequestKey.of(caller.tenant_id, caller.idempotency_key, method, body, scope=Scope.WALLET)
-
-
-def _ts(value: Any) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+def _key(method: str, caller: model.Caller, request: _message.Message) -> RequestKey:
+    return request_key(
+        method, caller.tenant_id, caller.idempotency_key, request, scope=Scope.WALLET
+    )
 
 
 def transaction_out(row: TransactionRow) -> pb.Transaction:
@@ -103,7 +95,7 @@ def transaction_out(row: TransactionRow) -> pb.Transaction:
         bet_id=row.bet_id,
         game_id=row.game_id,
         target_transaction_id=str(row.target_transaction_id or ""),
-        create_time=_ts(row.created_at),
+        create_time=timestamp(row.created_at),
         metadata=row.metadata,
         postings=[
             pb.Posting(account=_ACCOUNT_NAMES[(kind, bucket)], amount=money_out(amount, cur))
@@ -120,10 +112,6 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
 
     def __init__(self, wallet: Wallet) -> None:
         self.wallet = wallet
-
-    async def _reply(self, context: Ctx, payload_code: int, payload: bytes) -> None:
-        if payload_code != 0:
-            await abort_with(context, payload)
 
     @guarded
     async def GetBalance(
@@ -156,24 +144,24 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             check_hold_ttl(request.hold_ttl.seconds, request.hold_ttl.nanos),
         )
 
-        def ok(r: model.AuthorizeResult) -> bytes:
+        def ok(r: model.AuthorizeResult) -> pb.AuthorizeBetResponse:
             return pb.AuthorizeBetResponse(
                 transaction_id=str(r.transaction_id),
                 hold_id=str(r.hold_id),
-                expire_time=_ts(r.expire_time),
+                expire_time=timestamp(r.expire_time),
                 balance=balance_out(r.balance),
-            ).SerializeToString(deterministic=True)
+            )
 
-        reply = await self.wallet.execute(
-            _key("AuthorizeBet", request, caller),
+        return await write(
+            context,
+            self.wallet.execute,
+            _key("AuthorizeBet", caller, request),
             lambda conn: self.wallet.authorize_bet(conn, cmd),
             ok,
-            encode_error,
+            pb.AuthorizeBetResponse,
             currency=cmd.amount.currency,
             player_id=caller.player_id,
         )
-        await self._reply(context, reply.code, reply.payload)
-        return pb.AuthorizeBetResponse.FromString(reply.payload)
 
     @guarded
     async def SettleBet(self, request: pb.SettleBetRequest, context: Ctx) -> pb.SettleBetResponse:
@@ -201,25 +189,25 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             win,
         )
 
-        def ok(r: model.SettleResult) -> bytes:
+        def ok(r: model.SettleResult) -> pb.SettleBetResponse:
             return pb.SettleBetResponse(
                 transaction_id=str(r.transaction_id),
                 captured=money_out(r.captured, r.currency),
                 released=money_out(r.released, r.currency),
                 win=money_out(r.win, r.currency),
                 balance=balance_out(r.balance),
-            ).SerializeToString(deterministic=True)
+            )
 
-        reply = await self.wallet.execute(
-            _key("SettleBet", request, caller),
+        return await write(
+            context,
+            self.wallet.execute,
+            _key("SettleBet", caller, request),
             lambda conn: self.wallet.settle_bet(conn, cmd),
             ok,
-            encode_error,
+            pb.SettleBetResponse,
             player_id=caller.player_id,
             currency=capture.currency if capture else (win.currency if win else None),
         )
-        await self._reply(context, reply.code, reply.payload)
-        return pb.SettleBetResponse.FromString(reply.payload)
 
     @guarded
     async def CancelBet(self, request: pb.CancelBetRequest, context: Ctx) -> pb.CancelBetResponse:
@@ -236,21 +224,21 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             check_text(request.reason, "reason"),
         )
 
-        def ok(r: model.CancelResult) -> bytes:
+        def ok(r: model.CancelResult) -> pb.CancelBetResponse:
             resp = pb.CancelBetResponse(transaction_id=str(r.transaction_id))
             if r.balance is not None:
                 resp.released.CopyFrom(money_out(r.released, r.currency))
                 resp.balance.CopyFrom(balance_out(r.balance))
-            return resp.SerializeToString(deterministic=True)
+            return resp
 
-        reply = await self.wallet.execute(
-            _key("CancelBet", request, caller),
+        return await write(
+            context,
+            self.wallet.execute,
+            _key("CancelBet", caller, request),
             lambda conn: self.wallet.cancel_bet(conn, cmd),
             ok,
-            encode_error,
+            pb.CancelBetResponse,
         )
-        await self._reply(context, reply.code, reply.payload)
-        return pb.CancelBetResponse.FromString(reply.payload)
 
     def _transfer(self, request: pb.CreditRequest | pb.DebitRequest) -> model.Transfer:
         return model.Transfer(
@@ -269,45 +257,41 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         method: str,
         request: pb.CreditRequest | pb.DebitRequest,
         context: Ctx,
-        response: type[pb.CreditResponse] | type[pb.DebitResponse],
-    ) -> bytes:
+        response: type[TransferResponse],
+    ) -> TransferResponse:
         """Credit and Debit share everything but the ledger operation and the response type."""
         cmd = self._transfer(request)
         operation = self.wallet.credit if method == "Credit" else self.wallet.debit
 
-        def ok(r: model.TransferResult) -> bytes:
-            return response(
-                transaction_id=str(r.transaction_id), balance=balance_out(r.balance)
-            ).SerializeToString(deterministic=True)
+        def ok(r: model.TransferResult) -> TransferResponse:
+            return response(transaction_id=str(r.transaction_id), balance=balance_out(r.balance))
 
-        reply = await self.wallet.execute(
-            _key(method, request, cmd.caller),
+        return await write(
+            context,
+            self.wallet.execute,
+            _key(method, cmd.caller, request),
             lambda conn: operation(conn, cmd),
             ok,
-            encode_error,
+            response,
             currency=cmd.amount.currency,
             player_id=cmd.caller.player_id,
         )
-        await self._reply(context, reply.code, reply.payload)
-        return reply.payload
 
     @guarded
     async def Credit(self, request: pb.CreditRequest, context: Ctx) -> pb.CreditResponse:
         """Credit a player (see ledger.Wallet.credit)."""
-        payload = await self._run_transfer("Credit", request, context, pb.CreditResponse)
-        return pb.CreditResponse.FromString(payload)
+        return await self._run_transfer("Credit", request, context, pb.CreditResponse)
 
     @guarded
     async def Debit(self, request: pb.DebitRequest, context: Ctx) -> pb.DebitResponse:
         """Debit a player (see ledger.Wallet.debit)."""
-        payload = await self._run_transfer("Debit", request, context, pb.DebitResponse)
-        return pb.DebitResponse.FromString(payload)
+        return await self._run_transfer("Debit", request, context, pb.DebitResponse)
 
     @guarded
     async def RollbackTransaction(
         self, request: pb.RollbackTransactionRequest, context: Ctx
     ) -> pb.RollbackTransactionResponse:
-        """Reverse a debit or credit, or tombstone an unknown key (seed 001)."""
+        """Reverse a debit or credit, or tombstone an unknown key (the rollback arrived first)."""
         caller = _caller(request)
         which = request.WhichOneof("target")
         target_key: str | None = None
@@ -321,12 +305,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                     "target_idempotency_key must name another request, not this rollback",
                 )
         elif which == "target_transaction_id":
-            try:
-                target_id = uuid.UUID(request.target_transaction_id)
-            except ValueError as exc:
-                raise invalid(
-                    "target_transaction_id", "INVALID_ID", "target_transaction_id must be a UUID"
-                ) from exc
+            target_id = parse_uuid(request.target_transaction_id, "target_transaction_id")
         else:
             raise invalid(
                 "target",
@@ -335,7 +314,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             )
         cmd = model.Rollback(caller, target_key, target_id, check_metadata(dict(request.metadata)))
 
-        def ok(r: model.RollbackResult) -> bytes:
+        def ok(r: model.RollbackResult) -> pb.RollbackTransactionResponse:
             resp = pb.RollbackTransactionResponse(
                 transaction_id=str(r.transaction_id),
                 outcome=r.outcome.value,  # type: ignore[arg-type]
@@ -344,16 +323,16 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             if r.balance is not None:
                 resp.reversed.CopyFrom(money_out(r.reversed_amount, r.currency))
                 resp.balance.CopyFrom(balance_out(r.balance))
-            return resp.SerializeToString(deterministic=True)
+            return resp
 
-        reply = await self.wallet.execute(
-            _key("RollbackTransaction", request, caller),
+        return await write(
+            context,
+            self.wallet.execute,
+            _key("RollbackTransaction", caller, request),
             lambda conn: self.wallet.rollback(conn, cmd),
             ok,
-            encode_error,
+            pb.RollbackTransactionResponse,
         )
-        await self._reply(context, reply.code, reply.payload)
-        return pb.RollbackTransactionResponse.FromString(reply.payload)
 
     @guarded
     async def SetPlayerStatus(
@@ -368,20 +347,20 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             )
         check_text(request.reason, "reason")
 
-        def ok(r: model.StatusResult) -> bytes:
+        def ok(r: model.StatusResult) -> pb.SetPlayerStatusResponse:
             return pb.SetPlayerStatusResponse(
                 previous_status=_STATUS_TO_PB[r.previous] if r.previous else 0,  # type: ignore[arg-type]
                 status=_STATUS_TO_PB[r.status],
-            ).SerializeToString(deterministic=True)
+            )
 
-        reply = await self.wallet.execute(
-            _key("SetPlayerStatus", request, caller),
+        return await write(
+            context,
+            self.wallet.execute,
+            _key("SetPlayerStatus", caller, request),
             lambda conn: self.wallet.set_player_status(conn, caller, status),
             ok,
-            encode_error,
+            pb.SetPlayerStatusResponse,
         )
-        await self._reply(context, reply.code, reply.payload)
-        return pb.SetPlayerStatusResponse.FromString(reply.payload)
 
     @guarded
     async def GetTransaction(
@@ -389,10 +368,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     ) -> pb.GetTransactionResponse:
         """One transaction with its postings. NOT_FOUND TRANSACTION_NOT_FOUND."""
         tenant = check_id(request.tenant_id, "tenant_id")
-        try:
-            tx_id = uuid.UUID(request.transaction_id)
-        except ValueError as exc:
-            raise invalid("transaction_id", "INVALID_ID", "transaction_id must be a UUID") from exc
+        tx_id = parse_uuid(request.transaction_id, "transaction_id")
         row = await self.wallet.transaction(tenant, tx_id)
         return pb.GetTransactionResponse(transaction=transaction_out(row))
 

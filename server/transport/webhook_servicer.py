@@ -6,21 +6,16 @@ server.webhooks.subscriptions; this module only converts (and signs page tokens)
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
-import grpc
 from croupier.events.v1 import subscription_service_pb2 as pb
 from croupier.events.v1 import subscription_service_pb2_grpc as pb_grpc
 from google.protobuf import message as _message
-from google.protobuf import timestamp_pb2
 
 from server.errors import invalid
-from server.idempotency import RequestKey, Scope
+from server.idempotency import Scope
 from server.store.webhook_sql import DeliveryRow, SubscriptionRow
+from server.transport.common import Ctx, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, encode_token, page_size
-from server.transport.status import abort_with, encode_error
 from server.wallet.validation import check_id
 from server.webhooks.patterns import check_patterns
 from server.webhooks.subscriptions import CreateSubscription, Subscriptions
@@ -30,8 +25,6 @@ from server.webhooks.validation import (
     check_secret,
     check_uuid,
 )
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -44,12 +37,6 @@ _STATE_TO_PB = {
 _STATE_FROM_PB = {v: k for k, v in _STATE_TO_PB.items()}
 
 
-def _ts(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def subscription_out(row: SubscriptionRow) -> pb.Subscription:
     """SubscriptionRow -> proto Subscription (there is no secret to leak: the row has none)."""
     return pb.Subscription(
@@ -58,7 +45,7 @@ def subscription_out(row: SubscriptionRow) -> pb.Subscription:
         callback_url=row.callback_url,
         event_types=row.event_types,
         description=row.description,
-        create_time=_ts(row.created_at),
+        create_time=timestamp(row.created_at),
     )
 
 
@@ -73,19 +60,13 @@ def delivery_out(row: DeliveryRow) -> pb.Delivery:
         attempts=row.attempts,
         last_http_status=row.last_status,
         last_error=row.last_error,
-        create_time=_ts(row.created_at),
+        create_time=timestamp(row.created_at),
     )
     if row.state == "pending":
-        d.next_attempt_time.CopyFrom(_ts(row.next_attempt_at))
+        d.next_attempt_time.CopyFrom(timestamp(row.next_attempt_at))
     if row.finished_at is not None:
-        d.finish_time.CopyFrom(_ts(row.finished_at))
+        d.finish_time.CopyFrom(timestamp(row.finished_at))
     return d
-
-
-def _key(method: str, request: _message.Message, tenant: str, idem: str) -> RequestKey:
-    return RequestKey.of(
-        tenant, idem, method, request.SerializeToString(deterministic=True), scope=Scope.WEBHOOK
-    )
 
 
 def _filters(request: _message.Message) -> bytes:
@@ -118,20 +99,17 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
             check_description(request.description),
         )
 
-        def ok(row: SubscriptionRow) -> bytes:
-            return pb.CreateSubscriptionResponse(
-                subscription=subscription_out(row)
-            ).SerializeToString(deterministic=True)
+        def ok(row: SubscriptionRow) -> pb.CreateSubscriptionResponse:
+            return pb.CreateSubscriptionResponse(subscription=subscription_out(row))
 
-        reply = await self.subscriptions.execute(
-            _key("CreateSubscription", request, tenant, idem),
+        return await write(
+            context,
+            self.subscriptions.execute,
+            request_key("CreateSubscription", tenant, idem, request, scope=Scope.WEBHOOK),
             lambda conn: self.subscriptions.create(conn, cmd),
             ok,
-            encode_error,
+            pb.CreateSubscriptionResponse,
         )
-        if reply.code != 0:
-            await abort_with(context, reply.payload)
-        return pb.CreateSubscriptionResponse.FromString(reply.payload)
 
     @guarded
     async def GetSubscription(
@@ -169,21 +147,20 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         idem = check_id(request.idempotency_key, "idempotency_key")
         sub_id = check_uuid(request.subscription_id, "subscription_id")
 
-        def ok(row: SubscriptionRow) -> bytes:
+        def ok(row: SubscriptionRow) -> pb.DeleteSubscriptionResponse:
             resp = pb.DeleteSubscriptionResponse(subscription=subscription_out(row))
             if row.deleted_at is not None:
-                resp.delete_time.CopyFrom(_ts(row.deleted_at))
-            return resp.SerializeToString(deterministic=True)
+                resp.delete_time.CopyFrom(timestamp(row.deleted_at))
+            return resp
 
-        reply = await self.subscriptions.execute(
-            _key("DeleteSubscription", request, tenant, idem),
+        return await write(
+            context,
+            self.subscriptions.execute,
+            request_key("DeleteSubscription", tenant, idem, request, scope=Scope.WEBHOOK),
             lambda conn: self.subscriptions.delete(conn, tenant, sub_id),
             ok,
-            encode_error,
+            pb.DeleteSubscriptionResponse,
         )
-        if reply.code != 0:
-            await abort_with(context, reply.payload)
-        return pb.DeleteSubscriptionResponse.FromString(reply.payload)
 
     @guarded
     async def ListDeliveries(
@@ -214,17 +191,14 @@ class SubscriptionServicer(pb_grpc.SubscriptionServiceServicer):
         sub_id = check_uuid(request.subscription_id, "subscription_id")
         delivery_id = check_uuid(request.delivery_id, "delivery_id")
 
-        def ok(row: DeliveryRow) -> bytes:
-            return pb.RedeliverDeadLetterResponse(delivery=delivery_out(row)).SerializeToString(
-                deterministic=True
-            )
+        def ok(row: DeliveryRow) -> pb.RedeliverDeadLetterResponse:
+            return pb.RedeliverDeadLetterResponse(delivery=delivery_out(row))
 
-        reply = await self.subscriptions.execute(
-            _key("RedeliverDeadLetter", request, tenant, idem),
+        return await write(
+            context,
+            self.subscriptions.execute,
+            request_key("RedeliverDeadLetter", tenant, idem, request, scope=Scope.WEBHOOK),
             lambda conn: self.subscriptions.redeliver(conn, tenant, sub_id, delivery_id),
             ok,
-            encode_error,
+            pb.RedeliverDeadLetterResponse,
         )
-        if reply.code != 0:
-            await abort_with(context, reply.payload)
-        return pb.RedeliverDeadLetterResponse.FromString(reply.payload)

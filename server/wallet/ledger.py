@@ -628,7 +628,7 @@ class Wallet:
         return TransferResult(tx, view)
 
     async def rollback(self, conn: Conn, cmd: Rollback) -> RollbackResult:
-        """Reverse a debit or credit (seed 001 transaction-rollback).
+        """Reverse a debit or credit (the sportsbook's transaction-rollback).
 
         By idempotency key: an unknown key is tombstoned (no balance change, success; the
         original is refused if it comes later); a key whose request was refused has nothing to

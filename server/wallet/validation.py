@@ -1,7 +1,7 @@
 """Request validation for the wallet: ids, idempotency keys, metadata, hold TTLs.
 
 Every failure is INVALID_ARGUMENT naming the request field, raised before anything is written
-(engineering rule 3).
+(docs/architecture.md, "The path of a bet").
 """
 
 from __future__ import annotations

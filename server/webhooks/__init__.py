@@ -1,1 +1,1 @@
-"""Webhook subscriptions and the croupier-webhooks dispatcher (issue 5 item 5, seed 004)."""
+"""Webhook subscriptions and the croupier-webhooks dispatcher (docs/webhooks.md)."""

@@ -1,4 +1,4 @@
-"""One delivery attempt over HTTP, and the retry schedule (seed 004 sections 6 and 8).
+"""One delivery attempt over HTTP, and the retry schedule (docs/webhooks.md).
 
 An attempt POSTs the event's exact published bytes with the headers
 - `Content-Type: application/json`
@@ -6,12 +6,12 @@ An attempt POSTs the event's exact published bytes with the headers
   (server.webhooks.signature)
 - `X-Timestamp`: unix seconds when this attempt was signed (fresh for every attempt, so a
   retry passes a receiver's validity window while a captured request replayed later fails it)
-- `X-Event-Id`, `X-Event-Type`, `X-Trace-Id` (end-to-end trace id, seed 004 section 7)
+- `X-Event-Id`, `X-Event-Type`, `X-Trace-Id` (end-to-end trace id)
 - `X-Delivery-Id`, `X-Delivery-Attempt` (1-based)
 Redirects are not followed. Success is any 2xx within the per-request timeout.
 
 Retries: exponential backoff with full jitter, `uniform(0, min(cap, base * 2**(attempt-1)))`
-seconds (seed 004 section 8: "exponential backoff, jitter").
+seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from server.retry import Backoff
 from server.store.webhook_sql import DueDelivery
 from server.webhooks.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
@@ -45,8 +46,7 @@ class Outcome:
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Seconds to wait after failed attempt number `attempt` (1-based): full jitter over
     `min(cap, base * 2**(attempt - 1))`; `base` and `cap` in seconds."""
-    ceiling = min(cap, base * (2.0 ** min(attempt - 1, 62)))
-    return rng.uniform(0.0, ceiling)
+    return Backoff(base, cap, jitter=True).delay(attempt, rng.uniform)
 
 
 def headers_for(due: DueDelivery, timestamp: int) -> dict[str, str]:

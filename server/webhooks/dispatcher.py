@@ -1,6 +1,6 @@
 """croupier-webhooks: turns events on `croupier.events` into signed webhook deliveries.
 
-Two loops in one process (seed 004 sections 6 and 8; issue 5 item 5):
+Two loops in one process (docs/webhooks.md):
 
 1. Record: consume the topic exchange `croupier.events` from a durable queue (default
    `croupier.webhooks`, bound with `#`; several dispatchers share it as competing consumers).
@@ -11,8 +11,8 @@ Two loops in one process (seed 004 sections 6 and 8; issue 5 item 5):
    nack + requeue after a pause). Only the event's own tenant is considered (invariant 7).
 2. Deliver: claim due deliveries with `FOR UPDATE SKIP LOCKED` (several dispatchers never
    claim the same one), at most `max_in_flight` HTTP requests at once (an asyncio.Semaphore)
-   and at most `max_in_flight_per_subscription` of them to one subscription (seed 004 section
-   8, "parallel retry limit": a slow subscriber cannot take every slot from the others),
+   and at most `max_in_flight_per_subscription` of them to one subscription (a
+   parallel retry limit: a slow subscriber cannot take every slot from the others),
    POST each with a per-request timeout (server.webhooks.delivery), then mark it delivered,
    schedule the next attempt (exponential backoff, full jitter) or dead-letter it after
    `max_attempts`. A claim is a lease of `request_timeout + 10` seconds: a dispatcher that
@@ -43,6 +43,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from server.events.relay import EVENTS_EXCHANGE
+from server.retry import BROKER_BACKOFF, Pacer
 from server.store import webhook_sql
 from server.store.database import open_pool
 from server.store.webhook_sql import DueDelivery
@@ -116,7 +117,7 @@ class Dispatcher:
     # --- recording ----------------------------------------------------------------------
 
     async def _consume(self, stop: asyncio.Event) -> None:
-        backoff = 0.2
+        pacer = Pacer(BROKER_BACKOFF)
         while not stop.is_set():
             connection: AbstractRobustConnection | None = None
             try:
@@ -131,12 +132,12 @@ class Dispatcher:
                 await queue.consume(self._on_message)
                 log.info("consuming %s from %s", self.settings.queue, EVENTS_EXCHANGE)
                 self.ready.set()
-                backoff = 0.2
+                pacer.succeeded()
                 await stop.wait()  # the robust connection reconnects and re-consumes itself
             except (TimeoutError, aio_pika.exceptions.AMQPError, OSError) as exc:
-                log.warning("broker unavailable (%s); retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                delay = pacer.failed()
+                log.warning("broker unavailable (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
             finally:
                 if connection is not None:
                     with contextlib.suppress(Exception):

@@ -1,10 +1,9 @@
 """Webhook signatures: `X-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
 
-Seed 004 section 6: "for webhooks - body signature (HMAC/EdDSA) + timestamp and validity
-windows". Croupier signs the exact request body bytes prefixed with the `X-Timestamp` header
-value (unix seconds, decimal) and a dot, so a receiver can both check the body and reject a
-replayed request whose timestamp is outside its window. Golden vectors for integrators:
-`tests/webhooks/vectors.json`.
+A body signature with a timestamp and a validity window: Croupier signs the exact request body
+bytes prefixed with the `X-Timestamp` header value (unix seconds, decimal) and a dot, so a receiver
+can both check the body and reject a replayed request whose timestamp is outside its window. Golden
+vectors for integrators: `tests/webhooks/vectors.json`.
 
 A receiver:
 

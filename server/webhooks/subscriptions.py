@@ -2,9 +2,9 @@
 
 Domain rules (no grpc here; the servicer converts):
 - a subscription belongs to one tenant; every read and write is scoped by `tenant_id`, and
-  another tenant's subscription is NOT_FOUND, never visible (PRODUCT.md invariant 7);
-- the secret is stored for signing and never returned or logged (seed 004 section 6);
-- writes run through `run_idempotent` (PRODUCT.md invariant 3) and raise DomainError only
+  another tenant's subscription is NOT_FOUND, never visible (docs/architecture.md invariant 7);
+- the secret is stored for signing and never returned or logged;
+- writes run through `run_idempotent` (docs/architecture.md invariant 3) and raise DomainError only
   before their first write.
 """
 

@@ -46,9 +46,9 @@ from croupier.jackpot.v1 import jackpot_service_pb2 as jpb
 from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
-from grpc_status import rpc_status
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from server.error_info import reason_of
 from server.jackpot.reconcile_all import reconcile_pools
 from server.reconcile import reconcile_ledger
 from server.store.database import migrate, open_pool
@@ -266,14 +266,7 @@ class Drill:
                     await asyncio.sleep(delay + random.uniform(0, delay))
                     delay = min(delay * 2, 1.0)
                     continue
-                status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-                reason = exc.code().name
-                if status is not None and status.details:
-                    from google.rpc import error_details_pb2
-
-                    info = error_details_pb2.ErrorInfo()
-                    status.details[0].Unpack(info)
-                    reason = info.reason
+                reason = reason_of(exc) or exc.code().name
                 self.stats.operations[f"{method} refused"] += 1
                 return "err", reason
 

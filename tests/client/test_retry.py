@@ -295,6 +295,8 @@ def test_what_is_retried() -> None:
         (True, grpc.StatusCode.UNAVAILABLE, True),
         (True, grpc.StatusCode.DEADLINE_EXCEEDED, True),
         (False, grpc.StatusCode.DEADLINE_EXCEEDED, False),
+        (False, grpc.StatusCode.RESOURCE_EXHAUSTED, True),
+        (True, grpc.StatusCode.RESOURCE_EXHAUSTED, True),
         (True, grpc.StatusCode.INTERNAL, False),
         (True, grpc.StatusCode.FAILED_PRECONDITION, False),
     ]:

@@ -12,7 +12,6 @@ database: same schema (`pg_dump --schema-only`), same recorded migrations.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import subprocess
@@ -21,7 +20,14 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from server.store.database import RENAMED, MigrationError, load_migrations, migrate
+from server.store.database import (
+    LEGACY_CHECKSUMS,
+    RENAMED,
+    MigrationError,
+    load_migrations,
+    migrate,
+    statements_checksum,
+)
 from server.store.embedded import find_pg_bindir
 from tests.scratch import database_on
 
@@ -53,19 +59,24 @@ BEFORE_JACKPOT_CONVERSION = (
 )
 
 
-def release_files(names: tuple[str, ...] | None = None) -> list[tuple[str, str]]:
-    """(old name, SQL) of the previous release's files, in its number order, rebuilt from
-    today's files through RENAMED and checked byte for byte against the release checksums."""
-    by_name = {m.name: m.sql for m in load_migrations()}
+def release_files(names: tuple[str, ...] | None = None) -> list[tuple[str, str, str]]:
+    """(old name, SQL, recorded checksum) of the previous release's files, in its number order.
+
+    The SQL is today's file (comment lines may have been reworded since; the statements are
+    the release's, which the statement checksum in LEGACY_CHECKSUMS guards); the checksum is
+    the whole-file SHA-256 that release's runner recorded."""
+    by_name = {m.name: m for m in load_migrations()}
     out = []
     for old in sorted(names or RELEASE_0_1_0):
-        sql = by_name[RENAMED.get(old, old)]
-        assert hashlib.sha256(sql.encode()).hexdigest() == RELEASE_0_1_0[old], old
-        out.append((old, sql))
+        new = RENAMED.get(old, old)
+        whole_file, statements = LEGACY_CHECKSUMS[new]
+        assert whole_file == RELEASE_0_1_0[old], old
+        assert by_name[new].checksum == statements, new
+        out.append((old, by_name[new].sql, whole_file))
     return out
 
 
-def migrate_like_release_0_1_0(url: str, files: list[tuple[str, str]]) -> None:
+def migrate_like_release_0_1_0(url: str, files: list[tuple[str, str, str]]) -> None:
     """Apply `files` as the previous release's runner did: number order, one transaction
     each, recorded as (old version, old name, checksum)."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -74,12 +85,12 @@ def migrate_like_release_0_1_0(url: str, files: list[tuple[str, str]]) -> None:
             " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        for name, sql in files:
+        for name, sql, checksum in files:
             with conn.transaction():
                 conn.execute(sql.encode())
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                    (int(name.split("_", 1)[0]), name, hashlib.sha256(sql.encode()).hexdigest()),
+                    (int(name.split("_", 1)[0]), name, checksum),
                 )
 
 
@@ -182,3 +193,10 @@ async def test_edited_migration_is_refused(fresh: str) -> None:
         conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 3")
     with pytest.raises(MigrationError, match=r"0003_jackpot\.sql changed after it was applied"):
         await migrate(fresh)
+
+
+def test_a_reworded_comment_keeps_the_checksum_and_an_edited_statement_does_not() -> None:
+    sql = "-- a note\nCREATE TABLE t (a int);  -- trailing note\n"
+    assert statements_checksum(sql) == statements_checksum(sql.replace("a note", "a new note"))
+    assert statements_checksum(sql) != statements_checksum(sql.replace("a int", "a bigint"))
+    assert statements_checksum(sql) != statements_checksum(sql.replace("trailing", "other"))

@@ -12,11 +12,11 @@ from typing import Any
 import grpc
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
-from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.app import App
+from server.error_info import reason_of, status_of
 from tests.rpc import eur
 
 PLAYERS = ("p0", "p1")
@@ -206,13 +206,9 @@ def _call(stub: WalletServiceStub, method: str, req: Any) -> tuple[str, bytes]:
     try:
         resp = getattr(stub, method)(req, timeout=10)
     except grpc.RpcError as exc:
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        status = status_of(exc)
         assert status is not None, exc
-        from google.rpc import error_details_pb2
-
-        info = error_details_pb2.ErrorInfo()
-        status.details[0].Unpack(info)
-        return info.reason, status.SerializeToString()
+        return reason_of(status), status.SerializeToString()
     if method == "RollbackTransaction":
         outcome = pb.RollbackOutcome.Name(resp.outcome).removeprefix("ROLLBACK_OUTCOME_")
         return f"OK:{outcome}", resp.SerializeToString()

@@ -11,8 +11,8 @@ import pytest
 from croupier.common.v1 import account_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
-from grpc_status import rpc_status
 
+from server.error_info import status_of
 from tests.rpc import eur, fails, key
 
 
@@ -30,7 +30,7 @@ async def _raw(call: Awaitable[Any]) -> bytes:
         resp = await call
         return bytes(resp.SerializeToString())
     except grpc.aio.AioRpcError as exc:
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        status = status_of(exc)
         assert status is not None
         return bytes(status.SerializeToString())
 

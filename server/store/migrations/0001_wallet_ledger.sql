@@ -1,7 +1,7 @@
 -- Croupier wallet ledger: players, accounts, an immutable double-entry journal, holds and
 -- idempotency records. Balances on player accounts change only through postings: a statement
 -- trigger applies each INSERT INTO postings to the accounts, and any other UPDATE of a balance
--- column is refused (engineering rule 1, PRODUCT.md invariant 2).
+-- column is refused (docs/architecture.md, invariant 2).
 
 CREATE TABLE players (
     tenant_id   text        NOT NULL,

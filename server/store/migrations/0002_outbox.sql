@@ -1,4 +1,4 @@
--- Transactional outbox (PRODUCT.md invariant 8): events are inserted in the same database
+-- Transactional outbox (docs/architecture.md, invariant 8): events are inserted in the same database
 -- transaction as the state change they describe, and published by croupier-relay afterwards.
 --
 -- Ordering: `xid` is the writing transaction's id. The relay publishes only rows whose

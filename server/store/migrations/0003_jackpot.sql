@@ -1,10 +1,10 @@
--- Croupier jackpot engine (issue 3, seed 000): jackpots, pools (tiers), sharded contribution
+-- Croupier jackpot engine (docs/jackpot.md): jackpots, pools (tiers), sharded contribution
 -- counters, cycles with committed server seeds, append-only contributions, wins with their payout
 -- saga, and a per-tenant hash-chained audit log the database refuses to change.
 --
 -- A pool's exact amount is   cycle_base + sum(jp_pool_shards.visible)   where cycle_base = seed +
 -- carried_in. Contributions update one shard row each (no single hot row); a hit locks the pool
--- row and then every shard row, so the amount it pays is exact (PRODUCT.md invariant 5).
+-- row and then every shard row, so the amount it pays is exact (docs/architecture.md, invariant 5).
 
 CREATE TABLE jp_jackpots (
     jackpot_id      text        PRIMARY KEY,
@@ -151,7 +151,7 @@ CREATE TABLE jp_payout_steps (
 );
 CREATE INDEX jp_payout_steps_by_win ON jp_payout_steps (win_id, step_id);
 
--- The audit chain (seed 000 section 8, WORM): one chain per tenant; the head row serializes
+-- The audit chain (write once, read many): one chain per tenant; the head row serializes
 -- appends. hash = SHA-256(prev_hash || canonical line), see server/jackpot/audit.py.
 CREATE TABLE jp_audit_heads (
     tenant_id text   PRIMARY KEY,

@@ -1,5 +1,5 @@
--- Sportsbook edge dispute storage (issue 4, seed 002 "store raw payloads for at least 12
--- months", "stores attempts"): every authenticated callback delivery, byte for byte, with the
+-- Sportsbook edge dispute storage (raw payloads kept for at
+-- least 12 months, every attempt stored): every authenticated callback delivery, byte for byte, with the
 -- headers it came with, what the edge answered and the wallet transaction it produced. One row
 -- per delivery (a result sent three times is three rows with the same wallet transaction).
 -- Append-mostly: a row is inserted before the wallet call and completed once with the answer.

@@ -1,4 +1,4 @@
--- Tenant API keys (issue 7): each key is bound to one tenant and a set of scopes. Only the
+-- Tenant API keys (README.md, "Operations"): each key is bound to one tenant and a set of scopes. Only the
 -- SHA-256 of the secret is stored; a revoked key stays for the audit trail.
 CREATE TABLE api_keys (
     key_id      text        PRIMARY KEY,

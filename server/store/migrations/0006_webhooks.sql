@@ -1,4 +1,4 @@
--- Webhook subscriptions and deliveries (issue 5 item 5; seed 004 sections 3.3, 6, 8).
+-- Webhook subscriptions and deliveries (docs/webhooks.md).
 --
 -- A subscription belongs to one tenant and only ever receives that tenant's events. `secret`
 -- is kept so croupier-webhooks can sign deliveries (HMAC-SHA256); the API never returns it.

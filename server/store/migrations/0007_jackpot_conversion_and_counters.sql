@@ -1,4 +1,4 @@
--- Jackpot engine, second step (issue 3): contributions in other currencies at configured rates,
+-- Jackpot engine, second step (docs/jackpot.md): contributions in other currencies at configured rates,
 -- the contribution fraction carried in 10^-12 minor units (so a conversion's rounding is carried
 -- too), counter rows that know their pool's config_version and return their last split (one
 -- statement per contribution), and no unique key on contributions (the request's idempotency

@@ -1,4 +1,4 @@
--- Group commit of contributions (server/jackpot/batching.py, issue 6): a batch is written by
+-- Group commit of contributions (server/jackpot/batching.py): a batch is written by
 -- one statement whose counter-row updates are conditional on the rows being as the batch read
 -- them (optimistic concurrency). When a row changed meanwhile, this function aborts the whole
 -- statement with serialization_failure (SQLSTATE 40001), so nothing of the batch is written
