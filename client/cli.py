@@ -42,6 +42,7 @@ GROUPS = (
     "client.jackpot_cli",
     "client.admin_cli",
     "client.reconcile_cli",
+    "client.export_cli",
 )
 
 

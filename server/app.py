@@ -8,12 +8,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 
 import grpc
+from croupier.audit.v1 import audit_service_pb2, audit_service_pb2_grpc
 from croupier.events.v1 import subscription_service_pb2, subscription_service_pb2_grpc
 from croupier.jackpot.v1 import jackpot_service_pb2, jackpot_service_pb2_grpc
-from croupier.wallet.v1 import wallet_service_pb2, wallet_service_pb2_grpc
+from croupier.wallet.v1 import (
+    round_service_pb2,
+    round_service_pb2_grpc,
+    wallet_service_pb2,
+    wallet_service_pb2_grpc,
+)
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -24,9 +31,13 @@ from server.events.context import background_trace
 from server.jackpot.batching import ContributionBatcher
 from server.jackpot.engine import Jackpots
 from server.jackpot.payout import PayoutSaga
+from server.recon.retention import Retention, purge_forever
+from server.rounds.engine import finalise_overdue
 from server.telemetry import tracing_interceptors
+from server.transport.audit_servicer import AuditServicer
 from server.transport.interceptor import CallInterceptor
 from server.transport.jackpot_servicer import JackpotServicer
+from server.transport.round_servicer import RoundServicer
 from server.transport.wallet_servicer import WalletServicer
 from server.transport.webhook_servicer import SubscriptionServicer
 from server.wallet.ledger import Wallet
@@ -36,6 +47,8 @@ log = logging.getLogger("croupier.server")
 
 WALLET_SERVICE = wallet_service_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
 JACKPOT_SERVICE = jackpot_service_pb2.DESCRIPTOR.services_by_name["JackpotService"].full_name
+ROUND_SERVICE = round_service_pb2.DESCRIPTOR.services_by_name["RoundService"].full_name
+AUDIT_SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 SUBSCRIPTION_SERVICE = subscription_service_pb2.DESCRIPTOR.services_by_name[
     "SubscriptionService"
 ].full_name
@@ -79,6 +92,19 @@ async def _sweep_expired_holds(wallet: Wallet, every: float) -> None:
                         break
         except Exception:  # keep sweeping after a database hiccup
             log.exception("expired-hold sweep failed")
+
+
+async def _sweep_open_rounds(pool: AsyncConnectionPool, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            with background_trace("rounds.finalise_overdue"):
+                for tenant, round_id in await finalise_overdue(pool):
+                    log.warning(
+                        "round %s of %s left open past its timeout: finalised", round_id, tenant
+                    )
+        except Exception:  # keep sweeping after a database hiccup
+            log.exception("open-round sweep failed")
 
 
 async def _drop_deadlines(jackpots: Jackpots, payouts: PayoutSaga, every: float) -> None:
@@ -141,12 +167,16 @@ async def build_server(
     subscription_service_pb2_grpc.add_SubscriptionServiceServicer_to_server(
         SubscriptionServicer(Subscriptions(pool)), server
     )
+    round_service_pb2_grpc.add_RoundServiceServicer_to_server(RoundServicer(wallet), server)
+    audit_service_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(pool, wallet), server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     services = (
         WALLET_SERVICE,
         JACKPOT_SERVICE,
         SUBSCRIPTION_SERVICE,
+        AUDIT_SERVICE,
+        ROUND_SERVICE,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )
@@ -163,9 +193,16 @@ async def build_server(
     await health_servicer.set(WALLET_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(JACKPOT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SUBSCRIPTION_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(AUDIT_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(ROUND_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     app = App(server, port, pool, health_servicer, wallet, jackpots=jackpots, payouts=payouts)
     app.tasks.append(asyncio.create_task(_sweep_expired_holds(wallet, hold_sweep_seconds)))
     # the payout saga's retrier: resumes requested wins (also after a crash), with backoff
     app.tasks.append(asyncio.create_task(payouts.retry_forever(payout_retry_seconds)))
     app.tasks.append(asyncio.create_task(_drop_deadlines(jackpots, payouts, deadline_seconds)))
+    # rounds left open past their tenant's timeout (server.rounds.engine.finalise_overdue)
+    app.tasks.append(asyncio.create_task(_sweep_open_rounds(pool, hold_sweep_seconds * 12)))
+    # raw payloads and reconciliation reports past the retention (server.recon.retention)
+    every = float(os.environ.get("CROUPIER_RETENTION_SWEEP_SECONDS", "3600"))
+    app.tasks.append(asyncio.create_task(purge_forever(pool, Retention.from_env(), every)))
     return app

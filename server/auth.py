@@ -35,6 +35,7 @@ SCOPES = (
 # service needs the write scope, jackpot configuration needs jackpot:admin.
 _READS = {
     "GetBalance",
+    "GetRound",
     "GetTransaction",
     "ListTransactions",
     "GetPool",

@@ -61,6 +61,7 @@ class Scope(enum.StrEnum):
     WALLET = "wallet"
     JACKPOT = "jackpot"
     WEBHOOK = "webhook"
+    AUDIT = "audit"
     SYSTEM = "system"
 
 

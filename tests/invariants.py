@@ -16,15 +16,17 @@ async def check_ledger_invariants(pool: AsyncConnectionPool) -> None:
         unbalanced = await cur.fetchall()
         assert not unbalanced, f"unbalanced transactions: {unbalanced}"
         cur = await conn.execute(
-            "SELECT a.account_id, a.available, a.held, b.available, b.held"
+            "SELECT a.account_id, a.available, a.held, a.pending, b.available, b.held, b.pending"
             "  FROM accounts a JOIN account_balances b USING (account_id)"
-            " WHERE a.kind = 'player' AND (a.available <> b.available OR a.held <> b.held)"
+            " WHERE a.kind = 'player' AND (a.available <> b.available OR a.held <> b.held"
+            "                              OR a.pending <> b.pending)"
             " LIMIT 5"
         )
         drift = await cur.fetchall()
         assert not drift, f"balances differ from posting sums: {drift}"
         cur = await conn.execute(
-            "SELECT count(*) FROM accounts WHERE kind = 'player' AND (available < 0 OR held < 0)"
+            "SELECT count(*) FROM accounts WHERE kind = 'player'"
+            " AND (available < 0 OR held < 0 OR pending < 0)"
         )
         row = await cur.fetchone()
         assert row is not None and row[0] == 0, "negative player balance"

@@ -17,6 +17,7 @@ WALLET_EVENTS: Final = {
     "wallet.credited": "1.1.0",
     "wallet.debited": "1.1.0",
     "wallet.rolled_back": "1.1.0",
+    "wallet.round.step": "1.0.0",
 }
 
 JACKPOT_EVENTS: Final = {

@@ -158,4 +158,35 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.stream_unary is not None:
+            inner_upload: Any = handler.stream_unary
+
+            async def upload(requests: AsyncIterator[Any], context: Ctx) -> Any:
+                # the first message is admitted (authenticated for its tenant_id); each one is
+                # checked as it arrives; the servicer refuses a later message naming another
+                # tenant
+                started = time.perf_counter()
+                try:
+                    first = await anext(aiter(requests), None)
+                    if first is not None:
+                        await self._admit(method, first, context)
+
+                    async def checked() -> AsyncIterator[Any]:
+                        if first is None:
+                            return
+                        await self._check(first, context)
+                        yield first
+                        async for request in requests:
+                            await self._check(request, context)
+                            yield request
+
+                    return await inner_upload(checked(), context)
+                finally:
+                    self._record(method, context, started)
+
+            return grpc.stream_unary_rpc_method_handler(
+                upload,
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return handler

@@ -38,6 +38,7 @@ _KIND_TO_PB = {
     "debit": pb.TRANSACTION_KIND_DEBIT,
     "rollback": pb.TRANSACTION_KIND_ROLLBACK,
     "expire": pb.TRANSACTION_KIND_EXPIRE,
+    "round": pb.TRANSACTION_KIND_ROUND,
 }
 _ACCOUNT_NAMES = {
     ("player", "available"): "player/available",

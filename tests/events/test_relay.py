@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import grpc
 import jsonschema
+from croupier.wallet.v1 import round_service_pb2 as rpb
 from croupier.wallet.v1 import wallet_service_pb2 as pb
+from croupier.wallet.v1.round_service_pb2_grpc import RoundServiceStub
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
 from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
@@ -97,14 +100,31 @@ async def _round_trip_all_types(w: WalletServiceStub, tenant: str) -> None:
     )
 
 
+async def _round_steps(r: RoundServiceStub, tenant: str) -> None:
+    for win, final in ((30, False), (20, True)):
+        await r.PlayRoundStep(
+            rpb.PlayRoundStepRequest(
+                tenant_id=tenant,
+                player_id="p",
+                idempotency_key=key(),
+                round_id="r5",
+                bet=eur(10),
+                win=eur(win),
+                final=final,
+            )
+        )
+
+
 async def test_every_wallet_event_arrives_with_valid_schema(
     wallet: WalletServiceStub,
+    channel: grpc.aio.Channel,
     tenant: str,
     broker: aio_pika.abc.AbstractRobustConnection,
     relay: Relay,
 ) -> None:
     got = await consume(broker, EVENTS_EXCHANGE)
     await _round_trip_all_types(wallet, tenant)
+    await _round_steps(RoundServiceStub(channel), tenant)
     await got.wait_for(lambda r: {b["event_type"] for b in r.bodies(tenant)} >= set(WALLET_EVENTS))
     for routing_key, message, body in got.messages:
         if body["tenant_id"] != tenant:

@@ -45,6 +45,10 @@ class _TransactionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trans
     """RollbackTransaction: the reverse of a debit or credit, or a tombstone with no postings."""
     TRANSACTION_KIND_EXPIRE: _TransactionKind.ValueType  # 7
     """A hold voided by the server at its expiry: held -> available."""
+    TRANSACTION_KIND_ROUND: _TransactionKind.ValueType  # 8
+    """A step of a multi-step round (RoundService): bet available/pending -> house, win house ->
+    pending (or available on the final step), release pending -> available.
+    """
 
 class TransactionKind(_TransactionKind, metaclass=_TransactionKindEnumTypeWrapper):
     """The kind of a ledger transaction."""
@@ -65,6 +69,10 @@ TRANSACTION_KIND_ROLLBACK: TransactionKind.ValueType  # 6
 """RollbackTransaction: the reverse of a debit or credit, or a tombstone with no postings."""
 TRANSACTION_KIND_EXPIRE: TransactionKind.ValueType  # 7
 """A hold voided by the server at its expiry: held -> available."""
+TRANSACTION_KIND_ROUND: TransactionKind.ValueType  # 8
+"""A step of a multi-step round (RoundService): bet available/pending -> house, win house ->
+pending (or available on the final step), release pending -> available.
+"""
 Global___TransactionKind: _TypeAlias = TransactionKind  # noqa: Y015
 
 class _RollbackOutcome:

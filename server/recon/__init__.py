@@ -1,0 +1,1 @@
+"""Provider reconciliation, disputes, round export and retention (docs/reconciliation.md)."""

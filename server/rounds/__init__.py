@@ -1,0 +1,1 @@
+"""Multi-step rounds with a pending bucket (docs/rounds.md)."""

@@ -1,0 +1,125 @@
+"""SQL for round export: a tenant's rounds in a time range through a server-side cursor, and
+the sportsbook edge's raw payloads of a page of transactions (docs/reconciliation.md)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from server.store.recon_sql import EVENT_ID, PROVIDER
+from server.store.wallet_sql import Conn
+
+_ROUND_KEY = (
+    "CASE WHEN t.round_id <> '' THEN t.round_id WHEN t.bet_id <> '' THEN t.bet_id"
+    f" ELSE coalesce({EVENT_ID}, t.transaction_id::text) END"
+)
+_WIN = (
+    "coalesce((SELECT -sum(p.amount) FROM postings p JOIN accounts a"
+    " ON a.account_id = p.account_id WHERE p.transaction_id = t.transaction_id"
+    " AND a.kind <> 'player' AND p.amount < 0), 0)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRow:
+    """One round: sums in minor units of `currency`; transaction ids in ledger order."""
+
+    round_id: str
+    player_id: str
+    game_id: str
+    provider: str
+    currency: str
+    bets: int
+    wins: int
+    refunds: int
+    started_at: datetime
+    ended_at: datetime
+    transactions: int
+    transaction_ids: list[uuid.UUID]
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadRow:
+    """A raw callback body the edge stored for a wallet transaction."""
+
+    transaction_id: uuid.UUID
+    received_at: datetime
+    endpoint: str
+    body: bytes
+
+
+async def rounds(
+    conn: Conn,
+    tenant: str,
+    start: datetime,
+    end: datetime,
+    player: str,
+    game: str,
+    provider: str,
+    page: int,
+) -> AsyncIterator[list[RoundRow]]:
+    """Pages of at most `page` rounds with a transaction in [start, end), ordered by their
+    first transaction, read through a named (server-side) cursor: memory stays one page
+    whatever the range. Must run inside a transaction."""
+    where = ["t.tenant_id = %(t)s", "t.created_at >= %(s)s", "t.created_at < %(e)s"]
+    if player:
+        where.append("t.player_id = %(player)s")
+    if game:
+        where.append("t.game_id = %(game)s")
+    if provider:
+        where.append(f"{PROVIDER} = %(provider)s")
+    query = (
+        f"SELECT {_ROUND_KEY} AS round_key, t.player_id, max(t.game_id),"
+        f"       coalesce(max({PROVIDER}), ''), t.currency,"
+        "       coalesce(sum(t.amount) FILTER (WHERE t.kind IN ('authorize', 'debit', 'round')),"
+        "                0)::text,"
+        f"      coalesce(sum(CASE WHEN t.kind IN ('settle', 'round') THEN {_WIN}"
+        "                    WHEN t.kind = 'credit' THEN t.amount"
+        "                    END), 0)::text,"
+        "       coalesce(sum(abs(t.amount)) FILTER (WHERE t.kind IN ('cancel', 'rollback',"
+        "                'expire')), 0)::text,"
+        "       min(t.created_at), max(t.created_at), count(*),"
+        "       array_agg(t.transaction_id ORDER BY t.seq)"
+        "  FROM transactions t WHERE " + " AND ".join(where) + " GROUP BY 1, 2, 5"
+        " ORDER BY min(t.created_at), 2, 1"
+    )
+    params = {
+        "t": tenant,
+        "s": start,
+        "e": end,
+        "player": player,
+        "game": game,
+        "provider": provider,
+    }
+    async with conn.cursor(name=f"export_{uuid.uuid4().hex}") as cur:
+        await cur.execute(query, params)
+        while rows := await cur.fetchmany(page):
+            yield [
+                RoundRow(
+                    str(r[0]),
+                    str(r[1]),
+                    str(r[2] or ""),
+                    str(r[3]),
+                    str(r[4]),
+                    int(r[5]),
+                    int(r[6]),
+                    int(r[7]),
+                    r[8],
+                    r[9],
+                    int(r[10]),
+                    list(r[11]),
+                )
+                for r in rows
+            ]
+
+
+async def payloads(conn: Conn, tenant: str, transaction_ids: list[uuid.UUID]) -> list[PayloadRow]:
+    """The edge's stored callbacks of these wallet transactions, in arrival order."""
+    cur = await conn.execute(
+        "SELECT wallet_transaction_id, received_at, endpoint, raw_body FROM sportsbook_callbacks"
+        " WHERE tenant_id = %s AND wallet_transaction_id = ANY(%s) ORDER BY callback_id",
+        (tenant, transaction_ids),
+    )
+    return [PayloadRow(r[0], r[1], str(r[2]), bytes(r[3])) for r in await cur.fetchall()]

@@ -1,0 +1,141 @@
+"""RoundService over gRPC: validation here, rules in server.rounds.engine."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import grpc
+from croupier.common.v1 import money_pb2
+from croupier.wallet.v1 import round_service_pb2 as pb
+from croupier.wallet.v1 import round_service_pb2_grpc as pb_grpc
+from google.protobuf import timestamp_pb2
+
+from server.errors import invalid
+from server.idempotency import RequestKey, Scope, check_client_key
+from server.money import Money, check_amount
+from server.rounds import engine
+from server.store.rounds_sql import RoundRow, StepRow
+from server.transport.guard import guarded
+from server.transport.status import abort_with, encode_error
+from server.wallet.ledger import Wallet
+from server.wallet.validation import check_id, check_metadata
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def _ts(value: datetime) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+def _money(minor: int, currency: str) -> money_pb2.Money:
+    return money_pb2.Money(minor_units=minor, currency=currency)
+
+
+def round_out(r: RoundRow, steps: list[StepRow] | None = None) -> pb.Round:
+    """RoundRow (and its steps) -> Round."""
+    out = pb.Round(
+        round_id=r.round_id,
+        player_id=r.player_id,
+        game_id=r.game_id,
+        state=pb.ROUND_STATE_FINAL if r.state == "final" else pb.ROUND_STATE_OPEN,
+        bets=_money(r.bets, r.currency),
+        wins=_money(r.wins, r.currency),
+        pending=_money(r.pending, r.currency),
+        net=_money(r.wins - r.bets, r.currency),
+        finalised_by_sweeper=r.finalised_by == "sweeper",
+        open_time=_ts(r.opened_at),
+    )
+    if r.closed_at is not None:
+        out.close_time.CopyFrom(_ts(r.closed_at))
+    for s in steps or ():
+        out.steps.add(
+            transaction_id=str(s.transaction_id),
+            bet=_money(s.bet, r.currency),
+            win=_money(s.win, r.currency),
+            create_time=_ts(s.created_at),
+            final=s.final,
+        )
+    return out
+
+
+class RoundServicer(pb_grpc.RoundServiceServicer):
+    """croupier.wallet.v1.RoundService (see the proto)."""
+
+    def __init__(self, wallet: Wallet) -> None:
+        self.wallet = wallet
+
+    @guarded
+    async def PlayRoundStep(
+        self, request: pb.PlayRoundStepRequest, context: Ctx
+    ) -> pb.PlayRoundStepResponse:
+        """One step of a round (server.rounds.engine.play_step)."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        player = check_id(request.player_id, "player_id")
+        key = check_client_key(check_id(request.idempotency_key, "idempotency_key"))
+        round_id = check_id(request.round_id, "round_id")
+        game = check_id(request.game_id, "game_id", required=False)
+        currency = ""
+        amounts = {}
+        for name in ("bet", "win"):
+            if request.HasField(name):
+                m = getattr(request, name)
+                zero_ok = name == "win" and request.final  # a bare final step: win of 0
+                check_amount(Money(m.minor_units, m.currency), name, allow_zero=zero_ok)
+                if currency and m.currency != currency:
+                    raise invalid(
+                        f"{name}.currency", "CURRENCY_MISMATCH", "bet and win share a currency"
+                    )
+                currency = m.currency
+                amounts[name] = m.minor_units
+        if not currency:
+            raise invalid("win", "EMPTY_STEP", "a step has a bet or a win (zero on a final step)")
+        step = engine.Step(
+            tenant,
+            player,
+            key,
+            round_id,
+            game,
+            currency,
+            amounts.get("bet", 0),
+            amounts.get("win", 0),
+            request.final,
+            check_metadata(dict(request.metadata)),
+        )
+        engine.check_step(step)
+        request_key = RequestKey.of(
+            tenant,
+            key,
+            "PlayRoundStep",
+            request.SerializeToString(deterministic=True),
+            scope=Scope.WALLET,
+        )
+
+        def ok(r: engine.StepResult) -> bytes:
+            return pb.PlayRoundStepResponse(
+                transaction_id=str(r.transaction_id),
+                round=round_out(r.round),
+                available=_money(r.available, currency),
+                pending=_money(r.pending, currency),
+            ).SerializeToString(deterministic=True)
+
+        reply = await self.wallet.execute(
+            request_key,
+            lambda conn: engine.play_step(conn, step),
+            ok,
+            encode_error,
+            currency=currency,
+        )
+        if reply.code != 0:
+            await abort_with(context, reply.payload)
+        return pb.PlayRoundStepResponse.FromString(reply.payload)
+
+    @guarded
+    async def GetRound(self, request: pb.GetRoundRequest, context: Ctx) -> pb.GetRoundResponse:
+        """A round with its steps."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        round_id = check_id(request.round_id, "round_id")
+        view = await engine.get_round(self.wallet.pool, tenant, round_id)
+        return pb.GetRoundResponse(round=round_out(view.round, view.steps))
