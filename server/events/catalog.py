@@ -29,4 +29,10 @@ JACKPOT_EVENTS: Final = {
     "audit.config.changed": "1.1.0",
 }
 
-EVENT_TYPES: Final = {**WALLET_EVENTS, **JACKPOT_EVENTS}
+# Player protection (docs/responsible-gaming.md).
+PROTECTION_EVENTS: Final = {
+    "rg.limit.hit": "1.0.0",
+    "rg.limit.changed": "1.0.0",
+}
+
+EVENT_TYPES: Final = {**WALLET_EVENTS, **JACKPOT_EVENTS, **PROTECTION_EVENTS}

@@ -21,6 +21,7 @@ from server.money import Money, check_amount, check_currency
 from server.store.wallet_sql import TransactionRow
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, encode_token, page_size
+from server.transport.protection_servicer import ProtectionRpcs, transfer_reason
 from server.transport.status import abort_with, encode_error
 from server.wallet import model
 from server.wallet.ledger import Wallet
@@ -114,7 +115,7 @@ def transaction_out(row: TransactionRow) -> pb.Transaction:
     return tx
 
 
-class WalletServicer(pb_grpc.WalletServiceServicer):
+class WalletServicer(ProtectionRpcs, pb_grpc.WalletServiceServicer):
     """croupier.wallet.v1.WalletService (see the proto for each RPC's contract)."""
 
     def __init__(self, wallet: Wallet) -> None:
@@ -261,6 +262,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                 check_metadata(dict(request.metadata)),
             ),
             check_amount(money_in(request.amount), "amount"),
+            transfer_reason(request),
         )
 
     async def _run_transfer(

@@ -67,6 +67,66 @@ TRANSACTION_KIND_EXPIRE: TransactionKind.ValueType  # 7
 """A hold voided by the server at its expiry: held -> available."""
 Global___TransactionKind: _TypeAlias = TransactionKind  # noqa: Y015
 
+class _CreditReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CreditReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CreditReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDIT_REASON_UNSPECIFIED: _CreditReason.ValueType  # 0
+    """Not set: neither a deposit nor a win (never limited)."""
+    CREDIT_REASON_DEPOSIT: _CreditReason.ValueType  # 1
+    """Money the player pays in: checked against deposit limits (`DEPOSIT_LIMIT_EXCEEDED`)."""
+    CREDIT_REASON_WIN: _CreditReason.ValueType  # 2
+    """A game or sportsbook win: reduces the loss counted against loss limits; never refused."""
+    CREDIT_REASON_REFUND: _CreditReason.ValueType  # 3
+    """A refund: never limited."""
+    CREDIT_REASON_BONUS: _CreditReason.ValueType  # 4
+    """A bonus: never limited."""
+    CREDIT_REASON_PAYOUT: _CreditReason.ValueType  # 5
+    """A jackpot or other payout: never limited."""
+
+class CreditReason(_CreditReason, metaclass=_CreditReasonEnumTypeWrapper):
+    """Why money is credited."""
+
+CREDIT_REASON_UNSPECIFIED: CreditReason.ValueType  # 0
+"""Not set: neither a deposit nor a win (never limited)."""
+CREDIT_REASON_DEPOSIT: CreditReason.ValueType  # 1
+"""Money the player pays in: checked against deposit limits (`DEPOSIT_LIMIT_EXCEEDED`)."""
+CREDIT_REASON_WIN: CreditReason.ValueType  # 2
+"""A game or sportsbook win: reduces the loss counted against loss limits; never refused."""
+CREDIT_REASON_REFUND: CreditReason.ValueType  # 3
+"""A refund: never limited."""
+CREDIT_REASON_BONUS: CreditReason.ValueType  # 4
+"""A bonus: never limited."""
+CREDIT_REASON_PAYOUT: CreditReason.ValueType  # 5
+"""A jackpot or other payout: never limited."""
+Global___CreditReason: _TypeAlias = CreditReason  # noqa: Y015
+
+class _DebitReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DebitReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DebitReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEBIT_REASON_UNSPECIFIED: _DebitReason.ValueType  # 0
+    """Not set: a stake, as a bet (counts against loss and wager limits)."""
+    DEBIT_REASON_STAKE: _DebitReason.ValueType  # 1
+    """A stake, said explicitly."""
+    DEBIT_REASON_WITHDRAWAL: _DebitReason.ValueType  # 2
+    """A withdrawal of cash: not a stake, allowed on a closed account."""
+
+class DebitReason(_DebitReason, metaclass=_DebitReasonEnumTypeWrapper):
+    """Why money is debited."""
+
+DEBIT_REASON_UNSPECIFIED: DebitReason.ValueType  # 0
+"""Not set: a stake, as a bet (counts against loss and wager limits)."""
+DEBIT_REASON_STAKE: DebitReason.ValueType  # 1
+"""A stake, said explicitly."""
+DEBIT_REASON_WITHDRAWAL: DebitReason.ValueType  # 2
+"""A withdrawal of cash: not a stake, allowed on a closed account."""
+Global___DebitReason: _TypeAlias = DebitReason  # noqa: Y015
+
 class _RollbackOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -94,6 +154,62 @@ ROLLBACK_OUTCOME_TOMBSTONED: RollbackOutcome.ValueType  # 2
 ROLLBACK_OUTCOME_NOTHING_TO_REVERSE: RollbackOutcome.ValueType  # 3
 """The target was a refused request with no effect: nothing to reverse."""
 Global___RollbackOutcome: _TypeAlias = RollbackOutcome  # noqa: Y015
+
+class _LimitKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LimitKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LimitKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIMIT_KIND_UNSPECIFIED: _LimitKind.ValueType  # 0
+    """Not set."""
+    LIMIT_KIND_DEPOSIT: _LimitKind.ValueType  # 1
+    """Deposits: the sum of credits with reason `CREDIT_REASON_DEPOSIT`."""
+    LIMIT_KIND_LOSS: _LimitKind.ValueType  # 2
+    """Losses: stakes minus wins."""
+    LIMIT_KIND_WAGER: _LimitKind.ValueType  # 3
+    """Wagers: the sum of stakes."""
+
+class LimitKind(_LimitKind, metaclass=_LimitKindEnumTypeWrapper):
+    """What a limit bounds."""
+
+LIMIT_KIND_UNSPECIFIED: LimitKind.ValueType  # 0
+"""Not set."""
+LIMIT_KIND_DEPOSIT: LimitKind.ValueType  # 1
+"""Deposits: the sum of credits with reason `CREDIT_REASON_DEPOSIT`."""
+LIMIT_KIND_LOSS: LimitKind.ValueType  # 2
+"""Losses: stakes minus wins."""
+LIMIT_KIND_WAGER: LimitKind.ValueType  # 3
+"""Wagers: the sum of stakes."""
+Global___LimitKind: _TypeAlias = LimitKind  # noqa: Y015
+
+class _LimitWindow:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LimitWindowEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LimitWindow.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIMIT_WINDOW_UNSPECIFIED: _LimitWindow.ValueType  # 0
+    """Not set."""
+    LIMIT_WINDOW_DAY: _LimitWindow.ValueType  # 1
+    """From local midnight to the next."""
+    LIMIT_WINDOW_WEEK: _LimitWindow.ValueType  # 2
+    """From Monday 00:00 local time, seven days."""
+    LIMIT_WINDOW_MONTH: _LimitWindow.ValueType  # 3
+    """From the first of the month 00:00 local time to the next first."""
+
+class LimitWindow(_LimitWindow, metaclass=_LimitWindowEnumTypeWrapper):
+    """The calendar window of a limit, in the tenant's time zone."""
+
+LIMIT_WINDOW_UNSPECIFIED: LimitWindow.ValueType  # 0
+"""Not set."""
+LIMIT_WINDOW_DAY: LimitWindow.ValueType  # 1
+"""From local midnight to the next."""
+LIMIT_WINDOW_WEEK: LimitWindow.ValueType  # 2
+"""From Monday 00:00 local time, seven days."""
+LIMIT_WINDOW_MONTH: LimitWindow.ValueType  # 3
+"""From the first of the month 00:00 local time to the next first."""
+Global___LimitWindow: _TypeAlias = LimitWindow  # noqa: Y015
 
 @_typing.final
 class Balance(_message.Message):
@@ -695,6 +811,7 @@ class CreditRequest(_message.Message):
     BET_ID_FIELD_NUMBER: _builtins.int
     GAME_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant (operator or brand)."""
     player_id: _builtins.str
@@ -707,6 +824,10 @@ class CreditRequest(_message.Message):
     """The bet, if any."""
     game_id: _builtins.str
     """The game, if any."""
+    reason: Global___CreditReason.ValueType
+    """What the credit is. Only `CREDIT_REASON_DEPOSIT` counts against deposit limits; wins count
+    against the player's losses. Unset: a credit that is neither (never limited).
+    """
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
         """The amount to credit; strictly positive."""
@@ -726,10 +847,11 @@ class CreditRequest(_message.Message):
         bet_id: _builtins.str = ...,
         game_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        reason: Global___CreditReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bet_id", b"bet_id", "game_id", b"game_id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "player_id", b"player_id", "round_id", b"round_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bet_id", b"bet_id", "game_id", b"game_id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "player_id", b"player_id", "reason", b"reason", "round_id", b"round_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -797,6 +919,7 @@ class DebitRequest(_message.Message):
     BET_ID_FIELD_NUMBER: _builtins.int
     GAME_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant (operator or brand)."""
     player_id: _builtins.str
@@ -809,6 +932,8 @@ class DebitRequest(_message.Message):
     """The bet, if any."""
     game_id: _builtins.str
     """The game, if any."""
+    reason: Global___DebitReason.ValueType
+    """What the debit is. Unset: a stake (counts against loss and wager limits)."""
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
         """The amount to debit; strictly positive."""
@@ -828,10 +953,11 @@ class DebitRequest(_message.Message):
         bet_id: _builtins.str = ...,
         game_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        reason: Global___DebitReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bet_id", b"bet_id", "game_id", b"game_id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "player_id", b"player_id", "round_id", b"round_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bet_id", b"bet_id", "game_id", b"game_id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "player_id", b"player_id", "reason", b"reason", "round_id", b"round_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1154,3 +1280,411 @@ class ListTransactionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTransactionsResponse: _TypeAlias = ListTransactionsResponse  # noqa: Y015
+
+@_typing.final
+class Limit(_message.Message):
+    """One limit of a player in one currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PENDING_AMOUNT_FIELD_NUMBER: _builtins.int
+    PENDING_REMOVAL_FIELD_NUMBER: _builtins.int
+    PENDING_TIME_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    WINDOW_START_TIME_FIELD_NUMBER: _builtins.int
+    WINDOW_END_TIME_FIELD_NUMBER: _builtins.int
+    kind: Global___LimitKind.ValueType
+    """The kind."""
+    window: Global___LimitWindow.ValueType
+    """The window."""
+    currency: _builtins.str
+    """The ISO 4217 currency of the limit."""
+    pending_removal: _builtins.bool
+    """The pending change is a removal."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The limit in force now; unset when none is (a pending first limit cannot exist: a new limit
+        applies at once).
+        """
+
+    @_builtins.property
+    def pending_amount(self) -> _money_pb2.Money:
+        """A raised limit waiting for its cooling-off; unset when nothing is pending or when the
+        pending change is a removal (`pending_removal`).
+        """
+
+    @_builtins.property
+    def pending_time(self) -> _timestamp_pb2.Timestamp:
+        """When the pending change applies; unset when nothing is pending."""
+
+    @_builtins.property
+    def used(self) -> _money_pb2.Money:
+        """What the current window used (for a loss limit: stakes minus wins, may be negative)."""
+
+    @_builtins.property
+    def remaining(self) -> _money_pb2.Money:
+        """What remains in the current window (never negative); unset when no limit is in force."""
+
+    @_builtins.property
+    def window_start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the current window (inclusive)."""
+
+    @_builtins.property
+    def window_end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the current window (exclusive)."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___LimitKind.ValueType = ...,
+        window: Global___LimitWindow.ValueType = ...,
+        currency: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        pending_amount: _money_pb2.Money | None = ...,
+        pending_removal: _builtins.bool = ...,
+        pending_time: _timestamp_pb2.Timestamp | None = ...,
+        used: _money_pb2.Money | None = ...,
+        remaining: _money_pb2.Money | None = ...,
+        window_start_time: _timestamp_pb2.Timestamp | None = ...,
+        window_end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "pending_amount", b"pending_amount", "pending_time", b"pending_time", "remaining", b"remaining", "used", b"used", "window_end_time", b"window_end_time", "window_start_time", b"window_start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "kind", b"kind", "pending_amount", b"pending_amount", "pending_removal", b"pending_removal", "pending_time", b"pending_time", "remaining", b"remaining", "used", b"used", "window", b"window", "window_end_time", b"window_end_time", "window_start_time", b"window_start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Limit: _TypeAlias = Limit  # noqa: Y015
+
+@_typing.final
+class SetLimitRequest(_message.Message):
+    """Request for SetLimit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REMOVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    kind: Global___LimitKind.ValueType
+    """Which limit."""
+    window: Global___LimitWindow.ValueType
+    """Which window."""
+    remove: _builtins.bool
+    """Remove the limit (after the cooling-off period)."""
+    reason: _builtins.str
+    """Why (free text for the audit trail)."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The new limit, strictly positive, in a currency the player holds. With `remove`, only its
+        currency is read (minor_units must be 0).
+        """
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        kind: Global___LimitKind.ValueType = ...,
+        window: Global___LimitWindow.ValueType = ...,
+        amount: _money_pb2.Money | None = ...,
+        remove: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "idempotency_key", b"idempotency_key", "kind", b"kind", "player_id", b"player_id", "reason", b"reason", "remove", b"remove", "tenant_id", b"tenant_id", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLimitRequest: _TypeAlias = SetLimitRequest  # noqa: Y015
+
+@_typing.final
+class SetLimitResponse(_message.Message):
+    """Response for SetLimit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    applied: _builtins.bool
+    """Whether the change applied at once (false: it is pending, see `limit.pending_time`)."""
+    @_builtins.property
+    def limit(self) -> Global___Limit:
+        """The limit after the change."""
+
+    def __init__(
+        self,
+        *,
+        limit: Global___Limit | None = ...,
+        applied: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLimitResponse: _TypeAlias = SetLimitResponse  # noqa: Y015
+
+@_typing.final
+class GetLimitRequest(_message.Message):
+    """Request for GetLimit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    currency: _builtins.str
+    """The currency."""
+    kind: Global___LimitKind.ValueType
+    """Which limit."""
+    window: Global___LimitWindow.ValueType
+    """Which window."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        kind: Global___LimitKind.ValueType = ...,
+        window: Global___LimitWindow.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "kind", b"kind", "player_id", b"player_id", "tenant_id", b"tenant_id", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLimitRequest: _TypeAlias = GetLimitRequest  # noqa: Y015
+
+@_typing.final
+class GetLimitResponse(_message.Message):
+    """Response for GetLimit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limit(self) -> Global___Limit:
+        """The limit."""
+
+    def __init__(
+        self,
+        *,
+        limit: Global___Limit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLimitResponse: _TypeAlias = GetLimitResponse  # noqa: Y015
+
+@_typing.final
+class ListLimitsRequest(_message.Message):
+    """Request for ListLimits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    currency: _builtins.str
+    """Optional: only this currency."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "player_id", b"player_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLimitsRequest: _TypeAlias = ListLimitsRequest  # noqa: Y015
+
+@_typing.final
+class ListLimitsResponse(_message.Message):
+    """Response for ListLimits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Limit]:
+        """By currency, kind, window."""
+
+    def __init__(
+        self,
+        *,
+        limits: _abc.Iterable[Global___Limit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLimitsResponse: _TypeAlias = ListLimitsResponse  # noqa: Y015
+
+@_typing.final
+class ProtectionSettings(_message.Message):
+    """A tenant's player-protection settings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    LIMIT_COOLING_OFF_FIELD_NUMBER: _builtins.int
+    time_zone: _builtins.str
+    """IANA time zone of the limit windows (default "UTC")."""
+    @_builtins.property
+    def limit_cooling_off(self) -> _duration_pb2.Duration:
+        """How long a raised or removed limit waits before it applies (default 24 h; whole seconds)."""
+
+    def __init__(
+        self,
+        *,
+        time_zone: _builtins.str = ...,
+        limit_cooling_off: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit_cooling_off", b"limit_cooling_off"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit_cooling_off", b"limit_cooling_off", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProtectionSettings: _TypeAlias = ProtectionSettings  # noqa: Y015
+
+@_typing.final
+class SetProtectionSettingsRequest(_message.Message):
+    """Request for SetProtectionSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    @_builtins.property
+    def settings(self) -> Global___ProtectionSettings:
+        """The settings (both fields required)."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        settings: Global___ProtectionSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "settings", b"settings", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetProtectionSettingsRequest: _TypeAlias = SetProtectionSettingsRequest  # noqa: Y015
+
+@_typing.final
+class SetProtectionSettingsResponse(_message.Message):
+    """Response for SetProtectionSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___ProtectionSettings:
+        """The settings now."""
+
+    def __init__(
+        self,
+        *,
+        settings: Global___ProtectionSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetProtectionSettingsResponse: _TypeAlias = SetProtectionSettingsResponse  # noqa: Y015
+
+@_typing.final
+class GetProtectionSettingsRequest(_message.Message):
+    """Request for GetProtectionSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProtectionSettingsRequest: _TypeAlias = GetProtectionSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetProtectionSettingsResponse(_message.Message):
+    """Response for GetProtectionSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___ProtectionSettings:
+        """The settings."""
+
+    def __init__(
+        self,
+        *,
+        settings: Global___ProtectionSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProtectionSettingsResponse: _TypeAlias = GetProtectionSettingsResponse  # noqa: Y015

@@ -94,6 +94,31 @@ class WalletServiceStub:
     """Lists a player's transactions, newest first, with AIP-158 pagination.
     Errors: INVALID_ARGUMENT for a bad or mismatched `page_token`.
     """
+    SetLimit: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.SetLimitRequest, _wallet_service_pb2.SetLimitResponse]
+    """Sets, lowers, raises or removes one of the player's deposit, loss or wager limits
+    (docs/responsible-gaming.md). A new or lower limit applies at once; a higher limit or a
+    removal applies only after the tenant's cooling-off period (default 24 h) and is returned
+    as pending until then. Every change is recorded in an append-only audit table and
+    published as `rg.limit.changed`.
+    Errors: INVALID_ARGUMENT for a zero or negative amount, an unset kind or window, a
+    currency the player holds no account in (`CURRENCY_NOT_HELD`); NOT_FOUND
+    `PLAYER_NOT_FOUND`.
+    """
+    GetLimit: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.GetLimitRequest, _wallet_service_pb2.GetLimitResponse]
+    """Returns one limit of the player with what the current window used and what remains.
+    Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `LIMIT_NOT_FOUND`.
+    """
+    ListLimits: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.ListLimitsRequest, _wallet_service_pb2.ListLimitsResponse]
+    """Lists the player's limits (optionally of one currency) with their usage.
+    Errors: NOT_FOUND `PLAYER_NOT_FOUND`.
+    """
+    SetProtectionSettings: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.SetProtectionSettingsRequest, _wallet_service_pb2.SetProtectionSettingsResponse]
+    """Sets the tenant's player-protection settings: the time zone its limit windows follow and
+    the cooling-off period before a raised or removed limit applies.
+    Errors: INVALID_ARGUMENT for an unknown time zone or a negative period.
+    """
+    GetProtectionSettings: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.GetProtectionSettingsRequest, _wallet_service_pb2.GetProtectionSettingsResponse]
+    """Returns the tenant's player-protection settings (the defaults when never set)."""
 
 @_typing.type_check_only
 class WalletServiceAsyncStub(WalletServiceStub):
@@ -161,6 +186,31 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """Lists a player's transactions, newest first, with AIP-158 pagination.
     Errors: INVALID_ARGUMENT for a bad or mismatched `page_token`.
     """
+    SetLimit: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.SetLimitRequest, _wallet_service_pb2.SetLimitResponse]  # type: ignore[assignment]
+    """Sets, lowers, raises or removes one of the player's deposit, loss or wager limits
+    (docs/responsible-gaming.md). A new or lower limit applies at once; a higher limit or a
+    removal applies only after the tenant's cooling-off period (default 24 h) and is returned
+    as pending until then. Every change is recorded in an append-only audit table and
+    published as `rg.limit.changed`.
+    Errors: INVALID_ARGUMENT for a zero or negative amount, an unset kind or window, a
+    currency the player holds no account in (`CURRENCY_NOT_HELD`); NOT_FOUND
+    `PLAYER_NOT_FOUND`.
+    """
+    GetLimit: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GetLimitRequest, _wallet_service_pb2.GetLimitResponse]  # type: ignore[assignment]
+    """Returns one limit of the player with what the current window used and what remains.
+    Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `LIMIT_NOT_FOUND`.
+    """
+    ListLimits: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.ListLimitsRequest, _wallet_service_pb2.ListLimitsResponse]  # type: ignore[assignment]
+    """Lists the player's limits (optionally of one currency) with their usage.
+    Errors: NOT_FOUND `PLAYER_NOT_FOUND`.
+    """
+    SetProtectionSettings: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.SetProtectionSettingsRequest, _wallet_service_pb2.SetProtectionSettingsResponse]  # type: ignore[assignment]
+    """Sets the tenant's player-protection settings: the time zone its limit windows follow and
+    the cooling-off period before a raised or removed limit applies.
+    Errors: INVALID_ARGUMENT for an unknown time zone or a negative period.
+    """
+    GetProtectionSettings: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GetProtectionSettingsRequest, _wallet_service_pb2.GetProtectionSettingsResponse]  # type: ignore[assignment]
+    """Returns the tenant's player-protection settings (the defaults when never set)."""
 
 class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     """WalletService holds player balances in integer minor units over a double-entry ledger.
@@ -285,5 +335,60 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists a player's transactions, newest first, with AIP-158 pagination.
         Errors: INVALID_ARGUMENT for a bad or mismatched `page_token`.
         """
+
+    @_abc_1.abstractmethod
+    def SetLimit(
+        self,
+        request: _wallet_service_pb2.SetLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.SetLimitResponse, _abc.Awaitable[_wallet_service_pb2.SetLimitResponse]]:
+        """Sets, lowers, raises or removes one of the player's deposit, loss or wager limits
+        (docs/responsible-gaming.md). A new or lower limit applies at once; a higher limit or a
+        removal applies only after the tenant's cooling-off period (default 24 h) and is returned
+        as pending until then. Every change is recorded in an append-only audit table and
+        published as `rg.limit.changed`.
+        Errors: INVALID_ARGUMENT for a zero or negative amount, an unset kind or window, a
+        currency the player holds no account in (`CURRENCY_NOT_HELD`); NOT_FOUND
+        `PLAYER_NOT_FOUND`.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLimit(
+        self,
+        request: _wallet_service_pb2.GetLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.GetLimitResponse, _abc.Awaitable[_wallet_service_pb2.GetLimitResponse]]:
+        """Returns one limit of the player with what the current window used and what remains.
+        Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `LIMIT_NOT_FOUND`.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLimits(
+        self,
+        request: _wallet_service_pb2.ListLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.ListLimitsResponse, _abc.Awaitable[_wallet_service_pb2.ListLimitsResponse]]:
+        """Lists the player's limits (optionally of one currency) with their usage.
+        Errors: NOT_FOUND `PLAYER_NOT_FOUND`.
+        """
+
+    @_abc_1.abstractmethod
+    def SetProtectionSettings(
+        self,
+        request: _wallet_service_pb2.SetProtectionSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.SetProtectionSettingsResponse, _abc.Awaitable[_wallet_service_pb2.SetProtectionSettingsResponse]]:
+        """Sets the tenant's player-protection settings: the time zone its limit windows follow and
+        the cooling-off period before a raised or removed limit applies.
+        Errors: INVALID_ARGUMENT for an unknown time zone or a negative period.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProtectionSettings(
+        self,
+        request: _wallet_service_pb2.GetProtectionSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.GetProtectionSettingsResponse, _abc.Awaitable[_wallet_service_pb2.GetProtectionSettingsResponse]]:
+        """Returns the tenant's player-protection settings (the defaults when never set)."""
 
 def add_WalletServiceServicer_to_server(servicer: WalletServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
