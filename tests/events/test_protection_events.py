@@ -1,0 +1,64 @@
+"""Player-protection events on the real RabbitMQ: rg.limit.changed and rg.limit.hit arrive
+once per request with valid schemas, and a replayed refusal publishes nothing more."""
+
+from __future__ import annotations
+
+import aio_pika
+import grpc
+from croupier.wallet.v1 import wallet_service_pb2 as pb
+from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
+
+from server.events.catalog import PROTECTION_EVENTS
+from server.events.relay import EVENTS_EXCHANGE, Relay
+from tests.events.conftest import consume
+from tests.events.test_relay import validate
+from tests.rpc import eur, fails, key
+
+
+async def test_limit_events_arrive_with_valid_schemas(
+    wallet: WalletServiceStub,
+    tenant: str,
+    broker: aio_pika.abc.AbstractRobustConnection,
+    relay: Relay,
+) -> None:
+    got = await consume(broker, EVENTS_EXCHANGE, "rg.#")
+    await wallet.Credit(
+        pb.CreditRequest(tenant_id=tenant, player_id="p", idempotency_key=key(), amount=eur(900))
+    )
+    await wallet.SetLimit(
+        pb.SetLimitRequest(
+            tenant_id=tenant,
+            player_id="p",
+            idempotency_key=key(),
+            kind=pb.LIMIT_KIND_DEPOSIT,
+            window=pb.LIMIT_WINDOW_DAY,
+            amount=eur(100),
+        )
+    )
+    refused = pb.CreditRequest(
+        tenant_id=tenant,
+        player_id="p",
+        idempotency_key=key(),
+        amount=eur(150),
+        reason=pb.CREDIT_REASON_DEPOSIT,
+    )
+    for _ in range(3):  # the first refusal writes the event; replays publish nothing more
+        await fails(
+            wallet.Credit(refused), grpc.StatusCode.FAILED_PRECONDITION, "DEPOSIT_LIMIT_EXCEEDED"
+        )
+    await got.wait_for(
+        lambda r: {b["event_type"] for b in r.bodies(tenant)} >= set(PROTECTION_EVENTS)
+    )
+    bodies = got.bodies(tenant)
+    for body in bodies:
+        validate(body, body["event_type"])
+    hits = [b for b in bodies if b["event_type"] == "rg.limit.hit"]
+    assert len(hits) == 1
+    p = hits[0]["payload"]
+    assert (p["kind"], p["window"], p["operation"]) == ("deposit", "day", "deposit")
+    assert p["attempted"] == {"minor_units": 150, "currency": "EUR"}
+    assert p["remaining"] == {"minor_units": 100, "currency": "EUR"}
+    assert hits[0]["aggregate"] == f"account:{tenant}:p:EUR"
+    changed = [b for b in bodies if b["event_type"] == "rg.limit.changed"]
+    assert len(changed) == 1 and changed[0]["payload"]["applied"] is True
+    assert changed[0]["payload"]["limit"] == {"minor_units": 100, "currency": "EUR"}
