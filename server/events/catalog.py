@@ -33,6 +33,7 @@ JACKPOT_EVENTS: Final = {
 PROTECTION_EVENTS: Final = {
     "rg.limit.hit": "1.0.0",
     "rg.limit.changed": "1.0.0",
+    "rg.exclusion.changed": "1.0.0",
 }
 
 EVENT_TYPES: Final = {**WALLET_EVENTS, **JACKPOT_EVENTS, **PROTECTION_EVENTS}

@@ -3,6 +3,7 @@ domain commands out (server.wallet.protection), stored replies back."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -14,6 +15,7 @@ from server.errors import invalid
 from server.idempotency import RequestKey
 from server.money import Money as DomainMoney
 from server.money import check_amount, check_currency
+from server.store.limits_sql import Exclusion
 from server.transport.guard import guarded
 from server.transport.status import abort_with, encode_error
 from server.wallet import model
@@ -21,6 +23,7 @@ from server.wallet.protection import (
     MAX_COOLING_OFF_SECONDS,
     LimitKind,
     LimitView,
+    SetExclusion,
     SetLimit,
     SetLimitResult,
     Settings,
@@ -115,6 +118,22 @@ def _window(value: int, field: str = "window") -> Window:
     if value not in WINDOW_FROM_PB:
         raise invalid(field, "INVALID_LIMIT_WINDOW", f"{field} must be day, week or month")
     return WINDOW_FROM_PB[value]  # type: ignore[index]
+
+
+_EXCLUSION_FROM_PB = {
+    pb.EXCLUSION_KIND_SELF_EXCLUSION: "self_exclusion",
+    pb.EXCLUSION_KIND_COOLING_OFF: "cooling_off",
+    pb.EXCLUSION_KIND_CLOSURE: "closed",
+}
+_EXCLUSION_TO_PB = {v: k for k, v in _EXCLUSION_FROM_PB.items()}
+
+
+def exclusion_out(e: Exclusion) -> pb.Exclusion:
+    """Exclusion row -> proto Exclusion."""
+    out = pb.Exclusion(kind=_EXCLUSION_TO_PB[e.kind], active=e.active, reason=e.reason)
+    if e.until is not None:
+        out.end_time.CopyFrom(_ts(e.until))
+    return out
 
 
 def _settings_out(s: Settings) -> pb.ProtectionSettings:
@@ -239,3 +258,55 @@ class ProtectionRpcs:
         """The tenant's settings (defaults when never set)."""
         s = await self.wallet.protection.settings(check_id(request.tenant_id, "tenant_id"))
         return pb.GetProtectionSettingsResponse(settings=_settings_out(s))
+
+    @guarded
+    async def SetExclusion(
+        self, request: pb.SetExclusionRequest, context: Ctx
+    ) -> pb.SetExclusionResponse:
+        """Exclude the player (see protection.Protection.set_exclusion)."""
+        caller = model.Caller(
+            check_id(request.tenant_id, "tenant_id"),
+            check_id(request.player_id, "player_id"),
+            check_id(request.idempotency_key, "idempotency_key"),
+        )
+        if request.kind not in _EXCLUSION_FROM_PB:
+            raise invalid(
+                "kind",
+                "INVALID_EXCLUSION_KIND",
+                "kind must be self-exclusion, cooling-off or closure",
+            )
+        kind = _EXCLUSION_FROM_PB[request.kind]
+        until = request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None
+        if kind == "cooling_off" and until is None:
+            raise invalid("end_time", "MISSING_FIELD", "a cooling-off needs end_time")
+        if kind == "closed" and until is not None:
+            raise invalid("end_time", "END_TIME_NOT_ALLOWED", "a closure has no end_time")
+        if until is not None and until <= datetime.now(UTC):
+            raise invalid("end_time", "END_TIME_IN_PAST", "end_time must be in the future")
+        cmd = SetExclusion(caller, kind, until, check_text(request.reason, "reason"))
+
+        def ok(e: Exclusion) -> bytes:
+            return pb.SetExclusionResponse(exclusion=exclusion_out(e)).SerializeToString(
+                deterministic=True
+            )
+
+        body = request.SerializeToString(deterministic=True)
+        reply = await self.wallet.execute(
+            RequestKey.of(caller.tenant_id, caller.idempotency_key, "SetExclusion", body),
+            lambda conn: self.wallet.protection.set_exclusion(conn, cmd),
+            ok,
+            encode_error,
+        )
+        if reply.code != 0:
+            await abort_with(context, reply.payload)
+        return pb.SetExclusionResponse.FromString(reply.payload)
+
+    @guarded
+    async def GetExclusion(
+        self, request: pb.GetExclusionRequest, context: Ctx
+    ) -> pb.GetExclusionResponse:
+        """The player's exclusion. NOT_FOUND PLAYER_NOT_FOUND, EXCLUSION_NOT_FOUND."""
+        e = await self.wallet.protection.exclusion(
+            check_id(request.tenant_id, "tenant_id"), check_id(request.player_id, "player_id")
+        )
+        return pb.GetExclusionResponse(exclusion=exclusion_out(e))

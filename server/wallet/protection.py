@@ -70,6 +70,17 @@ class SetLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class SetExclusion:
+    """Exclude the caller's player: `kind` self_exclusion | cooling_off | closed, until `until`
+    (None: permanent)."""
+
+    caller: Caller
+    kind: str
+    until: datetime | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """A tenant's settings: IANA time zone, cooling-off of a raise or removal (seconds)."""
 
@@ -419,6 +430,78 @@ class Protection:
             amount,
         )
         return SetLimitResult(_view(stored, windows), applied)
+
+    async def set_exclusion(self, conn: Conn, cmd: SetExclusion) -> limits_sql.Exclusion:
+        """Exclude the player (see the SetExclusion RPC), audited and published as
+        `rg.exclusion.changed`. An exclusion in force is only extended: a closure stays; an
+        earlier end (or a timed one over a permanent one) is refused.
+
+        Errors: NOT_FOUND `PLAYER_NOT_FOUND`; FAILED_PRECONDITION `ACCOUNT_CLOSED`,
+        `EXCLUSION_CANNOT_BE_SHORTENED`; INVALID_ARGUMENT `END_TIME_IN_PAST` (end_time, by the
+        database's clock).
+        """
+        c = cmd.caller
+        player, _ = await limits_sql.player_holds(conn, c.tenant_id, c.player_id, "")
+        if not player:
+            raise DomainError(ErrorCode.NOT_FOUND, "PLAYER_NOT_FOUND", "no such player")
+        current, now = await limits_sql.lock_exclusion(conn, c.tenant_id, c.player_id)
+        if cmd.until is not None and cmd.until <= now:
+            raise invalid("end_time", "END_TIME_IN_PAST", "end_time must be in the future")
+        if current is not None and current.active:
+            if current.kind == "closed":
+                raise _precondition("ACCOUNT_CLOSED", "the account is closed for good")
+            shorter = current.until is None and cmd.until is not None
+            shorter = shorter or (
+                current.until is not None and cmd.until is not None and cmd.until < current.until
+            )
+            if shorter:
+                raise _precondition(
+                    "EXCLUSION_CANNOT_BE_SHORTENED",
+                    "an exclusion in force can only be extended",
+                    **({"until": current.until.isoformat()} if current.until else {}),
+                )
+        await limits_sql.put_exclusion(
+            conn,
+            tenant_id=c.tenant_id,
+            player_id=c.player_id,
+            kind=cmd.kind,
+            until=cmd.until,
+            reason=cmd.reason,
+            idempotency_key=c.idempotency_key,
+        )
+        previous = None
+        if current is not None and current.active:
+            previous = {
+                "kind": current.kind,
+                "end_time": None if current.until is None else current.until.isoformat(),
+            }
+        await append_event(
+            conn,
+            "rg.exclusion.changed",
+            aggregate=f"rg:{c.tenant_id}:{c.player_id}",
+            tenant_id=c.tenant_id,
+            payload={
+                "player_id": c.player_id,
+                "kind": cmd.kind,
+                "end_time": None if cmd.until is None else cmd.until.isoformat(),
+                "previous": previous,
+                "reason": cmd.reason,
+            },
+        )
+        return limits_sql.Exclusion(cmd.kind, cmd.until, True, cmd.reason)
+
+    async def exclusion(self, tenant_id: str, player_id: str) -> limits_sql.Exclusion:
+        """The player's exclusion. Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`."""
+        async with self.pool.connection() as conn:
+            player, _ = await limits_sql.player_holds(conn, tenant_id, player_id, "")
+            if not player:
+                raise DomainError(ErrorCode.NOT_FOUND, "PLAYER_NOT_FOUND", "no such player")
+            found, _ = await limits_sql.lock_exclusion(conn, tenant_id, player_id)
+        if found is None:
+            raise DomainError(
+                ErrorCode.NOT_FOUND, "EXCLUSION_NOT_FOUND", "the player was never excluded"
+            )
+        return found
 
     async def set_settings(self, conn: Conn, tenant_id: str, settings: Settings) -> Settings:
         """Replace the tenant's settings. Errors: INVALID_ARGUMENT `UNKNOWN_TIME_ZONE` (field

@@ -1,5 +1,6 @@
-"""Player-protection events on the real RabbitMQ: rg.limit.changed and rg.limit.hit arrive
-once per request with valid schemas, and a replayed refusal publishes nothing more."""
+"""Player-protection events on the real RabbitMQ: rg.limit.changed, rg.limit.hit and
+rg.exclusion.changed arrive once per request with valid schemas; a replayed refusal publishes
+nothing more."""
 
 from __future__ import annotations
 
@@ -46,6 +47,15 @@ async def test_limit_events_arrive_with_valid_schemas(
         await fails(
             wallet.Credit(refused), grpc.StatusCode.FAILED_PRECONDITION, "DEPOSIT_LIMIT_EXCEEDED"
         )
+    await wallet.SetExclusion(
+        pb.SetExclusionRequest(
+            tenant_id=tenant,
+            player_id="p",
+            idempotency_key=key(),
+            kind=pb.EXCLUSION_KIND_SELF_EXCLUSION,
+            reason="asked",
+        )
+    )
     await got.wait_for(
         lambda r: {b["event_type"] for b in r.bodies(tenant)} >= set(PROTECTION_EVENTS)
     )
@@ -62,3 +72,8 @@ async def test_limit_events_arrive_with_valid_schemas(
     changed = [b for b in bodies if b["event_type"] == "rg.limit.changed"]
     assert len(changed) == 1 and changed[0]["payload"]["applied"] is True
     assert changed[0]["payload"]["limit"] == {"minor_units": 100, "currency": "EUR"}
+    excluded = [b for b in bodies if b["event_type"] == "rg.exclusion.changed"]
+    assert len(excluded) == 1
+    assert excluded[0]["payload"]["kind"] == "self_exclusion"
+    assert excluded[0]["payload"]["end_time"] is None
+    assert excluded[0]["aggregate"] == f"rg:{tenant}:p"

@@ -211,6 +211,34 @@ LIMIT_WINDOW_MONTH: LimitWindow.ValueType  # 3
 """From the first of the month 00:00 local time to the next first."""
 Global___LimitWindow: _TypeAlias = LimitWindow  # noqa: Y015
 
+class _ExclusionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExclusionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExclusionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXCLUSION_KIND_UNSPECIFIED: _ExclusionKind.ValueType  # 0
+    """Not set."""
+    EXCLUSION_KIND_SELF_EXCLUSION: _ExclusionKind.ValueType  # 1
+    """Self-exclusion: until `end_time`, or permanent."""
+    EXCLUSION_KIND_COOLING_OFF: _ExclusionKind.ValueType  # 2
+    """A short cooling-off period, until `end_time`."""
+    EXCLUSION_KIND_CLOSURE: _ExclusionKind.ValueType  # 3
+    """The account is closed: no bets, no deposits; withdrawals allowed. Permanent."""
+
+class ExclusionKind(_ExclusionKind, metaclass=_ExclusionKindEnumTypeWrapper):
+    """How a player is excluded."""
+
+EXCLUSION_KIND_UNSPECIFIED: ExclusionKind.ValueType  # 0
+"""Not set."""
+EXCLUSION_KIND_SELF_EXCLUSION: ExclusionKind.ValueType  # 1
+"""Self-exclusion: until `end_time`, or permanent."""
+EXCLUSION_KIND_COOLING_OFF: ExclusionKind.ValueType  # 2
+"""A short cooling-off period, until `end_time`."""
+EXCLUSION_KIND_CLOSURE: ExclusionKind.ValueType  # 3
+"""The account is closed: no bets, no deposits; withdrawals allowed. Permanent."""
+Global___ExclusionKind: _TypeAlias = ExclusionKind  # noqa: Y015
+
 @_typing.final
 class Balance(_message.Message):
     """The balances of one player account (one currency) after an operation."""
@@ -1688,3 +1716,159 @@ class GetProtectionSettingsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetProtectionSettingsResponse: _TypeAlias = GetProtectionSettingsResponse  # noqa: Y015
+
+@_typing.final
+class Exclusion(_message.Message):
+    """A player's exclusion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    kind: Global___ExclusionKind.ValueType
+    """The kind."""
+    active: _builtins.bool
+    """Whether it is in force now."""
+    reason: _builtins.str
+    """Why (free text)."""
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it ends; unset when permanent."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___ExclusionKind.ValueType = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        active: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "end_time", b"end_time", "kind", b"kind", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Exclusion: _TypeAlias = Exclusion  # noqa: Y015
+
+@_typing.final
+class SetExclusionRequest(_message.Message):
+    """Request for SetExclusion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    kind: Global___ExclusionKind.ValueType
+    """The kind."""
+    reason: _builtins.str
+    """Why (free text for the audit trail)."""
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it ends (in the future); required for a cooling-off, unset for a closure or a
+        permanent self-exclusion.
+        """
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        kind: Global___ExclusionKind.ValueType = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "idempotency_key", b"idempotency_key", "kind", b"kind", "player_id", b"player_id", "reason", b"reason", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetExclusionRequest: _TypeAlias = SetExclusionRequest  # noqa: Y015
+
+@_typing.final
+class SetExclusionResponse(_message.Message):
+    """Response for SetExclusion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXCLUSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def exclusion(self) -> Global___Exclusion:
+        """The exclusion now."""
+
+    def __init__(
+        self,
+        *,
+        exclusion: Global___Exclusion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exclusion", b"exclusion"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclusion", b"exclusion"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetExclusionResponse: _TypeAlias = SetExclusionResponse  # noqa: Y015
+
+@_typing.final
+class GetExclusionRequest(_message.Message):
+    """Request for GetExclusion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["player_id", b"player_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExclusionRequest: _TypeAlias = GetExclusionRequest  # noqa: Y015
+
+@_typing.final
+class GetExclusionResponse(_message.Message):
+    """Response for GetExclusion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXCLUSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def exclusion(self) -> Global___Exclusion:
+        """The exclusion."""
+
+    def __init__(
+        self,
+        *,
+        exclusion: Global___Exclusion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exclusion", b"exclusion"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclusion", b"exclusion"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExclusionResponse: _TypeAlias = GetExclusionResponse  # noqa: Y015

@@ -118,6 +118,16 @@ class WalletServiceStub:
                 request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetProtectionSettingsRequest.SerializeToString,
                 response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetProtectionSettingsResponse.FromString,
                 _registered_method=True)
+        self.SetExclusion = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/SetExclusion',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetExclusionRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetExclusionResponse.FromString,
+                _registered_method=True)
+        self.GetExclusion = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/GetExclusion',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionResponse.FromString,
+                _registered_method=True)
 
 
 class WalletServiceServicer:
@@ -271,6 +281,30 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetExclusion(self, request, context):
+        """Excludes the player: a self-exclusion (until `end_time`, or permanent without it), a
+        cooling-off (until `end_time`), or a closure of the account (permanent). While it is in
+        force bets, stake debits and deposits are refused (`PLAYER_SELF_EXCLUDED`,
+        `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`); a withdrawal debit and every credit the player
+        is owed still land. A timed exclusion lifts itself at `end_time`. An exclusion in force can
+        only be extended, never shortened, and a closure is final. Published as
+        `rg.exclusion.changed`.
+        Errors: INVALID_ARGUMENT for an unset kind, an `end_time` in the past (`END_TIME_IN_PAST`),
+        missing for a cooling-off or set for a closure; NOT_FOUND `PLAYER_NOT_FOUND`;
+        FAILED_PRECONDITION `EXCLUSION_CANNOT_BE_SHORTENED`, `ACCOUNT_CLOSED`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExclusion(self, request, context):
+        """Returns the player's exclusion (`active` false once a timed one ended).
+        Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WalletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -348,6 +382,16 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     servicer.GetProtectionSettings,
                     request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetProtectionSettingsRequest.FromString,
                     response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetProtectionSettingsResponse.SerializeToString,
+            ),
+            'SetExclusion': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetExclusion,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetExclusionRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetExclusionResponse.SerializeToString,
+            ),
+            'GetExclusion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExclusion,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -764,6 +808,60 @@ class WalletService:
             '/croupier.wallet.v1.WalletService/GetProtectionSettings',
             croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetProtectionSettingsRequest.SerializeToString,
             croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetProtectionSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetExclusion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/SetExclusion',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetExclusionRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetExclusionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExclusion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/GetExclusion',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -119,6 +119,22 @@ class WalletServiceStub:
     """
     GetProtectionSettings: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.GetProtectionSettingsRequest, _wallet_service_pb2.GetProtectionSettingsResponse]
     """Returns the tenant's player-protection settings (the defaults when never set)."""
+    SetExclusion: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.SetExclusionRequest, _wallet_service_pb2.SetExclusionResponse]
+    """Excludes the player: a self-exclusion (until `end_time`, or permanent without it), a
+    cooling-off (until `end_time`), or a closure of the account (permanent). While it is in
+    force bets, stake debits and deposits are refused (`PLAYER_SELF_EXCLUDED`,
+    `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`); a withdrawal debit and every credit the player
+    is owed still land. A timed exclusion lifts itself at `end_time`. An exclusion in force can
+    only be extended, never shortened, and a closure is final. Published as
+    `rg.exclusion.changed`.
+    Errors: INVALID_ARGUMENT for an unset kind, an `end_time` in the past (`END_TIME_IN_PAST`),
+    missing for a cooling-off or set for a closure; NOT_FOUND `PLAYER_NOT_FOUND`;
+    FAILED_PRECONDITION `EXCLUSION_CANNOT_BE_SHORTENED`, `ACCOUNT_CLOSED`.
+    """
+    GetExclusion: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.GetExclusionRequest, _wallet_service_pb2.GetExclusionResponse]
+    """Returns the player's exclusion (`active` false once a timed one ended).
+    Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`.
+    """
 
 @_typing.type_check_only
 class WalletServiceAsyncStub(WalletServiceStub):
@@ -211,6 +227,22 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """
     GetProtectionSettings: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GetProtectionSettingsRequest, _wallet_service_pb2.GetProtectionSettingsResponse]  # type: ignore[assignment]
     """Returns the tenant's player-protection settings (the defaults when never set)."""
+    SetExclusion: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.SetExclusionRequest, _wallet_service_pb2.SetExclusionResponse]  # type: ignore[assignment]
+    """Excludes the player: a self-exclusion (until `end_time`, or permanent without it), a
+    cooling-off (until `end_time`), or a closure of the account (permanent). While it is in
+    force bets, stake debits and deposits are refused (`PLAYER_SELF_EXCLUDED`,
+    `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`); a withdrawal debit and every credit the player
+    is owed still land. A timed exclusion lifts itself at `end_time`. An exclusion in force can
+    only be extended, never shortened, and a closure is final. Published as
+    `rg.exclusion.changed`.
+    Errors: INVALID_ARGUMENT for an unset kind, an `end_time` in the past (`END_TIME_IN_PAST`),
+    missing for a cooling-off or set for a closure; NOT_FOUND `PLAYER_NOT_FOUND`;
+    FAILED_PRECONDITION `EXCLUSION_CANNOT_BE_SHORTENED`, `ACCOUNT_CLOSED`.
+    """
+    GetExclusion: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GetExclusionRequest, _wallet_service_pb2.GetExclusionResponse]  # type: ignore[assignment]
+    """Returns the player's exclusion (`active` false once a timed one ended).
+    Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`.
+    """
 
 class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     """WalletService holds player balances in integer minor units over a double-entry ledger.
@@ -390,5 +422,33 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_service_pb2.GetProtectionSettingsResponse, _abc.Awaitable[_wallet_service_pb2.GetProtectionSettingsResponse]]:
         """Returns the tenant's player-protection settings (the defaults when never set)."""
+
+    @_abc_1.abstractmethod
+    def SetExclusion(
+        self,
+        request: _wallet_service_pb2.SetExclusionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.SetExclusionResponse, _abc.Awaitable[_wallet_service_pb2.SetExclusionResponse]]:
+        """Excludes the player: a self-exclusion (until `end_time`, or permanent without it), a
+        cooling-off (until `end_time`), or a closure of the account (permanent). While it is in
+        force bets, stake debits and deposits are refused (`PLAYER_SELF_EXCLUDED`,
+        `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`); a withdrawal debit and every credit the player
+        is owed still land. A timed exclusion lifts itself at `end_time`. An exclusion in force can
+        only be extended, never shortened, and a closure is final. Published as
+        `rg.exclusion.changed`.
+        Errors: INVALID_ARGUMENT for an unset kind, an `end_time` in the past (`END_TIME_IN_PAST`),
+        missing for a cooling-off or set for a closure; NOT_FOUND `PLAYER_NOT_FOUND`;
+        FAILED_PRECONDITION `EXCLUSION_CANNOT_BE_SHORTENED`, `ACCOUNT_CLOSED`.
+        """
+
+    @_abc_1.abstractmethod
+    def GetExclusion(
+        self,
+        request: _wallet_service_pb2.GetExclusionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.GetExclusionResponse, _abc.Awaitable[_wallet_service_pb2.GetExclusionResponse]]:
+        """Returns the player's exclusion (`active` false once a timed one ended).
+        Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`.
+        """
 
 def add_WalletServiceServicer_to_server(servicer: WalletServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
