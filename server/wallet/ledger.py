@@ -291,7 +291,8 @@ class Wallet:
 
         Errors: NOT_FOUND PLAYER_NOT_FOUND / ACCOUNT_NOT_FOUND; FAILED_PRECONDITION
         PLAYER_BLOCKED, PLAYER_SELF_EXCLUDED, INSUFFICIENT_FUNDS (invariant 6), BET_CANCELLED
-        (a cancel came first); ALREADY_EXISTS BET_ALREADY_EXISTS; INVALID_ARGUMENT
+        (a cancel came first), PLAYER_COOLING_OFF, ACCOUNT_CLOSED, LOSS_LIMIT_EXCEEDED,
+        WAGER_LIMIT_EXCEEDED (docs/responsible-gaming.md); ALREADY_EXISTS BET_ALREADY_EXISTS; INVALID_ARGUMENT
         AMOUNT_OVERFLOW (held + amount past int64). `expire_time` is the database's transaction
         time plus `ttl_seconds`: expiry is compared with the database's clock only.
         """
@@ -583,13 +584,18 @@ class Wallet:
         """Credit the player's available balance; opens player and account on first credit.
 
         Always succeeds whatever the player's status (invariant 6); refuses only an int64
-        overflow (INVALID_ARGUMENT AMOUNT_OVERFLOW: available + held + amount past 2^63-1).
+        overflow (INVALID_ARGUMENT AMOUNT_OVERFLOW: available + held + amount past 2^63-1) and,
+        for a deposit (`cmd.reason` "deposit"), an excluded player (FAILED_PRECONDITION
+        PLAYER_SELF_EXCLUDED, PLAYER_COOLING_OFF, ACCOUNT_CLOSED) or a deposit limit
+        (DEPOSIT_LIMIT_EXCEEDED; docs/responsible-gaming.md). A "win" counts against losses.
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
+        if cmd.reason == "deposit":  # an excluded player's deposit opens no account either
+            protection.check_may_deposit(await protection.read_state(conn, c, currency))
         await wallet_sql.open_account(conn, c.tenant_id, c.player_id, currency)
         account = await self._lock_account(conn, c, currency)
         rg = None
-        if cmd.reason == "deposit":
+        if cmd.reason == "deposit":  # again under the account lock: the usage is current
             rg = await protection.read_state(conn, c, currency)
             protection.check_may_deposit(rg)
         _check_no_overflow(account, amount, "amount.minor_units")
@@ -628,7 +634,9 @@ class Wallet:
         """Debit the player's available balance (no overdraft).
 
         Errors: NOT_FOUND PLAYER_NOT_FOUND / ACCOUNT_NOT_FOUND; FAILED_PRECONDITION
-        PLAYER_BLOCKED, PLAYER_SELF_EXCLUDED, INSUFFICIENT_FUNDS.
+        PLAYER_BLOCKED, PLAYER_SELF_EXCLUDED, INSUFFICIENT_FUNDS; unless `cmd.reason` is
+        "withdrawal", PLAYER_COOLING_OFF, ACCOUNT_CLOSED, LOSS_LIMIT_EXCEEDED,
+        WAGER_LIMIT_EXCEEDED (docs/responsible-gaming.md).
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
         account = await self._lock_account(conn, c, currency)
