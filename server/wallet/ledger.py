@@ -292,8 +292,8 @@ class Wallet:
         Errors: NOT_FOUND PLAYER_NOT_FOUND / ACCOUNT_NOT_FOUND; FAILED_PRECONDITION
         PLAYER_BLOCKED, PLAYER_SELF_EXCLUDED, INSUFFICIENT_FUNDS (invariant 6), BET_CANCELLED
         (a cancel came first), PLAYER_COOLING_OFF, ACCOUNT_CLOSED, LOSS_LIMIT_EXCEEDED,
-        WAGER_LIMIT_EXCEEDED (docs/responsible-gaming.md); ALREADY_EXISTS BET_ALREADY_EXISTS; INVALID_ARGUMENT
-        AMOUNT_OVERFLOW (held + amount past int64). `expire_time` is the database's transaction
+        WAGER_LIMIT_EXCEEDED (docs/responsible-gaming.md); ALREADY_EXISTS BET_ALREADY_EXISTS;
+        INVALID_ARGUMENT AMOUNT_OVERFLOW (held + amount past int64). `expire_time` is the database's transaction
         time plus `ttl_seconds`: expiry is compared with the database's clock only.
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
