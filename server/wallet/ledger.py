@@ -293,8 +293,9 @@ class Wallet:
         PLAYER_BLOCKED, PLAYER_SELF_EXCLUDED, INSUFFICIENT_FUNDS (invariant 6), BET_CANCELLED
         (a cancel came first), PLAYER_COOLING_OFF, ACCOUNT_CLOSED, LOSS_LIMIT_EXCEEDED,
         WAGER_LIMIT_EXCEEDED (docs/responsible-gaming.md); ALREADY_EXISTS BET_ALREADY_EXISTS;
-        INVALID_ARGUMENT AMOUNT_OVERFLOW (held + amount past int64). `expire_time` is the database's transaction
-        time plus `ttl_seconds`: expiry is compared with the database's clock only.
+        INVALID_ARGUMENT AMOUNT_OVERFLOW (held + amount past int64). `expire_time` is the
+        database's transaction time plus `ttl_seconds`: expiry is compared with the database's
+        clock only.
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
         account, hold_state, db_now = await wallet_sql.lock_account_for_bet(
