@@ -36,4 +36,10 @@ PROTECTION_EVENTS: Final = {
     "rg.exclusion.changed": "1.0.0",
 }
 
-EVENT_TYPES: Final = {**WALLET_EVENTS, **JACKPOT_EVENTS, **PROTECTION_EVENTS}
+# AML review of payouts (docs/aml-review.md).
+AML_EVENTS: Final = {
+    "aml.alert.opened": "1.0.0",
+    "aml.alert.resolved": "1.0.0",
+}
+
+EVENT_TYPES: Final = {**WALLET_EVENTS, **JACKPOT_EVENTS, **PROTECTION_EVENTS, **AML_EVENTS}

@@ -30,6 +30,7 @@ from server.errors import DomainError, ErrorCode
 from server.events.context import background_trace
 from server.idempotency import RequestKey
 from server.jackpot import events as jp_events
+from server.jackpot import review
 from server.jackpot.model import PayoutState, WinRow
 from server.money import Money
 from server.store import jackpot_sql as sql
@@ -87,6 +88,8 @@ class PayoutSaga:
                 async with conn.transaction():
                     await sql.mark_failed(conn, win_id, refused)
                     await jp_events.payout_outcome(conn, win, credited=False, reason=refused)
+                return await self._reload(win_id)
+            if await review.withheld(conn, win):  # AML review: docs/aml-review.md
                 return await self._reload(win_id)
         try:
             await self._credit(win)

@@ -140,6 +140,7 @@ def _settings_out(s: Settings) -> pb.ProtectionSettings:
     return pb.ProtectionSettings(
         time_zone=s.time_zone,
         limit_cooling_off=duration_pb2.Duration(seconds=s.limit_cooling_off_seconds),
+        aml_review_thresholds=s.aml_review_thresholds,
     )
 
 
@@ -233,7 +234,14 @@ class ProtectionRpcs:
                 "INVALID_DURATION",
                 "settings.limit_cooling_off must be whole seconds from 0 to 366 days",
             )
-        settings = Settings(tz, cooling.seconds)
+        thresholds: dict[str, int] = {}
+        for currency, threshold in sorted(request.settings.aml_review_thresholds.items()):
+            field = f"settings.aml_review_thresholds[{currency[:16]}]"
+            check_currency(currency, field)
+            if threshold <= 0:
+                raise invalid(field, "INVALID_AMOUNT", f"{field} must be more than zero")
+            thresholds[currency] = threshold
+        settings = Settings(tz, cooling.seconds, thresholds)
 
         def ok(s: Settings) -> bytes:
             return pb.SetProtectionSettingsResponse(settings=_settings_out(s)).SerializeToString(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,7 +25,7 @@ from server.errors import DomainError, ErrorCode, invalid
 from server.events.outbox import append_event
 from server.events.outbox import money as event_money
 from server.money import Money
-from server.store import limits_sql
+from server.store import aml_sql, limits_sql
 from server.store.limits_sql import CheckState, LimitRow, Windows
 from server.store.wallet_sql import Conn
 from server.wallet.model import Caller
@@ -82,10 +82,12 @@ class SetExclusion:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """A tenant's settings: IANA time zone, cooling-off of a raise or removal (seconds)."""
+    """A tenant's settings: IANA time zone, cooling-off of a raise or removal (seconds), AML
+    review thresholds of payouts (currency -> minor units; docs/aml-review.md)."""
 
     time_zone: str
     limit_cooling_off_seconds: int
+    aml_review_thresholds: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,13 +520,15 @@ class Protection:
         await limits_sql.put_settings(
             conn, tenant_id, settings.time_zone, settings.limit_cooling_off_seconds
         )
+        await aml_sql.put_thresholds(conn, tenant_id, settings.aml_review_thresholds)
         return settings
 
     async def settings(self, tenant_id: str) -> Settings:
         """The tenant's settings (defaults: UTC, 24 h)."""
         async with self.pool.connection() as conn:
             tz, cooling = await limits_sql.settings(conn, tenant_id)
-        return Settings(tz, cooling)
+            thresholds = await aml_sql.thresholds(conn, tenant_id)
+        return Settings(tz, cooling, thresholds)
 
     async def limits(self, tenant_id: str, player_id: str, currency: str | None) -> list[LimitView]:
         """The player's limits with usage. Errors: NOT_FOUND `PLAYER_NOT_FOUND`."""

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import aio_pika
 import grpc
+from croupier.jackpot.v1 import jackpot_service_pb2 as jpb
+from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
 
-from server.events.catalog import PROTECTION_EVENTS
+from server.events.catalog import AML_EVENTS, PROTECTION_EVENTS
 from server.events.relay import EVENTS_EXCHANGE, Relay
 from tests.events.conftest import consume
 from tests.events.test_relay import validate
+from tests.jackpot.test_aml_review import reviewed_win
 from tests.rpc import eur, fails, key
 
 
@@ -77,3 +80,29 @@ async def test_limit_events_arrive_with_valid_schemas(
     assert excluded[0]["payload"]["kind"] == "self_exclusion"
     assert excluded[0]["payload"]["end_time"] is None
     assert excluded[0]["aggregate"] == f"rg:{tenant}:p"
+
+
+async def test_aml_events_arrive_with_valid_schemas(
+    wallet: WalletServiceStub,
+    channel: grpc.aio.Channel,
+    tenant: str,
+    broker: aio_pika.abc.AbstractRobustConnection,
+    relay: Relay,
+) -> None:
+    jackpot = JackpotServiceStub(channel)
+    got = await consume(broker, EVENTS_EXCHANGE, "aml.#")
+    _, review = await reviewed_win(jackpot, wallet, tenant, "whale")
+    await jackpot.RejectReview(
+        jpb.RejectReviewRequest(
+            tenant_id=tenant, idempotency_key=key(), review_id=review.review_id, reason="no KYC"
+        )
+    )
+    await got.wait_for(lambda r: {b["event_type"] for b in r.bodies(tenant)} >= set(AML_EVENTS))
+    bodies = got.bodies(tenant)
+    for body in bodies:
+        validate(body, body["event_type"])
+    assert [b["event_type"] for b in bodies] == ["aml.alert.opened", "aml.alert.resolved"]
+    assert [b["aggregate_seq"] for b in bodies] == [1, 2]
+    assert bodies[0]["payload"]["amount"] == {"minor_units": 10_500, "currency": "EUR"}
+    assert bodies[1]["payload"]["decision"] == "rejected"
+    assert bodies[1]["payload"]["reason"] == "no KYC"

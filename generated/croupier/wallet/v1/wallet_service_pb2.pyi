@@ -1593,23 +1593,52 @@ class ProtectionSettings(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class AmlReviewThresholdsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     LIMIT_COOLING_OFF_FIELD_NUMBER: _builtins.int
+    AML_REVIEW_THRESHOLDS_FIELD_NUMBER: _builtins.int
     time_zone: _builtins.str
     """IANA time zone of the limit windows (default "UTC")."""
     @_builtins.property
     def limit_cooling_off(self) -> _duration_pb2.Duration:
         """How long a raised or removed limit waits before it applies (default 24 h; whole seconds)."""
 
+    @_builtins.property
+    def aml_review_thresholds(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """AML review thresholds per ISO 4217 currency, in minor units: a jackpot payout above the
+        threshold of its currency waits for an admin's review (PAYOUT_STATE_REVIEW). A currency
+        without one is never reviewed.
+        """
+
     def __init__(
         self,
         *,
         time_zone: _builtins.str = ...,
         limit_cooling_off: _duration_pb2.Duration | None = ...,
+        aml_review_thresholds: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limit_cooling_off", b"limit_cooling_off"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit_cooling_off", b"limit_cooling_off", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aml_review_thresholds", b"aml_review_thresholds", "limit_cooling_off", b"limit_cooling_off", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,108 @@
+"""AML review of jackpot payouts (docs/aml-review.md).
+
+A win above its tenant's threshold for the win's currency is withheld by the payout saga: the
+win goes to `review` and an `aml.alert.opened` event is written, in one transaction, instead of
+the credit. An admin approves (the win goes back to `requested`, due at once, and the saga
+credits it exactly once under its usual idempotency key) or rejects it (the win is `failed`
+with reason `AML_REJECTED`, still owed; a later approval releases it). Each decision writes
+`aml.alert.resolved`. Amounts are minor units of the win's currency.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from server.errors import DomainError, ErrorCode
+from server.events.outbox import append_event, money
+from server.jackpot.model import WinRow
+from server.store import aml_sql
+from server.store.aml_sql import ReviewRow
+from server.store.wallet_sql import Conn
+
+REJECTED_REASON = "AML_REJECTED"
+
+
+def _aggregate(review: ReviewRow) -> str:
+    return f"review:{review.tenant_id}:{review.review_id}"
+
+
+def _payload(review: ReviewRow, **extra: Any) -> dict[str, Any]:
+    return {
+        "review_id": str(review.review_id),
+        "win_id": str(review.win_id),
+        "player_id": review.player_id,
+        "amount": money(review.amount, review.currency),
+        "threshold": money(review.threshold, review.currency),
+        **extra,
+    }
+
+
+async def withheld(conn: Conn, win: WinRow) -> bool:
+    """Whether the saga must not credit `win` now: it has an open or rejected review, or it is
+    above the tenant's threshold and has no review yet (one is opened here, with its event, in
+    its own transaction). An approved review never withholds."""
+    review = await aml_sql.review_of_win(conn, win.tenant_id, win.win_id)
+    if review is not None:
+        return review.state != "approved"
+    threshold = (await aml_sql.thresholds(conn, win.tenant_id)).get(win.currency)
+    if threshold is None or win.amount <= threshold:
+        return False
+    async with conn.transaction():
+        opened = await aml_sql.open_review(
+            conn,
+            tenant_id=win.tenant_id,
+            win_id=win.win_id,
+            player_id=win.player_id,
+            currency=win.currency,
+            amount=win.amount,
+            threshold=threshold,
+        )
+        if opened is not None:
+            await append_event(
+                conn,
+                "aml.alert.opened",
+                aggregate=_aggregate(opened),
+                tenant_id=win.tenant_id,
+                payload=_payload(
+                    opened,
+                    pool_id=win.pool_id,
+                    cycle=win.cycle,
+                    reason="PAYOUT_ABOVE_THRESHOLD",
+                ),
+            )
+    return True
+
+
+async def decide(
+    conn: Conn, tenant_id: str, review_id: uuid.UUID, approve: bool, reason: str, key: str
+) -> ReviewRow:
+    """Approve or reject a review (see the module doc).
+
+    Errors: NOT_FOUND `REVIEW_NOT_FOUND`; FAILED_PRECONDITION `REVIEW_ALREADY_DECIDED` (an
+    approved review, or a rejected one being rejected again).
+    """
+    review = await aml_sql.lock_review(conn, tenant_id, review_id)
+    if review is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "REVIEW_NOT_FOUND", "no such review")
+    if review.state == "approved" or (review.state == "rejected" and not approve):
+        raise DomainError(
+            ErrorCode.FAILED_PRECONDITION,
+            "REVIEW_ALREADY_DECIDED",
+            f"the review is already {review.state}",
+            {"state": review.state},
+        )
+    state = "approved" if approve else "rejected"
+    decided = await aml_sql.decide(conn, tenant_id, review_id, state, reason, key)
+    if approve:
+        await aml_sql.release_win(conn, review.win_id, "review_approved", reason)
+    else:
+        await aml_sql.reject_win(conn, review.win_id, REJECTED_REASON, reason)
+    await append_event(
+        conn,
+        "aml.alert.resolved",
+        aggregate=_aggregate(decided),
+        tenant_id=tenant_id,
+        payload=_payload(decided, decision=state, reason=reason),
+    )
+    return decided

@@ -1,0 +1,139 @@
+"""AML review of payouts over gRPC: a win above the tenant's threshold waits in
+PAYOUT_STATE_REVIEW; approval credits it exactly once, rejection keeps it owed (and a later
+approval still pays it), a win at or below the threshold is credited at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from croupier.jackpot.v1 import jackpot_service_pb2 as pb
+from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
+from croupier.wallet.v1 import wallet_service_pb2 as wpb
+from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
+from google.protobuf import duration_pb2
+from psycopg_pool import AsyncConnectionPool
+
+from tests.jackpot.conftest import contribution, create, tier
+from tests.jackpot.test_payout import balance, credits_for, hit, wait_state
+from tests.rpc import error_info, fails, key
+
+
+async def set_threshold(wallet: WalletServiceStub, tenant: str, threshold: int) -> None:
+    await wallet.SetProtectionSettings(
+        wpb.SetProtectionSettingsRequest(
+            tenant_id=tenant,
+            idempotency_key=key(),
+            settings=wpb.ProtectionSettings(
+                time_zone="UTC",
+                limit_cooling_off=duration_pb2.Duration(seconds=86_400),
+                aml_review_thresholds={"EUR": threshold},
+            ),
+        )
+    )
+
+
+async def reviewed_win(
+    jackpot: JackpotServiceStub, wallet: WalletServiceStub, tenant: str, player: str
+) -> tuple[pb.Win, pb.Review]:
+    await set_threshold(wallet, tenant, 5_000)
+    j = await create(jackpot, tenant, tier(seed_minor_units=10_000))
+    await jackpot.Contribute(contribution(tenant, j.jackpot_id, 50_000))
+    win = await hit(jackpot, tenant, j.pools[0].pool_id, player)
+    held = await wait_state(jackpot, tenant, win.win_id, pb.PAYOUT_STATE_REVIEW)
+    again = await jackpot.Payout(pb.PayoutRequest(tenant_id=tenant, win_id=win.win_id))
+    assert again.win.payout_state == pb.PAYOUT_STATE_REVIEW
+    reviews = await jackpot.ListReviews(
+        pb.ListReviewsRequest(tenant_id=tenant, state=pb.REVIEW_STATE_OPEN)
+    )
+    assert len(reviews.reviews) == 1
+    r = reviews.reviews[0]
+    assert (r.win_id, r.amount.minor_units, r.threshold.minor_units) == (win.win_id, 10_500, 5_000)
+    return held, r
+
+
+async def test_approval_credits_the_win_exactly_once(
+    jackpot: JackpotServiceStub, wallet: WalletServiceStub, tenant: str, pool: AsyncConnectionPool
+) -> None:
+    win, review = await reviewed_win(jackpot, wallet, tenant, "whale")
+    assert await credits_for(pool, tenant, win.win_id) == 0
+    request = pb.ApproveReviewRequest(
+        tenant_id=tenant, idempotency_key=key(), review_id=review.review_id, reason="KYC ok"
+    )
+    approved = await asyncio.gather(*(jackpot.ApproveReview(request) for _ in range(4)))
+    assert {a.review.state for a in approved} == {pb.REVIEW_STATE_APPROVED}
+    await wait_state(jackpot, tenant, win.win_id, pb.PAYOUT_STATE_CREDITED)
+    await fails(
+        jackpot.ApproveReview(
+            pb.ApproveReviewRequest(
+                tenant_id=tenant, idempotency_key=key(), review_id=review.review_id
+            )
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "REVIEW_ALREADY_DECIDED",
+    )
+    await jackpot.Payout(pb.PayoutRequest(tenant_id=tenant, win_id=win.win_id))
+    assert await balance(wallet, tenant, "whale") == 10_500
+    assert await credits_for(pool, tenant, win.win_id) == 1
+
+
+async def test_rejection_keeps_the_win_owed_until_approved(
+    jackpot: JackpotServiceStub, wallet: WalletServiceStub, tenant: str, pool: AsyncConnectionPool
+) -> None:
+    win, review = await reviewed_win(jackpot, wallet, tenant, "suspect")
+    exc = await fails(
+        jackpot.RejectReview(
+            pb.RejectReviewRequest(
+                tenant_id=tenant, idempotency_key=key(), review_id=review.review_id
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "MISSING_FIELD",
+    )
+    assert error_info(exc).metadata["field"] == "reason"
+    rejected = await jackpot.RejectReview(
+        pb.RejectReviewRequest(
+            tenant_id=tenant,
+            idempotency_key=key(),
+            review_id=review.review_id,
+            reason="source of funds unclear",
+        )
+    )
+    assert rejected.review.state == pb.REVIEW_STATE_REJECTED
+    assert rejected.review.decision_reason == "source of funds unclear"
+    failed = await wait_state(jackpot, tenant, win.win_id, pb.PAYOUT_STATE_FAILED)
+    assert failed.failure_reason == "AML_REJECTED"
+    again = await jackpot.Payout(pb.PayoutRequest(tenant_id=tenant, win_id=win.win_id))
+    assert again.win.payout_state == pb.PAYOUT_STATE_FAILED
+    assert await credits_for(pool, tenant, win.win_id) == 0
+    await jackpot.ApproveReview(
+        pb.ApproveReviewRequest(
+            tenant_id=tenant, idempotency_key=key(), review_id=review.review_id, reason="cleared"
+        )
+    )
+    await wait_state(jackpot, tenant, win.win_id, pb.PAYOUT_STATE_CREDITED)
+    assert await balance(wallet, tenant, "suspect") == 10_500
+    assert await credits_for(pool, tenant, win.win_id) == 1
+
+
+async def test_a_win_at_the_threshold_is_credited_at_once(
+    jackpot: JackpotServiceStub, wallet: WalletServiceStub, tenant: str
+) -> None:
+    await set_threshold(wallet, tenant, 10_500)
+    j = await create(jackpot, tenant, tier(seed_minor_units=10_000))
+    await jackpot.Contribute(contribution(tenant, j.jackpot_id, 50_000))
+    win = await hit(jackpot, tenant, j.pools[0].pool_id, "fine")
+    await wait_state(jackpot, tenant, win.win_id, pb.PAYOUT_STATE_CREDITED)
+    listed = await jackpot.ListReviews(pb.ListReviewsRequest(tenant_id=tenant))
+    assert list(listed.reviews) == []
+    await fails(
+        jackpot.ApproveReview(
+            pb.ApproveReviewRequest(
+                tenant_id=tenant,
+                idempotency_key=key(),
+                review_id="00000000-0000-0000-0000-000000000000",
+            )
+        ),
+        grpc.StatusCode.NOT_FOUND,
+        "REVIEW_NOT_FOUND",
+    )
