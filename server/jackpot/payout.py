@@ -83,7 +83,7 @@ class PayoutSaga:
             if win.payout_state is PayoutState.CREDITED:
                 return win
             status = await wallet_sql.player_status(conn, win.tenant_id, win.player_id)
-            refused = _REFUSED.get(status or "")
+            refused = _REFUSED.get(status or "") or await review.hold_refusal(conn, win)
             if refused is not None:
                 async with conn.transaction():
                     await sql.mark_failed(conn, win_id, refused)
@@ -169,6 +169,7 @@ class PayoutSaga:
     async def run_due(self, limit: int = 100) -> int:
         """Attempt every `requested` win whose next attempt is due; return how many."""
         async with self.pool.connection() as conn:
+            await review.requeue_lifted(conn, limit)  # causes lifted: docs/aml-review.md
             due = await sql.due_wins(conn, limit)
         for win_id in due:  # each win alone: one that fails never stops the others
             try:

@@ -106,3 +106,37 @@ async def decide(
         payload=_payload(decided, decision=state, reason=reason),
     )
     return decided
+
+
+HOLD_REASONS = {
+    "sanctions": "SANCTIONS_HIT",
+    "geo_block": "GEO_BLOCKED",
+    "withdrawal_limit": "WITHDRAWAL_LIMIT_EXCEEDED",
+    "aml": "AML_HOLD",
+}
+
+
+async def hold_refusal(conn: Conn, win: WinRow) -> str | None:
+    """The failure reason of a payout to a player with a compliance hold raised (the first of
+    sanctions, geo-block, withdrawal limit, AML), or None."""
+    holds = await aml_sql.holds_of(conn, win.tenant_id, win.player_id)
+    return HOLD_REASONS[holds[0]] if holds else None
+
+
+async def set_hold(
+    conn: Conn, tenant_id: str, player_id: str, hold: str, active: bool, reason: str, key: str
+) -> list[str]:
+    """Raise or lift a compliance hold on the player's payouts (audited); return the holds
+    raised after. Wins withheld by it are re-queued by the payout retrier once no cause is
+    left (`requeue_lifted`). Errors: NOT_FOUND `PLAYER_NOT_FOUND`."""
+    if not await aml_sql.player_exists(conn, tenant_id, player_id):
+        raise DomainError(ErrorCode.NOT_FOUND, "PLAYER_NOT_FOUND", "no such player")
+    await aml_sql.set_hold(conn, tenant_id, player_id, hold, active, reason, key)
+    return await aml_sql.holds_of(conn, tenant_id, player_id)
+
+
+async def requeue_lifted(conn: Conn, limit: int = 100) -> int:
+    """Re-queue failed wins whose cause (a compliance hold, a blocked or self-excluded status)
+    was lifted, in one transaction; return how many."""
+    async with conn.transaction():
+        return len(await aml_sql.requeue_lifted(conn, limit))

@@ -177,3 +177,85 @@ async def list_reviews(
         (tenant_id, state, state, limit),
     )
     return [_review(r) for r in await cur.fetchall()]
+
+
+# -- compliance holds ---------------------------------------------------------------------------
+
+# Failure reasons of a win that the retrier re-queues once the player has no hold left and is
+# active.
+LIFTABLE_REASONS = (
+    "PLAYER_BLOCKED",
+    "PLAYER_SELF_EXCLUDED",
+    "SANCTIONS_HIT",
+    "GEO_BLOCKED",
+    "WITHDRAWAL_LIMIT_EXCEEDED",
+    "AML_HOLD",
+)
+
+
+async def player_exists(conn: Conn, tenant_id: str, player_id: str) -> bool:
+    """Whether the tenant knows the player."""
+    cur = await conn.execute(
+        "SELECT 1 FROM players WHERE tenant_id = %s AND player_id = %s", (tenant_id, player_id)
+    )
+    return await cur.fetchone() is not None
+
+
+async def holds_of(conn: Conn, tenant_id: str, player_id: str) -> list[str]:
+    """The holds raised on the player, in a fixed order."""
+    cur = await conn.execute(
+        "SELECT hold FROM compliance_holds WHERE tenant_id = %s AND player_id = %s"
+        " ORDER BY array_position(ARRAY['sanctions', 'geo_block', 'withdrawal_limit', 'aml'],"
+        "                         hold)",
+        (tenant_id, player_id),
+    )
+    return [str(r[0]) for r in await cur.fetchall()]
+
+
+async def set_hold(
+    conn: Conn, tenant_id: str, player_id: str, hold: str, active: bool, reason: str, key: str
+) -> None:
+    """Raise or lift one hold and append its audit row (no result read)."""
+    if active:
+        await conn.execute(
+            "INSERT INTO compliance_holds (tenant_id, player_id, hold, reason)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id, player_id, hold)"
+            " DO UPDATE SET reason = EXCLUDED.reason",
+            (tenant_id, player_id, hold, reason),
+        )
+    else:
+        await conn.execute(
+            "DELETE FROM compliance_holds WHERE tenant_id = %s AND player_id = %s AND hold = %s",
+            (tenant_id, player_id, hold),
+        )
+    await conn.execute(
+        "INSERT INTO compliance_hold_changes (tenant_id, change_id, player_id, hold, active,"
+        " idempotency_key, reason) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (tenant_id, uuid.uuid4(), player_id, hold, active, key, reason),
+    )
+
+
+async def requeue_lifted(conn: Conn, limit: int) -> list[uuid.UUID]:
+    """Put back to `requested` (due now) up to `limit` failed wins whose failure reason is one
+    of LIFTABLE_REASONS and whose player now has no hold and is active (or unknown)."""
+    cur = await conn.execute(
+        "WITH lifted AS (SELECT w.win_id FROM jp_wins w"
+        "  WHERE w.payout_state = 'failed' AND w.failure_reason = ANY(%s)"
+        "    AND NOT EXISTS (SELECT 1 FROM compliance_holds h"
+        "                     WHERE h.tenant_id = w.tenant_id AND h.player_id = w.player_id)"
+        "    AND coalesce((SELECT p.status FROM players p WHERE p.tenant_id = w.tenant_id"
+        "                  AND p.player_id = w.player_id), 'active') = 'active'"
+        "  LIMIT %s FOR UPDATE SKIP LOCKED)"
+        " UPDATE jp_wins w SET payout_state = 'requested', failure_reason = '',"
+        "   next_attempt_at = clock_timestamp()"
+        "  FROM lifted WHERE w.win_id = lifted.win_id RETURNING w.win_id",
+        (list(LIFTABLE_REASONS), limit),
+    )
+    ids = [r[0] for r in await cur.fetchall()]
+    for win_id in ids:
+        await conn.execute(
+            "INSERT INTO jp_payout_steps (win_id, step, detail)"
+            " VALUES (%s, 'requested', 'cause lifted')",
+            (win_id,),
+        )
+    return ids

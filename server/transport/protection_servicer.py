@@ -13,6 +13,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from server.errors import invalid
 from server.idempotency import RequestKey
+from server.jackpot import review
 from server.money import Money as DomainMoney
 from server.money import check_amount, check_currency
 from server.store.limits_sql import Exclusion
@@ -134,6 +135,15 @@ def exclusion_out(e: Exclusion) -> pb.Exclusion:
     if e.until is not None:
         out.end_time.CopyFrom(_ts(e.until))
     return out
+
+
+_HOLD_FROM_PB = {
+    pb.COMPLIANCE_HOLD_SANCTIONS: "sanctions",
+    pb.COMPLIANCE_HOLD_GEO_BLOCK: "geo_block",
+    pb.COMPLIANCE_HOLD_WITHDRAWAL_LIMIT: "withdrawal_limit",
+    pb.COMPLIANCE_HOLD_AML: "aml",
+}
+_HOLD_TO_PB = {v: k for k, v in _HOLD_FROM_PB.items()}
 
 
 def _settings_out(s: Settings) -> pb.ProtectionSettings:
@@ -318,3 +328,33 @@ class ProtectionRpcs:
             check_id(request.tenant_id, "tenant_id"), check_id(request.player_id, "player_id")
         )
         return pb.GetExclusionResponse(exclusion=exclusion_out(e))
+
+    @guarded
+    async def SetComplianceHold(
+        self, request: pb.SetComplianceHoldRequest, context: Ctx
+    ) -> pb.SetComplianceHoldResponse:
+        """Raise or lift a payout hold (see server.jackpot.review.set_hold)."""
+        tenant = check_id(request.tenant_id, "tenant_id")
+        player = check_id(request.player_id, "player_id")
+        idem = check_id(request.idempotency_key, "idempotency_key")
+        if request.hold not in _HOLD_FROM_PB:
+            raise invalid("hold", "INVALID_HOLD", "hold must be sanctions, geo-block, ...")
+        hold = _HOLD_FROM_PB[request.hold]
+        reason = check_text(request.reason, "reason")
+        active = request.active
+
+        def ok(holds: list[str]) -> bytes:
+            return pb.SetComplianceHoldResponse(
+                holds=[_HOLD_TO_PB[h] for h in holds]
+            ).SerializeToString(deterministic=True)
+
+        body = request.SerializeToString(deterministic=True)
+        reply = await self.wallet.execute(
+            RequestKey.of(tenant, idem, "SetComplianceHold", body),
+            lambda conn: review.set_hold(conn, tenant, player, hold, active, reason, idem),
+            ok,
+            encode_error,
+        )
+        if reply.code != 0:
+            await abort_with(context, reply.payload)
+        return pb.SetComplianceHoldResponse.FromString(reply.payload)

@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.jackpot.conftest import contribution, create, tier
 from tests.jackpot.test_payout import balance, credits_for, hit, wait_state
-from tests.rpc import error_info, fails, key
+from tests.rpc import error_info, eur, fails, key
 
 
 async def set_threshold(wallet: WalletServiceStub, tenant: str, threshold: int) -> None:
@@ -137,3 +137,61 @@ async def test_a_win_at_the_threshold_is_credited_at_once(
         grpc.StatusCode.NOT_FOUND,
         "REVIEW_NOT_FOUND",
     )
+
+
+async def test_compliance_holds_are_distinct_reasons_and_lifting_pays_the_win(
+    jackpot: JackpotServiceStub, wallet: WalletServiceStub, tenant: str, pool: AsyncConnectionPool
+) -> None:
+    holds = (
+        (wpb.COMPLIANCE_HOLD_SANCTIONS, "SANCTIONS_HIT"),
+        (wpb.COMPLIANCE_HOLD_GEO_BLOCK, "GEO_BLOCKED"),
+        (wpb.COMPLIANCE_HOLD_WITHDRAWAL_LIMIT, "WITHDRAWAL_LIMIT_EXCEEDED"),
+        (wpb.COMPLIANCE_HOLD_AML, "AML_HOLD"),
+    )
+    for hold, reason in holds:
+        player = f"p-{reason.lower()}"
+        await wallet.Credit(
+            wpb.CreditRequest(
+                tenant_id=tenant, player_id=player, idempotency_key=key(), amount=eur(1)
+            )
+        )
+        raised = await wallet.SetComplianceHold(
+            wpb.SetComplianceHoldRequest(
+                tenant_id=tenant, player_id=player, idempotency_key=key(), hold=hold, active=True
+            )
+        )
+        assert list(raised.holds) == [hold]
+        j = await create(jackpot, tenant, tier(seed_minor_units=900))
+        win = await hit(jackpot, tenant, j.pools[0].pool_id, player)
+        failed = await wait_state(jackpot, tenant, win.win_id, pb.PAYOUT_STATE_FAILED)
+        assert failed.failure_reason == reason
+        assert await credits_for(pool, tenant, win.win_id) == 0
+        lifted = await wallet.SetComplianceHold(
+            wpb.SetComplianceHoldRequest(
+                tenant_id=tenant, player_id=player, idempotency_key=key(), hold=hold, active=False
+            )
+        )
+        assert list(lifted.holds) == []
+        # no Payout call: the retrier finds the lifted cause and pays the win once
+        await wait_state(jackpot, tenant, win.win_id, pb.PAYOUT_STATE_CREDITED, seconds=15)
+        assert await balance(wallet, tenant, player) == 901
+        assert await credits_for(pool, tenant, win.win_id) == 1
+    await fails(
+        wallet.SetComplianceHold(
+            wpb.SetComplianceHoldRequest(
+                tenant_id=tenant, player_id="nobody", idempotency_key=key(), hold=1, active=True
+            )
+        ),
+        grpc.StatusCode.NOT_FOUND,
+        "PLAYER_NOT_FOUND",
+    )
+    exc = await fails(
+        wallet.SetComplianceHold(
+            wpb.SetComplianceHoldRequest(
+                tenant_id=tenant, player_id="nobody", idempotency_key=key(), hold=0, active=True
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_HOLD",
+    )
+    assert error_info(exc).metadata["field"] == "hold"

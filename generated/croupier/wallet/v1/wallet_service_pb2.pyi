@@ -239,6 +239,38 @@ EXCLUSION_KIND_CLOSURE: ExclusionKind.ValueType  # 3
 """The account is closed: no bets, no deposits; withdrawals allowed. Permanent."""
 Global___ExclusionKind: _TypeAlias = ExclusionKind  # noqa: Y015
 
+class _ComplianceHold:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ComplianceHoldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ComplianceHold.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPLIANCE_HOLD_UNSPECIFIED: _ComplianceHold.ValueType  # 0
+    """Not set."""
+    COMPLIANCE_HOLD_SANCTIONS: _ComplianceHold.ValueType  # 1
+    """A sanctions list match: `SANCTIONS_HIT`."""
+    COMPLIANCE_HOLD_GEO_BLOCK: _ComplianceHold.ValueType  # 2
+    """The player is in a blocked jurisdiction: `GEO_BLOCKED`."""
+    COMPLIANCE_HOLD_WITHDRAWAL_LIMIT: _ComplianceHold.ValueType  # 3
+    """The player's withdrawal limit is reached: `WITHDRAWAL_LIMIT_EXCEEDED`."""
+    COMPLIANCE_HOLD_AML: _ComplianceHold.ValueType  # 4
+    """An AML investigation is open: `AML_HOLD`."""
+
+class ComplianceHold(_ComplianceHold, metaclass=_ComplianceHoldEnumTypeWrapper):
+    """A compliance cause that withholds a player's payouts."""
+
+COMPLIANCE_HOLD_UNSPECIFIED: ComplianceHold.ValueType  # 0
+"""Not set."""
+COMPLIANCE_HOLD_SANCTIONS: ComplianceHold.ValueType  # 1
+"""A sanctions list match: `SANCTIONS_HIT`."""
+COMPLIANCE_HOLD_GEO_BLOCK: ComplianceHold.ValueType  # 2
+"""The player is in a blocked jurisdiction: `GEO_BLOCKED`."""
+COMPLIANCE_HOLD_WITHDRAWAL_LIMIT: ComplianceHold.ValueType  # 3
+"""The player's withdrawal limit is reached: `WITHDRAWAL_LIMIT_EXCEEDED`."""
+COMPLIANCE_HOLD_AML: ComplianceHold.ValueType  # 4
+"""An AML investigation is open: `AML_HOLD`."""
+Global___ComplianceHold: _TypeAlias = ComplianceHold  # noqa: Y015
+
 @_typing.final
 class Balance(_message.Message):
     """The balances of one player account (one currency) after an operation."""
@@ -1901,3 +1933,69 @@ class GetExclusionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetExclusionResponse: _TypeAlias = GetExclusionResponse  # noqa: Y015
+
+@_typing.final
+class SetComplianceHoldRequest(_message.Message):
+    """Request for SetComplianceHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    HOLD_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    hold: Global___ComplianceHold.ValueType
+    """The cause."""
+    active: _builtins.bool
+    """True to raise it, false to lift it."""
+    reason: _builtins.str
+    """Why (free text for the audit trail)."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        hold: Global___ComplianceHold.ValueType = ...,
+        active: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "hold", b"hold", "idempotency_key", b"idempotency_key", "player_id", b"player_id", "reason", b"reason", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetComplianceHoldRequest: _TypeAlias = SetComplianceHoldRequest  # noqa: Y015
+
+@_typing.final
+class SetComplianceHoldResponse(_message.Message):
+    """Response for SetComplianceHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def holds(self) -> _containers.RepeatedScalarFieldContainer[Global___ComplianceHold.ValueType]:
+        """Every hold raised on the player after the change."""
+
+    def __init__(
+        self,
+        *,
+        holds: _abc.Iterable[Global___ComplianceHold.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holds", b"holds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetComplianceHoldResponse: _TypeAlias = SetComplianceHoldResponse  # noqa: Y015

@@ -128,6 +128,11 @@ class WalletServiceStub:
                 request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionRequest.SerializeToString,
                 response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionResponse.FromString,
                 _registered_method=True)
+        self.SetComplianceHold = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/SetComplianceHold',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldResponse.FromString,
+                _registered_method=True)
 
 
 class WalletServiceServicer:
@@ -305,6 +310,18 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetComplianceHold(self, request, context):
+        """Raises or lifts a compliance hold on the player's payouts (docs/aml-review.md): while one is
+        raised, a jackpot payout to the player is not credited and is recorded as
+        `PAYOUT_STATE_FAILED` with the hold's reason (`SANCTIONS_HIT`, `GEO_BLOCKED`,
+        `WITHDRAWAL_LIMIT_EXCEEDED`, `AML_HOLD`); the win stays owed and is retried by itself once
+        every cause is lifted. Errors: INVALID_ARGUMENT for an unset flag; NOT_FOUND
+        `PLAYER_NOT_FOUND`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WalletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -392,6 +409,11 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     servicer.GetExclusion,
                     request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionRequest.FromString,
                     response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionResponse.SerializeToString,
+            ),
+            'SetComplianceHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetComplianceHold,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -862,6 +884,33 @@ class WalletService:
             '/croupier.wallet.v1.WalletService/GetExclusion',
             croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionRequest.SerializeToString,
             croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetComplianceHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/SetComplianceHold',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -135,6 +135,14 @@ class WalletServiceStub:
     """Returns the player's exclusion (`active` false once a timed one ended).
     Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`.
     """
+    SetComplianceHold: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.SetComplianceHoldRequest, _wallet_service_pb2.SetComplianceHoldResponse]
+    """Raises or lifts a compliance hold on the player's payouts (docs/aml-review.md): while one is
+    raised, a jackpot payout to the player is not credited and is recorded as
+    `PAYOUT_STATE_FAILED` with the hold's reason (`SANCTIONS_HIT`, `GEO_BLOCKED`,
+    `WITHDRAWAL_LIMIT_EXCEEDED`, `AML_HOLD`); the win stays owed and is retried by itself once
+    every cause is lifted. Errors: INVALID_ARGUMENT for an unset flag; NOT_FOUND
+    `PLAYER_NOT_FOUND`.
+    """
 
 @_typing.type_check_only
 class WalletServiceAsyncStub(WalletServiceStub):
@@ -242,6 +250,14 @@ class WalletServiceAsyncStub(WalletServiceStub):
     GetExclusion: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GetExclusionRequest, _wallet_service_pb2.GetExclusionResponse]  # type: ignore[assignment]
     """Returns the player's exclusion (`active` false once a timed one ended).
     Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`.
+    """
+    SetComplianceHold: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.SetComplianceHoldRequest, _wallet_service_pb2.SetComplianceHoldResponse]  # type: ignore[assignment]
+    """Raises or lifts a compliance hold on the player's payouts (docs/aml-review.md): while one is
+    raised, a jackpot payout to the player is not credited and is recorded as
+    `PAYOUT_STATE_FAILED` with the hold's reason (`SANCTIONS_HIT`, `GEO_BLOCKED`,
+    `WITHDRAWAL_LIMIT_EXCEEDED`, `AML_HOLD`); the win stays owed and is retried by itself once
+    every cause is lifted. Errors: INVALID_ARGUMENT for an unset flag; NOT_FOUND
+    `PLAYER_NOT_FOUND`.
     """
 
 class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -449,6 +465,20 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_service_pb2.GetExclusionResponse, _abc.Awaitable[_wallet_service_pb2.GetExclusionResponse]]:
         """Returns the player's exclusion (`active` false once a timed one ended).
         Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`.
+        """
+
+    @_abc_1.abstractmethod
+    def SetComplianceHold(
+        self,
+        request: _wallet_service_pb2.SetComplianceHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.SetComplianceHoldResponse, _abc.Awaitable[_wallet_service_pb2.SetComplianceHoldResponse]]:
+        """Raises or lifts a compliance hold on the player's payouts (docs/aml-review.md): while one is
+        raised, a jackpot payout to the player is not credited and is recorded as
+        `PAYOUT_STATE_FAILED` with the hold's reason (`SANCTIONS_HIT`, `GEO_BLOCKED`,
+        `WITHDRAWAL_LIMIT_EXCEEDED`, `AML_HOLD`); the win stays owed and is retried by itself once
+        every cause is lifted. Errors: INVALID_ARGUMENT for an unset flag; NOT_FOUND
+        `PLAYER_NOT_FOUND`.
         """
 
 def add_WalletServiceServicer_to_server(servicer: WalletServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
