@@ -240,7 +240,7 @@ async def _refuse(
     )
     return _precondition(
         _REASONS[kind],
-        f"the {window.value}ly {kind.value} limit of {limit} minor units leaves {remaining}",
+        f"the {kind.value} limit per {window.value} of {limit} minor units leaves {remaining}",
         limit=str(limit),
         window=window.value,
         remaining=str(remaining),
