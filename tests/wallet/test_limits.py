@@ -14,6 +14,7 @@ from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
 
 from server.store import limits_sql
+from server.telemetry import BATCH_SIZE
 from tests.rpc import error_info, eur, fails, key
 
 FP = grpc.StatusCode.FAILED_PRECONDITION
@@ -249,7 +250,7 @@ CONCURRENT = 100
 
 
 async def test_concurrent_bets_cannot_pass_a_limit_together(
-    wallet: WalletServiceStub, tenant: str
+    wallet: WalletServiceStub, tenant: str, pool: AsyncConnectionPool
 ) -> None:
     """100 concurrent bets of 10 against a wager limit of 500 (balance 10,000): exactly 50
     pass, 50 are WAGER_LIMIT_EXCEEDED, the balance is exact (the bets share group commits)."""
@@ -263,10 +264,31 @@ async def test_concurrent_bets_cannot_pass_a_limit_together(
         except grpc.aio.AioRpcError as exc:
             return error_info(exc).reason
 
+    before = _batches()
     outcomes = await asyncio.gather(*(one(i) for i in range(CONCURRENT)))
     assert outcomes.count("ok") == 50
     assert outcomes.count("WAGER_LIMIT_EXCEEDED") == 50
     assert await available(wallet, tenant) == 10_000 - 500
+    count, total = (a - b for a, b in zip(_batches(), before, strict=True))
+    assert total > count, "the bets never shared a group-commit batch"
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM outbox WHERE tenant_id = %s AND event_type = %s",
+            (tenant, "rg.limit.hit"),
+        )
+        row = await cur.fetchone()
+    assert row is not None and row[0] == 50  # one event per refused bet, none for the others
+
+
+def _batches() -> tuple[float, float]:
+    """(batches, requests) of wallet group commits so far in this process."""
+    samples = {
+        s.name: s.value
+        for metric in BATCH_SIZE.collect()
+        for s in metric.samples
+        if s.labels.get("kind") == "wallet" and s.name.endswith(("_count", "_sum"))
+    }
+    return samples["croupier_batch_size_count"], samples["croupier_batch_size_sum"]
 
 
 async def test_bad_limit_input_is_refused_and_nothing_written(
