@@ -16,9 +16,12 @@ from typing import Any
 from server.errors import DomainError, ErrorCode
 from server.events.outbox import append_event, money
 from server.jackpot.model import WinRow
+from server.money import Money
 from server.store import aml_sql
 from server.store.aml_sql import ReviewRow
 from server.store.wallet_sql import Conn
+from server.wallet.ledger import Wallet
+from server.wallet.model import Caller, RoundRef, Transfer
 
 REJECTED_REASON = "AML_REJECTED"
 
@@ -27,10 +30,19 @@ def _aggregate(review: ReviewRow) -> str:
     return f"review:{review.tenant_id}:{review.review_id}"
 
 
-def _payload(review: ReviewRow, **extra: Any) -> dict[str, Any]:
+def payload(review: ReviewRow, **extra: Any) -> dict[str, Any]:
+    """The body of an `aml.alert.*` event about `review` (a win's or a held Credit's)."""
+    subject: dict[str, Any] = (
+        {"subject": "jackpot_win", "win_id": str(review.win_id)}
+        if review.win_id is not None
+        else {
+            "subject": "credit",
+            "credit_idempotency_key": (review.credit_request or {}).get("idempotency_key", ""),
+        }
+    )
     return {
         "review_id": str(review.review_id),
-        "win_id": str(review.win_id),
+        **subject,
         "player_id": review.player_id,
         "amount": money(review.amount, review.currency),
         "threshold": money(review.threshold, review.currency),
@@ -64,7 +76,7 @@ async def withheld(conn: Conn, win: WinRow) -> bool:
                 "aml.alert.opened",
                 aggregate=_aggregate(opened),
                 tenant_id=win.tenant_id,
-                payload=_payload(
+                payload=payload(
                     opened,
                     pool_id=win.pool_id,
                     cycle=win.cycle,
@@ -75,9 +87,17 @@ async def withheld(conn: Conn, win: WinRow) -> bool:
 
 
 async def decide(
-    conn: Conn, tenant_id: str, review_id: uuid.UUID, approve: bool, reason: str, key: str
+    conn: Conn,
+    wallet: Wallet,
+    tenant_id: str,
+    review_id: uuid.UUID,
+    approve: bool,
+    reason: str,
+    key: str,
 ) -> ReviewRow:
-    """Approve or reject a review (see the module doc).
+    """Approve or reject a review (see the module doc). Approving a held Credit credits it in
+    this transaction, under the idempotency key `aml-review-<review_id>` (once: a review is
+    approved once); rejecting it leaves nothing credited.
 
     Errors: NOT_FOUND `REVIEW_NOT_FOUND`; FAILED_PRECONDITION `REVIEW_ALREADY_DECIDED` (an
     approved review, or a rejected one being rejected again).
@@ -94,7 +114,10 @@ async def decide(
         )
     state = "approved" if approve else "rejected"
     decided = await aml_sql.decide(conn, tenant_id, review_id, state, reason, key)
-    if approve:
+    if review.win_id is None:
+        if approve:
+            await _credit_held(conn, wallet, review)
+    elif approve:
         await aml_sql.release_win(conn, review.win_id, "review_approved", reason)
     else:
         await aml_sql.reject_win(conn, review.win_id, REJECTED_REASON, reason)
@@ -103,9 +126,27 @@ async def decide(
         "aml.alert.resolved",
         aggregate=_aggregate(decided),
         tenant_id=tenant_id,
-        payload=_payload(decided, decision=state, reason=reason),
+        payload=payload(decided, decision=state, reason=reason),
     )
     return decided
+
+
+async def _credit_held(conn: Conn, wallet: Wallet, review: ReviewRow) -> None:
+    request = review.credit_request or {}
+    metadata = {**request.get("metadata", {}), "aml_review_id": str(review.review_id)}
+    await wallet.credit(
+        conn,
+        Transfer(
+            Caller(review.tenant_id, review.player_id, f"aml-review-{review.review_id}"),
+            RoundRef(
+                request.get("bet_id", ""),
+                request.get("round_id", ""),
+                request.get("game_id", ""),
+                metadata,
+            ),
+            Money(review.amount, review.currency),
+        ),
+    )
 
 
 HOLD_REASONS = {

@@ -6,6 +6,7 @@ Functions take an open connection inside the caller's transaction; no business r
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,7 @@ class ReviewRow:
 
     tenant_id: str
     review_id: uuid.UUID
-    win_id: uuid.UUID
+    win_id: uuid.UUID | None
     player_id: str
     currency: str
     amount: int
@@ -29,11 +30,13 @@ class ReviewRow:
     decision_reason: str
     opened_at: datetime
     decided_at: datetime | None
+    # a held Credit: idempotency_key, round_id, bet_id, game_id, metadata (win_id is None)
+    credit_request: dict[str, Any] | None = None
 
 
 _COLUMNS = (
     "tenant_id, review_id, win_id, player_id, currency, amount, threshold, state,"
-    " decision_reason, opened_at, decided_at"
+    " decision_reason, opened_at, decided_at, credit_request"
 )
 
 
@@ -50,6 +53,7 @@ def _review(row: tuple[Any, ...]) -> ReviewRow:
         str(row[8]),
         row[9],
         row[10],
+        row[11],
     )
 
 
@@ -114,6 +118,46 @@ async def open_review(
     )
     row = await cur.fetchone()
     return None if row is None else _review(row)
+
+
+async def open_credit_review(
+    conn: Conn,
+    *,
+    tenant_id: str,
+    player_id: str,
+    currency: str,
+    amount: int,
+    threshold: int,
+    credit_request: dict[str, Any],
+) -> ReviewRow:
+    """Open the review of a held Credit."""
+    cur = await conn.execute(
+        "INSERT INTO aml_reviews (tenant_id, review_id, player_id, currency, amount, threshold,"
+        " state, credit_request) VALUES (%s, %s, %s, %s, %s, %s, 'open', %s)"
+        f" RETURNING {_COLUMNS}",
+        (
+            tenant_id,
+            uuid.uuid4(),
+            player_id,
+            currency,
+            amount,
+            threshold,
+            json.dumps(credit_request, sort_keys=True),
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return _review(row)
+
+
+async def threshold(conn: Conn, tenant_id: str, currency: str) -> int | None:
+    """The tenant's threshold in `currency`, if any."""
+    cur = await conn.execute(
+        "SELECT threshold FROM aml_thresholds WHERE tenant_id = %s AND currency = %s",
+        (tenant_id, currency),
+    )
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
 
 
 async def lock_review(conn: Conn, tenant_id: str, review_id: uuid.UUID) -> ReviewRow | None:

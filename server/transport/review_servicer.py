@@ -46,7 +46,8 @@ def review_out(r: ReviewRow) -> pb.Review:
     """ReviewRow -> proto Review."""
     out = pb.Review(
         review_id=str(r.review_id),
-        win_id=str(r.win_id),
+        win_id="" if r.win_id is None else str(r.win_id),
+        credit_idempotency_key=(r.credit_request or {}).get("idempotency_key", ""),
         player_id=r.player_id,
         amount=money_pb2.Money(minor_units=r.amount, currency=r.currency),
         threshold=money_pb2.Money(minor_units=r.threshold, currency=r.currency),
@@ -108,14 +109,17 @@ class ReviewRpcs:
         body = request.SerializeToString(deterministic=True)
         reply = await self.saga.wallet.execute(
             RequestKey.of(tenant, idem, method, body),
-            lambda conn: review.decide(conn, tenant, review_id, approve, reason, idem),
+            lambda conn: review.decide(
+                conn, self.saga.wallet, tenant, review_id, approve, reason, idem
+            ),
             ok,
             encode_error,
         )
         if reply.code != 0:
             await abort_with(context, reply.payload)
-        if approve:  # credit now (exactly once by the saga's key); else the retrier does
-            win_id = uuid.UUID(response.FromString(reply.payload).review.win_id)
+        decided = response.FromString(reply.payload).review
+        if approve and decided.win_id:  # credit now (once, by the saga's key), else the retrier
+            win_id = uuid.UUID(decided.win_id)
             try:
                 await self.saga.pay(win_id, tenant)
             except Exception:

@@ -588,7 +588,9 @@ class Wallet:
         overflow (INVALID_ARGUMENT AMOUNT_OVERFLOW: available + held + amount past 2^63-1) and,
         for a deposit (`cmd.reason` "deposit"), an excluded player (FAILED_PRECONDITION
         PLAYER_SELF_EXCLUDED, PLAYER_COOLING_OFF, ACCOUNT_CLOSED) or a deposit limit
-        (DEPOSIT_LIMIT_EXCEEDED; docs/responsible-gaming.md). A "win" counts against losses.
+        (DEPOSIT_LIMIT_EXCEEDED; docs/responsible-gaming.md). A "win" counts against losses. A
+        "payout" above the tenant's AML threshold is withheld for review: FAILED_PRECONDITION
+        PAYOUT_UNDER_REVIEW (docs/aml-review.md).
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
         if cmd.reason == "deposit":  # an excluded player's deposit opens no account either
@@ -604,6 +606,8 @@ class Wallet:
             await protection.take_deposit(conn, c, currency, amount, rg)
         elif cmd.reason == "win":
             await protection.count(conn, c.tenant_id, c.player_id, currency, wins=amount)
+        elif cmd.reason == "payout":
+            await protection.hold_payout(conn, c, cmd.ref, currency, amount)
         tx = await self._journal(conn, c, "credit", cmd.amount, _with_reason(cmd, "credit"))
         await wallet_sql.insert_postings(
             conn,

@@ -28,7 +28,7 @@ from server.money import Money
 from server.store import aml_sql, limits_sql
 from server.store.limits_sql import CheckState, LimitRow, Windows
 from server.store.wallet_sql import Conn
-from server.wallet.model import Caller
+from server.wallet.model import Caller, RoundRef
 
 
 class LimitKind(enum.Enum):
@@ -296,6 +296,55 @@ async def take_deposit(
                 "deposit",
             )
     await limits_sql.add_usage(conn, caller.tenant_id, caller.player_id, currency, deposits=amount)
+
+
+async def hold_payout(
+    conn: Conn, caller: Caller, ref: RoundRef, currency: str, amount: int
+) -> None:
+    """Withhold a Credit with reason payout above the tenant's AML review threshold of
+    `currency`: open a review carrying the credit and write `aml.alert.opened`, then raise
+    FAILED_PRECONDITION `PAYOUT_UNDER_REVIEW` (metadata review_id, threshold). Call after every
+    other check of the credit (docs/aml-review.md)."""
+    threshold = await aml_sql.threshold(conn, caller.tenant_id, currency)
+    if threshold is None or amount <= threshold:
+        return
+    review = await aml_sql.open_credit_review(
+        conn,
+        tenant_id=caller.tenant_id,
+        player_id=caller.player_id,
+        currency=currency,
+        amount=amount,
+        threshold=threshold,
+        credit_request={
+            "idempotency_key": caller.idempotency_key,
+            "bet_id": ref.bet_id,
+            "round_id": ref.round_id,
+            "game_id": ref.game_id,
+            "metadata": ref.metadata,
+        },
+    )
+    body = {
+        "review_id": str(review.review_id),
+        "subject": "credit",
+        "credit_idempotency_key": caller.idempotency_key,
+        "player_id": caller.player_id,
+        "amount": event_money(amount, currency),
+        "threshold": event_money(threshold, currency),
+        "reason": "PAYOUT_ABOVE_THRESHOLD",
+    }
+    await append_event(
+        conn,
+        "aml.alert.opened",
+        aggregate=f"review:{caller.tenant_id}:{review.review_id}",
+        tenant_id=caller.tenant_id,
+        payload=body,
+    )
+    raise _precondition(
+        "PAYOUT_UNDER_REVIEW",
+        "the payout is above the AML review threshold: an admin must approve it",
+        review_id=str(review.review_id),
+        threshold=str(threshold),
+    )
 
 
 async def count(

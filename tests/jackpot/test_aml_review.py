@@ -195,3 +195,72 @@ async def test_compliance_holds_are_distinct_reasons_and_lifting_pays_the_win(
         "INVALID_HOLD",
     )
     assert error_info(exc).metadata["field"] == "hold"
+
+
+async def test_a_payout_credit_above_the_threshold_waits_for_review(
+    jackpot: JackpotServiceStub, wallet: WalletServiceStub, tenant: str, pool: AsyncConnectionPool
+) -> None:
+    await set_threshold(wallet, tenant, 5_000)
+    await wallet.Credit(
+        wpb.CreditRequest(tenant_id=tenant, player_id="big", idempotency_key=key(), amount=eur(1))
+    )
+    small = wpb.CreditRequest(
+        tenant_id=tenant,
+        player_id="big",
+        idempotency_key=key(),
+        amount=eur(5_000),
+        reason=wpb.CREDIT_REASON_PAYOUT,
+    )
+    await wallet.Credit(small)  # at the threshold: credited
+    held = wpb.CreditRequest(
+        tenant_id=tenant,
+        player_id="big",
+        idempotency_key="payout-7",
+        amount=eur(7_000),
+        reason=wpb.CREDIT_REASON_PAYOUT,
+        round_id="r-7",
+    )
+    exc = await fails(
+        wallet.Credit(held), grpc.StatusCode.FAILED_PRECONDITION, "PAYOUT_UNDER_REVIEW"
+    )
+    review_id = error_info(exc).metadata["review_id"]
+    again = await fails(
+        wallet.Credit(held), grpc.StatusCode.FAILED_PRECONDITION, "PAYOUT_UNDER_REVIEW"
+    )
+    assert error_info(again).metadata["review_id"] == review_id  # replayed, no second review
+    listed = await jackpot.ListReviews(pb.ListReviewsRequest(tenant_id=tenant))
+    assert [(r.review_id, r.credit_idempotency_key, r.win_id) for r in listed.reviews] == [
+        (review_id, "payout-7", "")
+    ]
+    assert await balance(wallet, tenant, "big") == 5_001
+    rejected = wpb.CreditRequest(
+        tenant_id=tenant,
+        player_id="big",
+        idempotency_key="payout-8",
+        amount=eur(9_000),
+        reason=wpb.CREDIT_REASON_PAYOUT,
+    )
+    exc = await fails(
+        wallet.Credit(rejected), grpc.StatusCode.FAILED_PRECONDITION, "PAYOUT_UNDER_REVIEW"
+    )
+    await jackpot.RejectReview(
+        pb.RejectReviewRequest(
+            tenant_id=tenant,
+            idempotency_key=key(),
+            review_id=error_info(exc).metadata["review_id"],
+            reason="fraud",
+        )
+    )
+    approve = pb.ApproveReviewRequest(
+        tenant_id=tenant, idempotency_key=key(), review_id=review_id, reason="ok"
+    )
+    await asyncio.gather(*(jackpot.ApproveReview(approve) for _ in range(3)))
+    assert await balance(wallet, tenant, "big") == 5_001 + 7_000
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*), min(metadata->>'aml_review_id') FROM transactions"
+            " WHERE tenant_id = %s AND idempotency_key = %s",
+            (tenant, f"aml-review-{review_id}"),
+        )
+        row = await cur.fetchone()
+    assert row == (1, review_id)

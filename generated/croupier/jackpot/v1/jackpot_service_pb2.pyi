@@ -1975,6 +1975,7 @@ class Review(_message.Message):
     DECISION_REASON_FIELD_NUMBER: _builtins.int
     OPEN_TIME_FIELD_NUMBER: _builtins.int
     DECIDE_TIME_FIELD_NUMBER: _builtins.int
+    CREDIT_IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     review_id: _builtins.str
     """The review."""
     win_id: _builtins.str
@@ -1985,6 +1986,10 @@ class Review(_message.Message):
     """The state."""
     decision_reason: _builtins.str
     """The reason given with the decision."""
+    credit_idempotency_key: _builtins.str
+    """For a held Credit (reason payout) instead of a win: the Credit's idempotency key; `win_id`
+    is then empty. Approved, it is credited under the key `aml-review-<review_id>`.
+    """
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
         """The amount withheld."""
@@ -2013,10 +2018,11 @@ class Review(_message.Message):
         decision_reason: _builtins.str = ...,
         open_time: _timestamp_pb2.Timestamp | None = ...,
         decide_time: _timestamp_pb2.Timestamp | None = ...,
+        credit_idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "decide_time", b"decide_time", "open_time", b"open_time", "threshold", b"threshold"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "decide_time", b"decide_time", "decision_reason", b"decision_reason", "open_time", b"open_time", "player_id", b"player_id", "review_id", b"review_id", "state", b"state", "threshold", b"threshold", "win_id", b"win_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "credit_idempotency_key", b"credit_idempotency_key", "decide_time", b"decide_time", "decision_reason", b"decision_reason", "open_time", b"open_time", "player_id", b"player_id", "review_id", b"review_id", "state", b"state", "threshold", b"threshold", "win_id", b"win_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

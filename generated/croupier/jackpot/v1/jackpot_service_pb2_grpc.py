@@ -277,7 +277,8 @@ class JackpotServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListReviews(self, request, context):
-        """Lists the tenant's AML reviews of payouts (docs/aml-review.md), newest first; optionally
+        """Lists the tenant's AML reviews of payouts (jackpot wins and Credits with reason payout
+        above the tenant's threshold; docs/aml-review.md), newest first; optionally
         only those in one state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -102,7 +102,8 @@ class JackpotServiceStub:
     Reconcile: _grpc.UnaryUnaryMultiCallable[_jackpot_service_pb2.ReconcileRequest, _jackpot_service_pb2.ReconcileResponse]
     """Reconciles every pool the tenant owns: seed + carried + contributions - wins = amount."""
     ListReviews: _grpc.UnaryUnaryMultiCallable[_jackpot_service_pb2.ListReviewsRequest, _jackpot_service_pb2.ListReviewsResponse]
-    """Lists the tenant's AML reviews of payouts (docs/aml-review.md), newest first; optionally
+    """Lists the tenant's AML reviews of payouts (jackpot wins and Credits with reason payout
+    above the tenant's threshold; docs/aml-review.md), newest first; optionally
     only those in one state.
     """
     ApproveReview: _grpc.UnaryUnaryMultiCallable[_jackpot_service_pb2.ApproveReviewRequest, _jackpot_service_pb2.ApproveReviewResponse]
@@ -191,7 +192,8 @@ class JackpotServiceAsyncStub(JackpotServiceStub):
     Reconcile: _aio.UnaryUnaryMultiCallable[_jackpot_service_pb2.ReconcileRequest, _jackpot_service_pb2.ReconcileResponse]  # type: ignore[assignment]
     """Reconciles every pool the tenant owns: seed + carried + contributions - wins = amount."""
     ListReviews: _aio.UnaryUnaryMultiCallable[_jackpot_service_pb2.ListReviewsRequest, _jackpot_service_pb2.ListReviewsResponse]  # type: ignore[assignment]
-    """Lists the tenant's AML reviews of payouts (docs/aml-review.md), newest first; optionally
+    """Lists the tenant's AML reviews of payouts (jackpot wins and Credits with reason payout
+    above the tenant's threshold; docs/aml-review.md), newest first; optionally
     only those in one state.
     """
     ApproveReview: _aio.UnaryUnaryMultiCallable[_jackpot_service_pb2.ApproveReviewRequest, _jackpot_service_pb2.ApproveReviewResponse]  # type: ignore[assignment]
@@ -373,7 +375,8 @@ class JackpotServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _jackpot_service_pb2.ListReviewsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_jackpot_service_pb2.ListReviewsResponse, _abc.Awaitable[_jackpot_service_pb2.ListReviewsResponse]]:
-        """Lists the tenant's AML reviews of payouts (docs/aml-review.md), newest first; optionally
+        """Lists the tenant's AML reviews of payouts (jackpot wins and Credits with reason payout
+        above the tenant's threshold; docs/aml-review.md), newest first; optionally
         only those in one state.
         """
 

@@ -84,7 +84,10 @@ class _CreditReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CreditRe
     CREDIT_REASON_BONUS: _CreditReason.ValueType  # 4
     """A bonus: never limited."""
     CREDIT_REASON_PAYOUT: _CreditReason.ValueType  # 5
-    """A jackpot or other payout: never limited."""
+    """A jackpot or other payout: never limited. Above the tenant's AML review threshold it is not
+    credited: FAILED_PRECONDITION `PAYOUT_UNDER_REVIEW` (metadata `review_id`) until an admin
+    approves the review (JackpotService.ApproveReview), which credits it once.
+    """
 
 class CreditReason(_CreditReason, metaclass=_CreditReasonEnumTypeWrapper):
     """Why money is credited."""
@@ -100,7 +103,10 @@ CREDIT_REASON_REFUND: CreditReason.ValueType  # 3
 CREDIT_REASON_BONUS: CreditReason.ValueType  # 4
 """A bonus: never limited."""
 CREDIT_REASON_PAYOUT: CreditReason.ValueType  # 5
-"""A jackpot or other payout: never limited."""
+"""A jackpot or other payout: never limited. Above the tenant's AML review threshold it is not
+credited: FAILED_PRECONDITION `PAYOUT_UNDER_REVIEW` (metadata `review_id`) until an admin
+approves the review (JackpotService.ApproveReview), which credits it once.
+"""
 Global___CreditReason: _TypeAlias = CreditReason  # noqa: Y015
 
 class _DebitReason:

@@ -1932,7 +1932,9 @@ export enum CreditReason {
   BONUS = 4,
 
   /**
-   * A jackpot or other payout: never limited.
+   * A jackpot or other payout: never limited. Above the tenant's AML review threshold it is not
+   * credited: FAILED_PRECONDITION `PAYOUT_UNDER_REVIEW` (metadata `review_id`) until an admin
+   * approves the review (JackpotService.ApproveReview), which credits it once.
    *
    * @generated from enum value: CREDIT_REASON_PAYOUT = 5;
    */
