@@ -96,7 +96,7 @@ async def decide(
     key: str,
 ) -> ReviewRow:
     """Approve or reject a review (see the module doc). Approving a held Credit credits it in
-    this transaction, under the idempotency key `aml-review-<review_id>` (once: a review is
+    this transaction, under the idempotency key `system-aml-review-<review_id>` (once: a review is
     approved once); rejecting it leaves nothing credited.
 
     Errors: NOT_FOUND `REVIEW_NOT_FOUND`; FAILED_PRECONDITION `REVIEW_ALREADY_DECIDED` (an
@@ -137,7 +137,7 @@ async def _credit_held(conn: Conn, wallet: Wallet, review: ReviewRow) -> None:
     await wallet.credit(
         conn,
         Transfer(
-            Caller(review.tenant_id, review.player_id, f"aml-review-{review.review_id}"),
+            Caller(review.tenant_id, review.player_id, f"system-aml-review-{review.review_id}"),
             RoundRef(
                 request.get("bet_id", ""),
                 request.get("round_id", ""),

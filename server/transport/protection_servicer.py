@@ -12,7 +12,7 @@ from croupier.wallet.v1 import wallet_service_pb2 as pb
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from server.errors import invalid
-from server.idempotency import RequestKey
+from server.idempotency import RequestKey, Scope
 from server.jackpot import review
 from server.money import Money as DomainMoney
 from server.money import check_amount, check_currency
@@ -192,7 +192,9 @@ class ProtectionRpcs:
 
         body = request.SerializeToString(deterministic=True)
         reply = await self.wallet.execute(
-            RequestKey.of(caller.tenant_id, caller.idempotency_key, "SetLimit", body),
+            RequestKey.of(
+                caller.tenant_id, caller.idempotency_key, "SetLimit", body, scope=Scope.WALLET
+            ),
             lambda conn: self.wallet.protection.set_limit(conn, cmd),
             ok,
             encode_error,
@@ -260,7 +262,7 @@ class ProtectionRpcs:
 
         body = request.SerializeToString(deterministic=True)
         reply = await self.wallet.execute(
-            RequestKey.of(tenant, idem, "SetProtectionSettings", body),
+            RequestKey.of(tenant, idem, "SetProtectionSettings", body, scope=Scope.WALLET),
             lambda conn: self.wallet.protection.set_settings(conn, tenant, settings),
             ok,
             encode_error,
@@ -310,7 +312,9 @@ class ProtectionRpcs:
 
         body = request.SerializeToString(deterministic=True)
         reply = await self.wallet.execute(
-            RequestKey.of(caller.tenant_id, caller.idempotency_key, "SetExclusion", body),
+            RequestKey.of(
+                caller.tenant_id, caller.idempotency_key, "SetExclusion", body, scope=Scope.WALLET
+            ),
             lambda conn: self.wallet.protection.set_exclusion(conn, cmd),
             ok,
             encode_error,
@@ -350,7 +354,7 @@ class ProtectionRpcs:
 
         body = request.SerializeToString(deterministic=True)
         reply = await self.wallet.execute(
-            RequestKey.of(tenant, idem, "SetComplianceHold", body),
+            RequestKey.of(tenant, idem, "SetComplianceHold", body, scope=Scope.WALLET),
             lambda conn: review.set_hold(conn, tenant, player, hold, active, reason, idem),
             ok,
             encode_error,

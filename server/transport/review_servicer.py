@@ -13,7 +13,7 @@ from croupier.jackpot.v1 import jackpot_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
 from server.errors import invalid
-from server.idempotency import RequestKey
+from server.idempotency import RequestKey, Scope
 from server.jackpot import review
 from server.store import aml_sql
 from server.store.aml_sql import ReviewRow
@@ -108,7 +108,7 @@ class ReviewRpcs:
 
         body = request.SerializeToString(deterministic=True)
         reply = await self.saga.wallet.execute(
-            RequestKey.of(tenant, idem, method, body),
+            RequestKey.of(tenant, idem, method, body, scope=Scope.JACKPOT),
             lambda conn: review.decide(
                 conn, self.saga.wallet, tenant, review_id, approve, reason, idem
             ),

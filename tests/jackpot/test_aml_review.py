@@ -260,7 +260,7 @@ async def test_a_payout_credit_above_the_threshold_waits_for_review(
         cur = await conn.execute(
             "SELECT count(*), min(metadata->>'aml_review_id') FROM transactions"
             " WHERE tenant_id = %s AND idempotency_key = %s",
-            (tenant, f"aml-review-{review_id}"),
+            (tenant, f"system-aml-review-{review_id}"),
         )
         row = await cur.fetchone()
     assert row == (1, review_id)

@@ -90,12 +90,12 @@ class Model:
             return "TRANSACTION_ROLLED_BACK"
         if name == "limit":
             kind, amount = op[2], op[3]
+            self.keys[key] = KeyUse("SetLimit", None, p)  # no debit or credit to reverse
             if not self.known(p):
                 return "PLAYER_NOT_FOUND"
             current = self.limits.get((p, kind))
             if amount is not None and (current is None or amount <= current):
                 self.limits[p, kind] = amount
-            self.keys[key] = KeyUse("SetLimit", None, p)
             return "OK"
         if name == "deposit":
             if self.known(p):

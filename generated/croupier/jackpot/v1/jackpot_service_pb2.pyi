@@ -1988,7 +1988,7 @@ class Review(_message.Message):
     """The reason given with the decision."""
     credit_idempotency_key: _builtins.str
     """For a held Credit (reason payout) instead of a win: the Credit's idempotency key; `win_id`
-    is then empty. Approved, it is credited under the key `aml-review-<review_id>`.
+    is then empty. Approved, it is credited under the key `system-aml-review-<review_id>`.
     """
     @_builtins.property
     def amount(self) -> _money_pb2.Money:

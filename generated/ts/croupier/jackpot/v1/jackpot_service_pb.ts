@@ -2189,7 +2189,7 @@ export type Review = Message<"croupier.jackpot.v1.Review"> & {
 
   /**
    * For a held Credit (reason payout) instead of a win: the Credit's idempotency key; `win_id`
-   * is then empty. Approved, it is credited under the key `aml-review-<review_id>`.
+   * is then empty. Approved, it is credited under the key `system-aml-review-<review_id>`.
    *
    * @generated from field: string credit_idempotency_key = 10;
    */
