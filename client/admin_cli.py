@@ -6,6 +6,9 @@
 
 `create` prints the key once (`crp_<key_id>_<secret>`); only its SHA-256 is stored. Scopes:
 wallet:read, wallet:write, jackpot:read, jackpot:write, jackpot:admin, events:admin, admin.
+
+`croupier admin review list|approve|reject` (AML reviews of payouts, over gRPC) is in
+client/protection_cli.py.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import os
 from typing import Any
 
+from client import protection_cli
 from server.auth import SCOPES, KeyStore
 from server.store.database import open_pool
 
@@ -73,3 +77,4 @@ def register(subparsers: Any) -> None:
     revoke.add_argument("key_id")
     revoke.add_argument("--database-url", default=None)
     revoke.set_defaults(run=_revoke)
+    protection_cli.register_admin(groups)

@@ -407,6 +407,100 @@ class TransactionNotReversible(FailedPrecondition):
     REASON = "TRANSACTION_NOT_REVERSIBLE"
 
 
+# --- player protection (docs/responsible-gaming.md, docs/aml-review.md) -------------------------
+
+
+class _LimitExceeded(FailedPrecondition):
+    """A bet, stake debit or deposit would pass one of the player's limits."""
+
+    @property
+    def limit(self) -> int:
+        """The limit in minor units (metadata `limit`)."""
+        return int(self.metadata.get("limit", "0"))
+
+    @property
+    def window(self) -> str:
+        """The window: "day", "week" or "month" (metadata `window`)."""
+        return self.metadata.get("window", "")
+
+    @property
+    def remaining(self) -> int:
+        """What the window still allows, in minor units (metadata `remaining`)."""
+        return int(self.metadata.get("remaining", "0"))
+
+
+class DepositLimitExceeded(_LimitExceeded):
+    """A deposit would pass the player's deposit limit."""
+
+    REASON = "DEPOSIT_LIMIT_EXCEEDED"
+
+
+class LossLimitExceeded(_LimitExceeded):
+    """A stake would pass the player's loss limit (stakes minus wins)."""
+
+    REASON = "LOSS_LIMIT_EXCEEDED"
+
+
+class WagerLimitExceeded(_LimitExceeded):
+    """A stake would pass the player's wager limit (stakes)."""
+
+    REASON = "WAGER_LIMIT_EXCEEDED"
+
+
+class PlayerCoolingOff(FailedPrecondition):
+    """The player is in a cooling-off period (metadata `until`): no bets, no deposits."""
+
+    REASON = "PLAYER_COOLING_OFF"
+
+
+class AccountClosed(FailedPrecondition):
+    """The account is closed: no bets, no deposits; withdrawals allowed."""
+
+    REASON = "ACCOUNT_CLOSED"
+
+
+class ExclusionCannotBeShortened(FailedPrecondition):
+    """An exclusion in force can only be extended."""
+
+    REASON = "EXCLUSION_CANNOT_BE_SHORTENED"
+
+
+class PayoutUnderReview(FailedPrecondition):
+    """A payout credit above the AML threshold waits for an admin (metadata `review_id`)."""
+
+    REASON = "PAYOUT_UNDER_REVIEW"
+
+
+class LimitNotFound(NotFound):
+    """The player has no such limit."""
+
+    REASON = "LIMIT_NOT_FOUND"
+
+
+class ExclusionNotFound(NotFound):
+    """The player was never excluded."""
+
+    REASON = "EXCLUSION_NOT_FOUND"
+
+
+class CurrencyNotHeld(InvalidArgument):
+    """A limit in a currency the player holds no account in."""
+
+    REASON = "CURRENCY_NOT_HELD"
+
+
+class EndTimeInPast(InvalidArgument):
+    """An exclusion's end_time is not in the future."""
+
+    REASON = "END_TIME_IN_PAST"
+
+
+class UnknownTimeZone(InvalidArgument):
+    """Not an IANA time zone name."""
+
+    REASON = "UNKNOWN_TIME_ZONE"
+
+
 # --- authentication reasons (server.auth) --------------------------------------------------
 
 

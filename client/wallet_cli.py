@@ -10,6 +10,8 @@
     history   ListTransactions [--currency] [--page-size N] [--page-token T | --all]
     status    the player's status, or SetPlayerStatus with --set active|blocked|self_excluded
     tx        GetTransaction --id UUID
+    limits    set | show: deposit, loss and wager limits (client/protection_cli.py)
+    exclude   SetExclusion: self-exclusion, cooling-off, closure
 
 Amounts are decimal strings converted exactly to minor units of `--currency` with
 `server.money.parse_decimal`: "10.005" EUR is refused (TOO_MANY_DECIMALS), never rounded.
@@ -26,6 +28,7 @@ from typing import Any
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from google.protobuf.message import Message
 
+from client import protection_cli
 from client.cli import channel_credentials, connection_options
 from client.retry import RetryPolicy
 from client.wallet import WalletClient
@@ -223,3 +226,4 @@ def register(groups: Any) -> None:
     )
     p.add_argument("--id", required=True, help="transaction id (UUID)")
     p.set_defaults(run=_runner(_tx))
+    protection_cli.register_wallet(commands)

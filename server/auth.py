@@ -50,8 +50,19 @@ _READS = {
     "ListDeliveries",
     "GetCycle",
     "ListContributions",
+    "GetLimit",
+    "ListLimits",
+    "GetExclusion",
+    "GetProtectionSettings",
 }
-_ADMIN = {"CreateJackpot", "UpdatePool", "Reconcile"}
+_ADMIN = {
+    "CreateJackpot",
+    "UpdatePool",
+    "Reconcile",
+    "ListReviews",
+    "ApproveReview",
+    "RejectReview",
+}
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 

@@ -88,3 +88,19 @@ def test_readme_sportsbook_block_is_the_tested_one() -> None:
         return match.group(1)
 
     assert block(README) == block(doc)
+
+
+async def test_readme_player_protection_lines_work_verbatim(app: App) -> None:
+    lines = _commands(_section(README, "## Player protection (grpcurl)"), ".venv/bin/grpcurl")
+    assert len(lines) >= 8
+    env = dict(os.environ)
+
+    def drive() -> None:
+        for line in lines:
+            out = _run(line, app.port, env)
+            if "/ListLimits" in line:
+                deposit = json.loads(out)["limits"][0]
+                assert deposit["used"] == {"minor_units": "10000", "currency": "EUR"}
+                assert deposit["remaining"] == {"minor_units": "5000", "currency": "EUR"}
+
+    await asyncio.to_thread(drive)

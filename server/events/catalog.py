@@ -30,4 +30,17 @@ JACKPOT_EVENTS: Final = {
     "audit.config.changed": "1.1.0",
 }
 
-EVENT_TYPES: Final = {**WALLET_EVENTS, **JACKPOT_EVENTS}
+# Player protection (docs/responsible-gaming.md).
+PROTECTION_EVENTS: Final = {
+    "rg.limit.hit": "1.0.0",
+    "rg.limit.changed": "1.0.0",
+    "rg.exclusion.changed": "1.0.0",
+}
+
+# AML review of payouts (docs/aml-review.md).
+AML_EVENTS: Final = {
+    "aml.alert.opened": "1.0.0",
+    "aml.alert.resolved": "1.0.0",
+}
+
+EVENT_TYPES: Final = {**WALLET_EVENTS, **JACKPOT_EVENTS, **PROTECTION_EVENTS, **AML_EVENTS}

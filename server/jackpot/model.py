@@ -51,6 +51,7 @@ class PayoutState(enum.Enum):
     REQUESTED = "requested"
     CREDITED = "credited"
     FAILED = "failed"
+    REVIEW = "review"  # withheld for an AML review (server/jackpot/review.py)
 
 
 @dataclass(frozen=True, slots=True)

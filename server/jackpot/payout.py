@@ -35,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 from server.errors import DomainError, ErrorCode
 from server.events.context import background_trace
 from server.jackpot import events as jp_events
+from server.jackpot import review
 from server.jackpot.model import PayoutState, WinRow
 from server.money import Money
 from server.retry import Backoff
@@ -134,13 +135,17 @@ class PayoutSaga:
             await jp_events.payout_outcome(conn, win, credited=False, reason=refused)
 
     async def _check_and_credit(self, conn: Conn, win: WinRow) -> None:
-        """Under the winner's account lock: refuse a blocked or self-excluded player
-        (DomainError FAILED_PRECONDITION PLAYER_BLOCKED / PLAYER_SELF_EXCLUDED), else credit
-        the win and close the saga, on `conn` (in its transaction)."""
+        """Under the winner's account lock: leave a win under AML review (or above the
+        threshold: its review is opened), refuse a blocked or self-excluded player or one with
+        a compliance hold (DomainError FAILED_PRECONDITION PLAYER_BLOCKED /
+        PLAYER_SELF_EXCLUDED / SANCTIONS_HIT / GEO_BLOCKED / WITHDRAWAL_LIMIT_EXCEEDED /
+        AML_HOLD), else credit the win and close the saga, on `conn` (in its transaction)."""
         await wallet_sql.open_account(conn, win.tenant_id, win.player_id, win.currency)
         await wallet_sql.lock_account(conn, win.tenant_id, win.player_id, win.currency)
+        if await review.withheld(conn, win):  # AML review above a threshold: docs/aml-review.md
+            return
         status = await wallet_sql.player_status(conn, win.tenant_id, win.player_id, share=True)
-        refused = _REFUSED.get(status or "")
+        refused = _REFUSED.get(status or "") or await review.hold_refusal(conn, win)
         if refused is not None:
             raise DomainError(ErrorCode.FAILED_PRECONDITION, refused, "payout withheld")
         cmd = Transfer(
@@ -186,6 +191,7 @@ class PayoutSaga:
     async def run_due(self, limit: int = 100) -> int:
         """Attempt every `requested` win whose next attempt is due; return how many."""
         async with self.db.connection() as conn:
+            await review.requeue_lifted(conn, limit)  # causes lifted: docs/aml-review.md
             due = await sql.due_wins(conn, limit)
         for win_id in due:  # each win alone: one that fails never stops the others
             try:

@@ -36,6 +36,7 @@ from server.transport.common import (
 )
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, decode_token, encode_token, page_size
+from server.transport.review_servicer import ReviewRpcs
 from server.transport.status import encode_error
 from server.transport.wallet_servicer import money_in, money_out
 from server.wallet.validation import check_id, check_text
@@ -71,6 +72,7 @@ _STATE = {
     pb.PAYOUT_STATE_REQUESTED: model.PayoutState.REQUESTED,
     pb.PAYOUT_STATE_CREDITED: model.PayoutState.CREDITED,
     pb.PAYOUT_STATE_FAILED: model.PayoutState.FAILED,
+    pb.PAYOUT_STATE_REVIEW: model.PayoutState.REVIEW,
 }
 _STATE_OUT = {v: k for k, v in _STATE.items()}
 
@@ -176,7 +178,7 @@ def _pool_id(value: str, field: str = "pool_id") -> str:
     return check_id(value, field)
 
 
-class JackpotServicer(pb_grpc.JackpotServiceServicer):
+class JackpotServicer(ReviewRpcs, pb_grpc.JackpotServiceServicer):
     """croupier.jackpot.v1.JackpotService (see the proto for each RPC's contract)."""
 
     def __init__(

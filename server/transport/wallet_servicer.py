@@ -20,6 +20,7 @@ from server.store.wallet_sql import TransactionRow
 from server.transport.common import Ctx, parse_uuid, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, encode_token, page_size
+from server.transport.protection_servicer import ProtectionRpcs, transfer_reason
 from server.wallet import model
 from server.wallet.ledger import Wallet
 from server.wallet.validation import check_hold_ttl, check_id, check_metadata, check_text
@@ -107,7 +108,7 @@ def transaction_out(row: TransactionRow) -> pb.Transaction:
     return tx
 
 
-class WalletServicer(pb_grpc.WalletServiceServicer):
+class WalletServicer(ProtectionRpcs, pb_grpc.WalletServiceServicer):
     """croupier.wallet.v1.WalletService (see the proto for each RPC's contract)."""
 
     def __init__(self, wallet: Wallet) -> None:
@@ -250,6 +251,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                 check_metadata(dict(request.metadata)),
             ),
             check_amount(money_in(request.amount), "amount"),
+            transfer_reason(request),
         )
 
     async def _run_transfer(

@@ -36,6 +36,7 @@ from server.money import INT64_MAX, Money
 from server.store import idempotency_sql, wallet_sql
 from server.store.wallet_sql import AccountRow, Conn, HoldRow, Leg, TransactionRow
 from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
+from server.wallet import protection
 from server.wallet.model import (
     AuthorizeBet,
     AuthorizeResult,
@@ -202,6 +203,32 @@ async def _void_hold(
     return view
 
 
+def _with_reason(cmd: Transfer, kind: str) -> RoundRef:
+    """The transfer's round reference, its reason (if any) added to the journal metadata as
+    `<kind>_reason`, so a rollback knows which limit usage to give back."""
+    if not cmd.reason:
+        return cmd.ref
+    meta = {**cmd.ref.metadata, f"{kind}_reason": cmd.reason}
+    return RoundRef(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, meta)
+
+
+async def _uncount(conn: Conn, c: Caller, target: TransactionRow) -> None:
+    """Give back the limit usage of a reversed debit or credit, on the target's local day."""
+    cur, amount, meta = target.currency, target.amount, target.metadata
+    if target.kind == "debit" and meta.get("debit_reason") != "withdrawal":
+        await protection.count(
+            conn, c.tenant_id, c.player_id, cur, stakes=-amount, at=target.created_at
+        )
+    elif target.kind == "credit" and meta.get("credit_reason") == "deposit":
+        await protection.count(
+            conn, c.tenant_id, c.player_id, cur, deposits=-amount, at=target.created_at
+        )
+    elif target.kind == "credit" and meta.get("credit_reason") == "win":
+        await protection.count(
+            conn, c.tenant_id, c.player_id, cur, wins=-amount, at=target.created_at
+        )
+
+
 def _round(ref: RoundRef) -> dict[str, Any]:
     return {
         "bet_id": ref.bet_id,
@@ -220,6 +247,7 @@ class Wallet:
         self.pool = pool
         self._house_ready: set[tuple[str, str]] = set()
         self.group_commit = WalletGroupCommit(pool, max_batch=batch)
+        self.protection = protection.Protection(pool)
         self._set_aside: dict[uuid.UUID, float] = {}  # hold id -> monotonic time to retry
 
     async def execute(
@@ -284,9 +312,11 @@ class Wallet:
 
         Errors: NOT_FOUND PLAYER_NOT_FOUND / ACCOUNT_NOT_FOUND; FAILED_PRECONDITION
         PLAYER_BLOCKED, PLAYER_SELF_EXCLUDED, INSUFFICIENT_FUNDS (invariant 6), BET_CANCELLED
-        (a cancel came first); ALREADY_EXISTS BET_ALREADY_EXISTS; INVALID_ARGUMENT
-        AMOUNT_OVERFLOW (held + amount past int64). `expire_time` is the database's transaction
-        time plus `ttl_seconds`: expiry is compared with the database's clock only.
+        (a cancel came first), PLAYER_COOLING_OFF, ACCOUNT_CLOSED, LOSS_LIMIT_EXCEEDED,
+        WAGER_LIMIT_EXCEEDED (docs/responsible-gaming.md); ALREADY_EXISTS BET_ALREADY_EXISTS;
+        INVALID_ARGUMENT AMOUNT_OVERFLOW (held + amount past int64). `expire_time` is the
+        database's transaction time plus `ttl_seconds`: expiry is compared with the database's
+        clock only.
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
         account, hold_state, db_now = await wallet_sql.lock_account_for_bet(
@@ -295,6 +325,8 @@ class Wallet:
         if account is None:
             raise await self._no_account(conn, c, currency)
         _check_may_bet(account)
+        rg = await protection.read_state(conn, c, currency)
+        protection.check_may_bet(rg)
         if hold_state == "tombstone":
             raise _precondition("BET_CANCELLED", "a cancel for this bet arrived first")
         if hold_state is not None:
@@ -308,6 +340,7 @@ class Wallet:
             raise invalid(
                 "amount.minor_units", "AMOUNT_OVERFLOW", "the held balance would pass 2^63-1"
             )
+        await protection.take_stake(conn, c, currency, amount, rg, "bet")
         tx = await self._journal(conn, c, "authorize", cmd.amount, cmd.ref)
         await wallet_sql.insert_postings(
             conn,
@@ -404,6 +437,11 @@ class Wallet:
         if account.available + released + win > INT64_MAX:  # an account written before the rule
             raise invalid("win.minor_units", "AMOUNT_OVERFLOW", "the win would overflow int64")
         tx = await self._journal(conn, c, "settle", Money(captured, hold.currency), cmd.ref)
+        # limits count the stake on its bet's day and the win on today
+        await protection.count(
+            conn, c.tenant_id, c.player_id, hold.currency, stakes=-released, at_hold=hold.hold_id
+        )
+        await protection.count(conn, c.tenant_id, c.player_id, hold.currency, wins=win)
         await wallet_sql.insert_postings(
             conn,
             tx,
@@ -470,6 +508,9 @@ class Wallet:
         hold, account = await self._open_hold(conn, c, cmd.ref.bet_id)
         _check_release(account, hold)
         tx = await self._journal(conn, c, "cancel", Money(hold.amount, hold.currency), ref)
+        await protection.count(
+            conn, c.tenant_id, c.player_id, hold.currency, stakes=-hold.amount, at_hold=hold.hold_id
+        )
         view = await _void_hold(
             conn,
             c.tenant_id,
@@ -540,6 +581,14 @@ class Wallet:
             bet_id=bet_id,
             game_id=game_id,
         )
+        await protection.count(
+            conn,
+            tenant_id,
+            hold.player_id,
+            hold.currency,
+            stakes=-hold.amount,
+            at_hold=hold.hold_id,
+        )
         await _void_hold(
             conn,
             tenant_id,
@@ -557,13 +606,30 @@ class Wallet:
         """Credit the player's available balance; opens player and account on first credit.
 
         Always succeeds whatever the player's status (invariant 6); refuses only an int64
-        overflow (INVALID_ARGUMENT AMOUNT_OVERFLOW: available + held + amount past 2^63-1).
+        overflow (INVALID_ARGUMENT AMOUNT_OVERFLOW: available + held + amount past 2^63-1) and,
+        for a deposit (`cmd.reason` "deposit"), an excluded player (FAILED_PRECONDITION
+        PLAYER_SELF_EXCLUDED, PLAYER_COOLING_OFF, ACCOUNT_CLOSED) or a deposit limit
+        (DEPOSIT_LIMIT_EXCEEDED; docs/responsible-gaming.md). A "win" counts against losses. A
+        "payout" above the tenant's AML threshold is withheld for review: FAILED_PRECONDITION
+        PAYOUT_UNDER_REVIEW (docs/aml-review.md).
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
+        if cmd.reason == "deposit":  # an excluded player's deposit opens no account either
+            protection.check_may_deposit(await protection.read_state(conn, c, currency))
         await wallet_sql.open_account(conn, c.tenant_id, c.player_id, currency)
         account = await self._lock_account(conn, c, currency)
+        rg = None
+        if cmd.reason == "deposit":  # again under the account lock: the usage is current
+            rg = await protection.read_state(conn, c, currency)
+            protection.check_may_deposit(rg)
         _check_no_overflow(account, amount, "amount.minor_units")
-        tx = await self._journal(conn, c, "credit", cmd.amount, cmd.ref)
+        if rg is not None:
+            await protection.take_deposit(conn, c, currency, amount, rg)
+        elif cmd.reason == "win":
+            await protection.count(conn, c.tenant_id, c.player_id, currency, wins=amount)
+        elif cmd.reason == "payout":
+            await protection.hold_payout(conn, c, cmd.ref, currency, amount)
+        tx = await self._journal(conn, c, "credit", cmd.amount, _with_reason(cmd, "credit"))
         await wallet_sql.insert_postings(
             conn,
             tx,
@@ -594,13 +660,21 @@ class Wallet:
         """Debit the player's available balance (no overdraft).
 
         Errors: NOT_FOUND PLAYER_NOT_FOUND / ACCOUNT_NOT_FOUND; FAILED_PRECONDITION
-        PLAYER_BLOCKED, PLAYER_SELF_EXCLUDED, INSUFFICIENT_FUNDS.
+        PLAYER_BLOCKED, PLAYER_SELF_EXCLUDED, INSUFFICIENT_FUNDS; unless `cmd.reason` is
+        "withdrawal", PLAYER_COOLING_OFF, ACCOUNT_CLOSED, LOSS_LIMIT_EXCEEDED,
+        WAGER_LIMIT_EXCEEDED (docs/responsible-gaming.md).
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
         account = await self._lock_account(conn, c, currency)
         _check_may_bet(account)
+        rg = None
+        if cmd.reason != "withdrawal":
+            rg = await protection.read_state(conn, c, currency)
+            protection.check_may_bet(rg)
         _check_funds(account, amount)
-        tx = await self._journal(conn, c, "debit", cmd.amount, cmd.ref)
+        if rg is not None:
+            await protection.take_stake(conn, c, currency, amount, rg, "debit")
+        tx = await self._journal(conn, c, "debit", cmd.amount, _with_reason(cmd, "debit"))
         await wallet_sql.insert_postings(
             conn,
             tx,
@@ -699,6 +773,7 @@ class Wallet:
                     field=field,
                 )
         ref = RoundRef(target.bet_id, target.round_id, target.game_id, meta)
+        await _uncount(conn, c, target)
         tx = await self._journal(
             conn,
             c,

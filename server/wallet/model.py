@@ -73,6 +73,9 @@ class Transfer:
     caller: Caller
     ref: RoundRef
     amount: Money
+    # Credit: "" | "deposit" | "win" | "refund" | "bonus" | "payout";
+    # Debit: "" (a stake) | "stake" | "withdrawal" (docs/responsible-gaming.md)
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

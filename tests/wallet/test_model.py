@@ -1,5 +1,7 @@
 """Property test (issue 8 item 2): random sequences of wallet operations, with replays of
-earlier requests, checked call by call against a simple in-memory model of the ledger."""
+earlier requests, checked call by call against a simple in-memory model of the ledger,
+including daily deposit, loss and wager limits (a new or lower limit applies at once, a raise
+waits for the 24 h cooling-off, so the model leaves the limit as it was)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,11 @@ from tests.rpc import eur
 PLAYERS = ("p0", "p1")
 BETS = ("b0", "b1", "b2", "b3")
 KEYS = tuple(f"k{i}" for i in range(12))
+KINDS = {
+    "deposit": pb.LIMIT_KIND_DEPOSIT,
+    "loss": pb.LIMIT_KIND_LOSS,
+    "wager": pb.LIMIT_KIND_WAGER,
+}
 
 
 @dataclass
@@ -38,6 +45,7 @@ class KeyUse:
     player: str
     amount: int = 0
     rolled_back: bool = False
+    deposit: bool = False
 
 
 @dataclass
@@ -46,6 +54,29 @@ class Model:
     held: dict[str, int] = field(default_factory=dict)
     holds: dict[str, Hold] = field(default_factory=dict)
     keys: dict[str, KeyUse | None] = field(default_factory=dict)  # None = tombstone
+    limits: dict[tuple[str, str], int] = field(default_factory=dict)  # (player, kind) -> day limit
+    stakes: dict[str, int] = field(default_factory=dict)  # today's usage per player
+    wins: dict[str, int] = field(default_factory=dict)
+    deposits: dict[str, int] = field(default_factory=dict)
+
+    def limit_refusal(self, p: str, amount: int, deposit: bool = False) -> str | None:
+        """The reason a stake (or deposit) of `amount` passes one of p's daily limits."""
+        stakes, wins = self.stakes.get(p, 0), self.wins.get(p, 0)
+        if deposit:
+            lim = self.limits.get((p, "deposit"))
+            if lim is not None and self.deposits.get(p, 0) + amount > lim:
+                return "DEPOSIT_LIMIT_EXCEEDED"
+            return None
+        lim = self.limits.get((p, "loss"))
+        if lim is not None and stakes - wins + amount > lim:
+            return "LOSS_LIMIT_EXCEEDED"
+        lim = self.limits.get((p, "wager"))
+        if lim is not None and stakes + amount > lim:
+            return "WAGER_LIMIT_EXCEEDED"
+        return None
+
+    def count(self, usage: dict[str, int], p: str, amount: int) -> None:
+        usage[p] = usage.get(p, 0) + amount
 
     def known(self, p: str) -> bool:
         return p in self.available
@@ -57,6 +88,27 @@ class Model:
             return "TARGET_IS_SELF"  # INVALID_ARGUMENT, checked before anything else
         if key in self.keys and self.keys[key] is None:
             return "TRANSACTION_ROLLED_BACK"
+        if name == "limit":
+            kind, amount = op[2], op[3]
+            self.keys[key] = KeyUse("SetLimit", None, p)  # no debit or credit to reverse
+            if not self.known(p):
+                return "PLAYER_NOT_FOUND"
+            current = self.limits.get((p, kind))
+            if amount is not None and (current is None or amount <= current):
+                self.limits[p, kind] = amount
+            return "OK"
+        if name == "deposit":
+            if self.known(p):
+                refusal = self.limit_refusal(p, op[2], deposit=True)
+                if refusal:
+                    self.keys[key] = KeyUse("Credit", None, p, op[2])
+                    return refusal
+            self.available.setdefault(p, 0)
+            self.held.setdefault(p, 0)
+            self.available[p] += op[2]
+            self.count(self.deposits, p, op[2])
+            self.keys[key] = KeyUse("Credit", "credit", p, op[2], deposit=True)
+            return "OK"
         if name == "credit":
             self.available.setdefault(p, 0)
             self.held.setdefault(p, 0)
@@ -69,6 +121,7 @@ class Model:
             outcome = self._bet(p, amount, op[2] if name == "authorize" else None)
             if outcome == "OK":
                 self.available[p] -= amount
+                self.count(self.stakes, p, amount)
                 if name == "authorize":
                     self.held[p] += amount
                     self.holds[op[2]] = Hold(p, amount, "open")
@@ -87,6 +140,8 @@ class Model:
                 return "CAPTURE_EXCEEDS_HOLD"
             self.held[p] -= h.amount
             self.available[p] += h.amount - captured + win
+            self.count(self.stakes, p, captured - h.amount)
+            self.count(self.wins, p, win)
             h.state = "settled"
             self.keys[key] = KeyUse("SettleBet", "settle", p)
             return "OK"
@@ -105,6 +160,7 @@ class Model:
                 return "HOLD_NOT_OPEN"
             self.held[p] -= h.amount
             self.available[p] += h.amount
+            self.count(self.stakes, p, -h.amount)
             h.state = "cancelled"
             return "OK"
         if name == "rollback":
@@ -118,7 +174,7 @@ class Model:
             return "BET_CANCELLED" if self.holds[bet].state == "tombstone" else "BET_ALREADY_EXISTS"
         if self.available[p] < amount:
             return "INSUFFICIENT_FUNDS"
-        return "OK"
+        return self.limit_refusal(p, amount) or "OK"
 
     def _rollback(self, p: str, target: str, key: str) -> str:
         use = self.keys.get(target, "unknown")
@@ -148,6 +204,10 @@ class Model:
         if self.available[p] + delta < 0:
             return "INSUFFICIENT_FUNDS"
         self.available[p] += delta
+        if use.kind == "debit":
+            self.count(self.stakes, p, -use.amount)
+        elif use.deposit:
+            self.count(self.deposits, p, -use.amount)
         use.rolled_back = True
         self.keys[key] = KeyUse("RollbackTransaction", "rollback", p)
         return "OK:REVERSED"
@@ -167,6 +227,13 @@ ops = st.one_of(
     ),
     st.tuples(st.just("cancel"), st.sampled_from(PLAYERS), st.sampled_from(BETS)),
     st.tuples(st.just("rollback"), st.sampled_from(PLAYERS), st.sampled_from(KEYS)),
+    st.tuples(st.just("deposit"), st.sampled_from(PLAYERS), amounts),
+    st.tuples(
+        st.just("limit"),
+        st.sampled_from(PLAYERS),
+        st.sampled_from(("deposit", "loss", "wager")),
+        st.one_of(st.none(), st.integers(1, 1000)),  # None: a removal (pending)
+    ),
 )
 # each step: an operation under a fresh key, a named key (so rollbacks can target it), or a
 # replay of an earlier step
@@ -186,6 +253,18 @@ def _request(tenant: str, op: tuple[Any, ...], key: str) -> tuple[str, Any]:
     base = {"tenant_id": tenant, "player_id": p, "idempotency_key": key}
     if name == "credit":
         return "Credit", pb.CreditRequest(**base, amount=eur(op[2]))
+    if name == "deposit":
+        return "Credit", pb.CreditRequest(
+            **base, amount=eur(op[2]), reason=pb.CREDIT_REASON_DEPOSIT
+        )
+    if name == "limit":
+        return "SetLimit", pb.SetLimitRequest(
+            **base,
+            kind=KINDS[op[2]],
+            window=pb.LIMIT_WINDOW_DAY,
+            amount=eur(0 if op[3] is None else op[3]),
+            remove=op[3] is None,
+        )
     if name == "debit":
         return "Debit", pb.DebitRequest(**base, amount=eur(op[2]))
     if name == "authorize":

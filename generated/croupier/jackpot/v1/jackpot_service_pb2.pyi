@@ -143,6 +143,10 @@ class _PayoutStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PayoutSta
     """The winner's wallet was credited (exactly once)."""
     PAYOUT_STATE_FAILED: _PayoutState.ValueType  # 3
     """Not credited for a business reason (`failure_reason`); a later Payout call retries."""
+    PAYOUT_STATE_REVIEW: _PayoutState.ValueType  # 4
+    """Above the tenant's AML review threshold: waiting for an admin's ApproveReview or
+    RejectReview (an `aml.alert.opened` event was written); not credited until approved.
+    """
 
 class PayoutState(_PayoutState, metaclass=_PayoutStateEnumTypeWrapper):
     """A win's payout saga state (seed 000 section 9)."""
@@ -155,7 +159,39 @@ PAYOUT_STATE_CREDITED: PayoutState.ValueType  # 2
 """The winner's wallet was credited (exactly once)."""
 PAYOUT_STATE_FAILED: PayoutState.ValueType  # 3
 """Not credited for a business reason (`failure_reason`); a later Payout call retries."""
+PAYOUT_STATE_REVIEW: PayoutState.ValueType  # 4
+"""Above the tenant's AML review threshold: waiting for an admin's ApproveReview or
+RejectReview (an `aml.alert.opened` event was written); not credited until approved.
+"""
 Global___PayoutState: _TypeAlias = PayoutState  # noqa: Y015
+
+class _ReviewState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReviewStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReviewState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REVIEW_STATE_UNSPECIFIED: _ReviewState.ValueType  # 0
+    """Not set."""
+    REVIEW_STATE_OPEN: _ReviewState.ValueType  # 1
+    """Waiting for a decision."""
+    REVIEW_STATE_APPROVED: _ReviewState.ValueType  # 2
+    """Approved: the payout was released."""
+    REVIEW_STATE_REJECTED: _ReviewState.ValueType  # 3
+    """Rejected: the payout stays owed, not credited."""
+
+class ReviewState(_ReviewState, metaclass=_ReviewStateEnumTypeWrapper):
+    """The state of an AML review."""
+
+REVIEW_STATE_UNSPECIFIED: ReviewState.ValueType  # 0
+"""Not set."""
+REVIEW_STATE_OPEN: ReviewState.ValueType  # 1
+"""Waiting for a decision."""
+REVIEW_STATE_APPROVED: ReviewState.ValueType  # 2
+"""Approved: the payout was released."""
+REVIEW_STATE_REJECTED: ReviewState.ValueType  # 3
+"""Rejected: the payout stays owed, not credited."""
+Global___ReviewState: _TypeAlias = ReviewState  # noqa: Y015
 
 @_typing.final
 class TierConfig(_message.Message):
@@ -1923,3 +1959,241 @@ class ReconcileResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReconcileResponse: _TypeAlias = ReconcileResponse  # noqa: Y015
+
+@_typing.final
+class Review(_message.Message):
+    """An AML review of one payout."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_ID_FIELD_NUMBER: _builtins.int
+    WIN_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    DECISION_REASON_FIELD_NUMBER: _builtins.int
+    OPEN_TIME_FIELD_NUMBER: _builtins.int
+    DECIDE_TIME_FIELD_NUMBER: _builtins.int
+    CREDIT_IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    review_id: _builtins.str
+    """The review."""
+    win_id: _builtins.str
+    """The win under review."""
+    player_id: _builtins.str
+    """The winner."""
+    state: Global___ReviewState.ValueType
+    """The state."""
+    decision_reason: _builtins.str
+    """The reason given with the decision."""
+    credit_idempotency_key: _builtins.str
+    """For a held Credit (reason payout) instead of a win: the Credit's idempotency key; `win_id`
+    is then empty. Approved, it is credited under the key `system-aml-review-<review_id>`.
+    """
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The amount withheld."""
+
+    @_builtins.property
+    def threshold(self) -> _money_pb2.Money:
+        """The tenant's threshold it passed."""
+
+    @_builtins.property
+    def open_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was opened."""
+
+    @_builtins.property
+    def decide_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was decided; unset while open."""
+
+    def __init__(
+        self,
+        *,
+        review_id: _builtins.str = ...,
+        win_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        threshold: _money_pb2.Money | None = ...,
+        state: Global___ReviewState.ValueType = ...,
+        decision_reason: _builtins.str = ...,
+        open_time: _timestamp_pb2.Timestamp | None = ...,
+        decide_time: _timestamp_pb2.Timestamp | None = ...,
+        credit_idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "decide_time", b"decide_time", "open_time", b"open_time", "threshold", b"threshold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "credit_idempotency_key", b"credit_idempotency_key", "decide_time", b"decide_time", "decision_reason", b"decision_reason", "open_time", b"open_time", "player_id", b"player_id", "review_id", b"review_id", "state", b"state", "threshold", b"threshold", "win_id", b"win_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Review: _TypeAlias = Review  # noqa: Y015
+
+@_typing.final
+class ListReviewsRequest(_message.Message):
+    """Request for ListReviews."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant."""
+    state: Global___ReviewState.ValueType
+    """Optional: only this state."""
+    page_size: _builtins.int
+    """At most this many; default 50, at most 500."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        state: Global___ReviewState.ValueType = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "state", b"state", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReviewsRequest: _TypeAlias = ListReviewsRequest  # noqa: Y015
+
+@_typing.final
+class ListReviewsResponse(_message.Message):
+    """Response for ListReviews."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reviews(self) -> _containers.RepeatedCompositeFieldContainer[Global___Review]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        reviews: _abc.Iterable[Global___Review] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reviews", b"reviews"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListReviewsResponse: _TypeAlias = ListReviewsResponse  # noqa: Y015
+
+@_typing.final
+class ApproveReviewRequest(_message.Message):
+    """Request for ApproveReview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    REVIEW_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    review_id: _builtins.str
+    """The review."""
+    reason: _builtins.str
+    """Why (free text for the audit trail)."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        review_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "reason", b"reason", "review_id", b"review_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveReviewRequest: _TypeAlias = ApproveReviewRequest  # noqa: Y015
+
+@_typing.final
+class ApproveReviewResponse(_message.Message):
+    """Response for ApproveReview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def review(self) -> Global___Review:
+        """The review after the decision."""
+
+    def __init__(
+        self,
+        *,
+        review: Global___Review | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveReviewResponse: _TypeAlias = ApproveReviewResponse  # noqa: Y015
+
+@_typing.final
+class RejectReviewRequest(_message.Message):
+    """Request for RejectReview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    REVIEW_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    review_id: _builtins.str
+    """The review."""
+    reason: _builtins.str
+    """Why (required)."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        review_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "reason", b"reason", "review_id", b"review_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectReviewRequest: _TypeAlias = RejectReviewRequest  # noqa: Y015
+
+@_typing.final
+class RejectReviewResponse(_message.Message):
+    """Response for RejectReview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def review(self) -> Global___Review:
+        """The review after the decision."""
+
+    def __init__(
+        self,
+        *,
+        review: Global___Review | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["review", b"review"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectReviewResponse: _TypeAlias = RejectReviewResponse  # noqa: Y015

@@ -122,6 +122,21 @@ class JackpotServiceStub:
                 request_serializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ReconcileRequest.SerializeToString,
                 response_deserializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ReconcileResponse.FromString,
                 _registered_method=True)
+        self.ListReviews = channel.unary_unary(
+                '/croupier.jackpot.v1.JackpotService/ListReviews',
+                request_serializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ListReviewsRequest.SerializeToString,
+                response_deserializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ListReviewsResponse.FromString,
+                _registered_method=True)
+        self.ApproveReview = channel.unary_unary(
+                '/croupier.jackpot.v1.JackpotService/ApproveReview',
+                request_serializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ApproveReviewRequest.SerializeToString,
+                response_deserializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ApproveReviewResponse.FromString,
+                _registered_method=True)
+        self.RejectReview = channel.unary_unary(
+                '/croupier.jackpot.v1.JackpotService/RejectReview',
+                request_serializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.RejectReviewRequest.SerializeToString,
+                response_deserializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.RejectReviewResponse.FromString,
+                _registered_method=True)
 
 
 class JackpotServiceServicer:
@@ -261,6 +276,34 @@ class JackpotServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReviews(self, request, context):
+        """Lists the tenant's AML reviews of payouts (jackpot wins and Credits with reason payout
+        above the tenant's threshold; docs/aml-review.md), newest first; optionally
+        only those in one state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveReview(self, request, context):
+        """Approves a review: the win's payout is credited, exactly once, and the review is closed
+        (`aml.alert.resolved`). Errors: NOT_FOUND `REVIEW_NOT_FOUND`; FAILED_PRECONDITION
+        `REVIEW_ALREADY_DECIDED` for an approved review.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectReview(self, request, context):
+        """Rejects a review: the win is not credited, stays owed (`PAYOUT_STATE_FAILED` with reason
+        `AML_REJECTED`) and the decision's reason is recorded (`aml.alert.resolved`). A rejected
+        review may later be approved. Errors: NOT_FOUND `REVIEW_NOT_FOUND`; FAILED_PRECONDITION
+        `REVIEW_ALREADY_DECIDED`; INVALID_ARGUMENT for a missing reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JackpotServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -338,6 +381,21 @@ def add_JackpotServiceServicer_to_server(servicer, server):
                     servicer.Reconcile,
                     request_deserializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ReconcileRequest.FromString,
                     response_serializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ReconcileResponse.SerializeToString,
+            ),
+            'ListReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReviews,
+                    request_deserializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ListReviewsRequest.FromString,
+                    response_serializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ListReviewsResponse.SerializeToString,
+            ),
+            'ApproveReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveReview,
+                    request_deserializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ApproveReviewRequest.FromString,
+                    response_serializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ApproveReviewResponse.SerializeToString,
+            ),
+            'RejectReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectReview,
+                    request_deserializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.RejectReviewRequest.FromString,
+                    response_serializer=croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.RejectReviewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -758,6 +816,87 @@ class JackpotService:
             '/croupier.jackpot.v1.JackpotService/Reconcile',
             croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ReconcileRequest.SerializeToString,
             croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ReconcileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.jackpot.v1.JackpotService/ListReviews',
+            croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ListReviewsRequest.SerializeToString,
+            croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ListReviewsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.jackpot.v1.JackpotService/ApproveReview',
+            croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ApproveReviewRequest.SerializeToString,
+            croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.ApproveReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.jackpot.v1.JackpotService/RejectReview',
+            croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.RejectReviewRequest.SerializeToString,
+            croupier_dot_jackpot_dot_v1_dot_jackpot__service__pb2.RejectReviewResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -101,6 +101,22 @@ class JackpotServiceStub:
     """Reads the tenant's hash-chained audit log in order (AIP-158 pagination)."""
     Reconcile: _grpc.UnaryUnaryMultiCallable[_jackpot_service_pb2.ReconcileRequest, _jackpot_service_pb2.ReconcileResponse]
     """Reconciles every pool the tenant owns: seed + carried + contributions - wins = amount."""
+    ListReviews: _grpc.UnaryUnaryMultiCallable[_jackpot_service_pb2.ListReviewsRequest, _jackpot_service_pb2.ListReviewsResponse]
+    """Lists the tenant's AML reviews of payouts (jackpot wins and Credits with reason payout
+    above the tenant's threshold; docs/aml-review.md), newest first; optionally
+    only those in one state.
+    """
+    ApproveReview: _grpc.UnaryUnaryMultiCallable[_jackpot_service_pb2.ApproveReviewRequest, _jackpot_service_pb2.ApproveReviewResponse]
+    """Approves a review: the win's payout is credited, exactly once, and the review is closed
+    (`aml.alert.resolved`). Errors: NOT_FOUND `REVIEW_NOT_FOUND`; FAILED_PRECONDITION
+    `REVIEW_ALREADY_DECIDED` for an approved review.
+    """
+    RejectReview: _grpc.UnaryUnaryMultiCallable[_jackpot_service_pb2.RejectReviewRequest, _jackpot_service_pb2.RejectReviewResponse]
+    """Rejects a review: the win is not credited, stays owed (`PAYOUT_STATE_FAILED` with reason
+    `AML_REJECTED`) and the decision's reason is recorded (`aml.alert.resolved`). A rejected
+    review may later be approved. Errors: NOT_FOUND `REVIEW_NOT_FOUND`; FAILED_PRECONDITION
+    `REVIEW_ALREADY_DECIDED`; INVALID_ARGUMENT for a missing reason.
+    """
 
 @_typing.type_check_only
 class JackpotServiceAsyncStub(JackpotServiceStub):
@@ -175,6 +191,22 @@ class JackpotServiceAsyncStub(JackpotServiceStub):
     """Reads the tenant's hash-chained audit log in order (AIP-158 pagination)."""
     Reconcile: _aio.UnaryUnaryMultiCallable[_jackpot_service_pb2.ReconcileRequest, _jackpot_service_pb2.ReconcileResponse]  # type: ignore[assignment]
     """Reconciles every pool the tenant owns: seed + carried + contributions - wins = amount."""
+    ListReviews: _aio.UnaryUnaryMultiCallable[_jackpot_service_pb2.ListReviewsRequest, _jackpot_service_pb2.ListReviewsResponse]  # type: ignore[assignment]
+    """Lists the tenant's AML reviews of payouts (jackpot wins and Credits with reason payout
+    above the tenant's threshold; docs/aml-review.md), newest first; optionally
+    only those in one state.
+    """
+    ApproveReview: _aio.UnaryUnaryMultiCallable[_jackpot_service_pb2.ApproveReviewRequest, _jackpot_service_pb2.ApproveReviewResponse]  # type: ignore[assignment]
+    """Approves a review: the win's payout is credited, exactly once, and the review is closed
+    (`aml.alert.resolved`). Errors: NOT_FOUND `REVIEW_NOT_FOUND`; FAILED_PRECONDITION
+    `REVIEW_ALREADY_DECIDED` for an approved review.
+    """
+    RejectReview: _aio.UnaryUnaryMultiCallable[_jackpot_service_pb2.RejectReviewRequest, _jackpot_service_pb2.RejectReviewResponse]  # type: ignore[assignment]
+    """Rejects a review: the win is not credited, stays owed (`PAYOUT_STATE_FAILED` with reason
+    `AML_REJECTED`) and the decision's reason is recorded (`aml.alert.resolved`). A rejected
+    review may later be approved. Errors: NOT_FOUND `REVIEW_NOT_FOUND`; FAILED_PRECONDITION
+    `REVIEW_ALREADY_DECIDED`; INVALID_ARGUMENT for a missing reason.
+    """
 
 class JackpotServiceServicer(metaclass=_abc_1.ABCMeta):
     """JackpotService runs jackpot pools (seed 000): configuration, contributions from bets,
@@ -336,5 +368,39 @@ class JackpotServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jackpot_service_pb2.ReconcileResponse, _abc.Awaitable[_jackpot_service_pb2.ReconcileResponse]]:
         """Reconciles every pool the tenant owns: seed + carried + contributions - wins = amount."""
+
+    @_abc_1.abstractmethod
+    def ListReviews(
+        self,
+        request: _jackpot_service_pb2.ListReviewsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jackpot_service_pb2.ListReviewsResponse, _abc.Awaitable[_jackpot_service_pb2.ListReviewsResponse]]:
+        """Lists the tenant's AML reviews of payouts (jackpot wins and Credits with reason payout
+        above the tenant's threshold; docs/aml-review.md), newest first; optionally
+        only those in one state.
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveReview(
+        self,
+        request: _jackpot_service_pb2.ApproveReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jackpot_service_pb2.ApproveReviewResponse, _abc.Awaitable[_jackpot_service_pb2.ApproveReviewResponse]]:
+        """Approves a review: the win's payout is credited, exactly once, and the review is closed
+        (`aml.alert.resolved`). Errors: NOT_FOUND `REVIEW_NOT_FOUND`; FAILED_PRECONDITION
+        `REVIEW_ALREADY_DECIDED` for an approved review.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectReview(
+        self,
+        request: _jackpot_service_pb2.RejectReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jackpot_service_pb2.RejectReviewResponse, _abc.Awaitable[_jackpot_service_pb2.RejectReviewResponse]]:
+        """Rejects a review: the win is not credited, stays owed (`PAYOUT_STATE_FAILED` with reason
+        `AML_REJECTED`) and the decision's reason is recorded (`aml.alert.resolved`). A rejected
+        review may later be approved. Errors: NOT_FOUND `REVIEW_NOT_FOUND`; FAILED_PRECONDITION
+        `REVIEW_ALREADY_DECIDED`; INVALID_ARGUMENT for a missing reason.
+        """
 
 def add_JackpotServiceServicer_to_server(servicer: JackpotServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

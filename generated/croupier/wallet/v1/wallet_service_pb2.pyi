@@ -75,6 +75,72 @@ pending (or available on the final step), release pending -> available.
 """
 Global___TransactionKind: _TypeAlias = TransactionKind  # noqa: Y015
 
+class _CreditReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CreditReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CreditReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDIT_REASON_UNSPECIFIED: _CreditReason.ValueType  # 0
+    """Not set: neither a deposit nor a win (never limited)."""
+    CREDIT_REASON_DEPOSIT: _CreditReason.ValueType  # 1
+    """Money the player pays in: checked against deposit limits (`DEPOSIT_LIMIT_EXCEEDED`)."""
+    CREDIT_REASON_WIN: _CreditReason.ValueType  # 2
+    """A game or sportsbook win: reduces the loss counted against loss limits; never refused."""
+    CREDIT_REASON_REFUND: _CreditReason.ValueType  # 3
+    """A refund: never limited."""
+    CREDIT_REASON_BONUS: _CreditReason.ValueType  # 4
+    """A bonus: never limited."""
+    CREDIT_REASON_PAYOUT: _CreditReason.ValueType  # 5
+    """A jackpot or other payout: never limited. Above the tenant's AML review threshold it is not
+    credited: FAILED_PRECONDITION `PAYOUT_UNDER_REVIEW` (metadata `review_id`) until an admin
+    approves the review (JackpotService.ApproveReview), which credits it once.
+    """
+
+class CreditReason(_CreditReason, metaclass=_CreditReasonEnumTypeWrapper):
+    """Why money is credited."""
+
+CREDIT_REASON_UNSPECIFIED: CreditReason.ValueType  # 0
+"""Not set: neither a deposit nor a win (never limited)."""
+CREDIT_REASON_DEPOSIT: CreditReason.ValueType  # 1
+"""Money the player pays in: checked against deposit limits (`DEPOSIT_LIMIT_EXCEEDED`)."""
+CREDIT_REASON_WIN: CreditReason.ValueType  # 2
+"""A game or sportsbook win: reduces the loss counted against loss limits; never refused."""
+CREDIT_REASON_REFUND: CreditReason.ValueType  # 3
+"""A refund: never limited."""
+CREDIT_REASON_BONUS: CreditReason.ValueType  # 4
+"""A bonus: never limited."""
+CREDIT_REASON_PAYOUT: CreditReason.ValueType  # 5
+"""A jackpot or other payout: never limited. Above the tenant's AML review threshold it is not
+credited: FAILED_PRECONDITION `PAYOUT_UNDER_REVIEW` (metadata `review_id`) until an admin
+approves the review (JackpotService.ApproveReview), which credits it once.
+"""
+Global___CreditReason: _TypeAlias = CreditReason  # noqa: Y015
+
+class _DebitReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DebitReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DebitReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEBIT_REASON_UNSPECIFIED: _DebitReason.ValueType  # 0
+    """Not set: a stake, as a bet (counts against loss and wager limits)."""
+    DEBIT_REASON_STAKE: _DebitReason.ValueType  # 1
+    """A stake, said explicitly."""
+    DEBIT_REASON_WITHDRAWAL: _DebitReason.ValueType  # 2
+    """A withdrawal of cash: not a stake, allowed on a closed account."""
+
+class DebitReason(_DebitReason, metaclass=_DebitReasonEnumTypeWrapper):
+    """Why money is debited."""
+
+DEBIT_REASON_UNSPECIFIED: DebitReason.ValueType  # 0
+"""Not set: a stake, as a bet (counts against loss and wager limits)."""
+DEBIT_REASON_STAKE: DebitReason.ValueType  # 1
+"""A stake, said explicitly."""
+DEBIT_REASON_WITHDRAWAL: DebitReason.ValueType  # 2
+"""A withdrawal of cash: not a stake, allowed on a closed account."""
+Global___DebitReason: _TypeAlias = DebitReason  # noqa: Y015
+
 class _RollbackOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -102,6 +168,122 @@ ROLLBACK_OUTCOME_TOMBSTONED: RollbackOutcome.ValueType  # 2
 ROLLBACK_OUTCOME_NOTHING_TO_REVERSE: RollbackOutcome.ValueType  # 3
 """The target was a refused request with no effect: nothing to reverse."""
 Global___RollbackOutcome: _TypeAlias = RollbackOutcome  # noqa: Y015
+
+class _LimitKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LimitKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LimitKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIMIT_KIND_UNSPECIFIED: _LimitKind.ValueType  # 0
+    """Not set."""
+    LIMIT_KIND_DEPOSIT: _LimitKind.ValueType  # 1
+    """Deposits: the sum of credits with reason `CREDIT_REASON_DEPOSIT`."""
+    LIMIT_KIND_LOSS: _LimitKind.ValueType  # 2
+    """Losses: stakes minus wins."""
+    LIMIT_KIND_WAGER: _LimitKind.ValueType  # 3
+    """Wagers: the sum of stakes."""
+
+class LimitKind(_LimitKind, metaclass=_LimitKindEnumTypeWrapper):
+    """What a limit bounds."""
+
+LIMIT_KIND_UNSPECIFIED: LimitKind.ValueType  # 0
+"""Not set."""
+LIMIT_KIND_DEPOSIT: LimitKind.ValueType  # 1
+"""Deposits: the sum of credits with reason `CREDIT_REASON_DEPOSIT`."""
+LIMIT_KIND_LOSS: LimitKind.ValueType  # 2
+"""Losses: stakes minus wins."""
+LIMIT_KIND_WAGER: LimitKind.ValueType  # 3
+"""Wagers: the sum of stakes."""
+Global___LimitKind: _TypeAlias = LimitKind  # noqa: Y015
+
+class _LimitWindow:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LimitWindowEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LimitWindow.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIMIT_WINDOW_UNSPECIFIED: _LimitWindow.ValueType  # 0
+    """Not set."""
+    LIMIT_WINDOW_DAY: _LimitWindow.ValueType  # 1
+    """From local midnight to the next."""
+    LIMIT_WINDOW_WEEK: _LimitWindow.ValueType  # 2
+    """From Monday 00:00 local time, seven days."""
+    LIMIT_WINDOW_MONTH: _LimitWindow.ValueType  # 3
+    """From the first of the month 00:00 local time to the next first."""
+
+class LimitWindow(_LimitWindow, metaclass=_LimitWindowEnumTypeWrapper):
+    """The calendar window of a limit, in the tenant's time zone."""
+
+LIMIT_WINDOW_UNSPECIFIED: LimitWindow.ValueType  # 0
+"""Not set."""
+LIMIT_WINDOW_DAY: LimitWindow.ValueType  # 1
+"""From local midnight to the next."""
+LIMIT_WINDOW_WEEK: LimitWindow.ValueType  # 2
+"""From Monday 00:00 local time, seven days."""
+LIMIT_WINDOW_MONTH: LimitWindow.ValueType  # 3
+"""From the first of the month 00:00 local time to the next first."""
+Global___LimitWindow: _TypeAlias = LimitWindow  # noqa: Y015
+
+class _ExclusionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExclusionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExclusionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXCLUSION_KIND_UNSPECIFIED: _ExclusionKind.ValueType  # 0
+    """Not set."""
+    EXCLUSION_KIND_SELF_EXCLUSION: _ExclusionKind.ValueType  # 1
+    """Self-exclusion: until `end_time`, or permanent."""
+    EXCLUSION_KIND_COOLING_OFF: _ExclusionKind.ValueType  # 2
+    """A short cooling-off period, until `end_time`."""
+    EXCLUSION_KIND_CLOSURE: _ExclusionKind.ValueType  # 3
+    """The account is closed: no bets, no deposits; withdrawals allowed. Permanent."""
+
+class ExclusionKind(_ExclusionKind, metaclass=_ExclusionKindEnumTypeWrapper):
+    """How a player is excluded."""
+
+EXCLUSION_KIND_UNSPECIFIED: ExclusionKind.ValueType  # 0
+"""Not set."""
+EXCLUSION_KIND_SELF_EXCLUSION: ExclusionKind.ValueType  # 1
+"""Self-exclusion: until `end_time`, or permanent."""
+EXCLUSION_KIND_COOLING_OFF: ExclusionKind.ValueType  # 2
+"""A short cooling-off period, until `end_time`."""
+EXCLUSION_KIND_CLOSURE: ExclusionKind.ValueType  # 3
+"""The account is closed: no bets, no deposits; withdrawals allowed. Permanent."""
+Global___ExclusionKind: _TypeAlias = ExclusionKind  # noqa: Y015
+
+class _ComplianceHold:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ComplianceHoldEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ComplianceHold.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPLIANCE_HOLD_UNSPECIFIED: _ComplianceHold.ValueType  # 0
+    """Not set."""
+    COMPLIANCE_HOLD_SANCTIONS: _ComplianceHold.ValueType  # 1
+    """A sanctions list match: `SANCTIONS_HIT`."""
+    COMPLIANCE_HOLD_GEO_BLOCK: _ComplianceHold.ValueType  # 2
+    """The player is in a blocked jurisdiction: `GEO_BLOCKED`."""
+    COMPLIANCE_HOLD_WITHDRAWAL_LIMIT: _ComplianceHold.ValueType  # 3
+    """The player's withdrawal limit is reached: `WITHDRAWAL_LIMIT_EXCEEDED`."""
+    COMPLIANCE_HOLD_AML: _ComplianceHold.ValueType  # 4
+    """An AML investigation is open: `AML_HOLD`."""
+
+class ComplianceHold(_ComplianceHold, metaclass=_ComplianceHoldEnumTypeWrapper):
+    """A compliance cause that withholds a player's payouts."""
+
+COMPLIANCE_HOLD_UNSPECIFIED: ComplianceHold.ValueType  # 0
+"""Not set."""
+COMPLIANCE_HOLD_SANCTIONS: ComplianceHold.ValueType  # 1
+"""A sanctions list match: `SANCTIONS_HIT`."""
+COMPLIANCE_HOLD_GEO_BLOCK: ComplianceHold.ValueType  # 2
+"""The player is in a blocked jurisdiction: `GEO_BLOCKED`."""
+COMPLIANCE_HOLD_WITHDRAWAL_LIMIT: ComplianceHold.ValueType  # 3
+"""The player's withdrawal limit is reached: `WITHDRAWAL_LIMIT_EXCEEDED`."""
+COMPLIANCE_HOLD_AML: ComplianceHold.ValueType  # 4
+"""An AML investigation is open: `AML_HOLD`."""
+Global___ComplianceHold: _TypeAlias = ComplianceHold  # noqa: Y015
 
 @_typing.final
 class Balance(_message.Message):
@@ -703,6 +885,7 @@ class CreditRequest(_message.Message):
     BET_ID_FIELD_NUMBER: _builtins.int
     GAME_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant (operator or brand)."""
     player_id: _builtins.str
@@ -715,6 +898,10 @@ class CreditRequest(_message.Message):
     """The bet, if any."""
     game_id: _builtins.str
     """The game, if any."""
+    reason: Global___CreditReason.ValueType
+    """What the credit is. Only `CREDIT_REASON_DEPOSIT` counts against deposit limits; wins count
+    against the player's losses. Unset: a credit that is neither (never limited).
+    """
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
         """The amount to credit; strictly positive."""
@@ -734,10 +921,11 @@ class CreditRequest(_message.Message):
         bet_id: _builtins.str = ...,
         game_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        reason: Global___CreditReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bet_id", b"bet_id", "game_id", b"game_id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "player_id", b"player_id", "round_id", b"round_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bet_id", b"bet_id", "game_id", b"game_id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "player_id", b"player_id", "reason", b"reason", "round_id", b"round_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -805,6 +993,7 @@ class DebitRequest(_message.Message):
     BET_ID_FIELD_NUMBER: _builtins.int
     GAME_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant (operator or brand)."""
     player_id: _builtins.str
@@ -817,6 +1006,8 @@ class DebitRequest(_message.Message):
     """The bet, if any."""
     game_id: _builtins.str
     """The game, if any."""
+    reason: Global___DebitReason.ValueType
+    """What the debit is. Unset: a stake (counts against loss and wager limits)."""
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
         """The amount to debit; strictly positive."""
@@ -836,10 +1027,11 @@ class DebitRequest(_message.Message):
         bet_id: _builtins.str = ...,
         game_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        reason: Global___DebitReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bet_id", b"bet_id", "game_id", b"game_id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "player_id", b"player_id", "round_id", b"round_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bet_id", b"bet_id", "game_id", b"game_id", "idempotency_key", b"idempotency_key", "metadata", b"metadata", "player_id", b"player_id", "reason", b"reason", "round_id", b"round_id", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1162,3 +1354,662 @@ class ListTransactionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTransactionsResponse: _TypeAlias = ListTransactionsResponse  # noqa: Y015
+
+@_typing.final
+class Limit(_message.Message):
+    """One limit of a player in one currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PENDING_AMOUNT_FIELD_NUMBER: _builtins.int
+    PENDING_REMOVAL_FIELD_NUMBER: _builtins.int
+    PENDING_TIME_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    WINDOW_START_TIME_FIELD_NUMBER: _builtins.int
+    WINDOW_END_TIME_FIELD_NUMBER: _builtins.int
+    kind: Global___LimitKind.ValueType
+    """The kind."""
+    window: Global___LimitWindow.ValueType
+    """The window."""
+    currency: _builtins.str
+    """The ISO 4217 currency of the limit."""
+    pending_removal: _builtins.bool
+    """The pending change is a removal."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The limit in force now; unset when none is (a pending first limit cannot exist: a new limit
+        applies at once).
+        """
+
+    @_builtins.property
+    def pending_amount(self) -> _money_pb2.Money:
+        """A raised limit waiting for its cooling-off; unset when nothing is pending or when the
+        pending change is a removal (`pending_removal`).
+        """
+
+    @_builtins.property
+    def pending_time(self) -> _timestamp_pb2.Timestamp:
+        """When the pending change applies; unset when nothing is pending."""
+
+    @_builtins.property
+    def used(self) -> _money_pb2.Money:
+        """What the current window used (for a loss limit: stakes minus wins, may be negative)."""
+
+    @_builtins.property
+    def remaining(self) -> _money_pb2.Money:
+        """What remains in the current window (never negative); unset when no limit is in force."""
+
+    @_builtins.property
+    def window_start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the current window (inclusive)."""
+
+    @_builtins.property
+    def window_end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the current window (exclusive)."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___LimitKind.ValueType = ...,
+        window: Global___LimitWindow.ValueType = ...,
+        currency: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        pending_amount: _money_pb2.Money | None = ...,
+        pending_removal: _builtins.bool = ...,
+        pending_time: _timestamp_pb2.Timestamp | None = ...,
+        used: _money_pb2.Money | None = ...,
+        remaining: _money_pb2.Money | None = ...,
+        window_start_time: _timestamp_pb2.Timestamp | None = ...,
+        window_end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "pending_amount", b"pending_amount", "pending_time", b"pending_time", "remaining", b"remaining", "used", b"used", "window_end_time", b"window_end_time", "window_start_time", b"window_start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "currency", b"currency", "kind", b"kind", "pending_amount", b"pending_amount", "pending_removal", b"pending_removal", "pending_time", b"pending_time", "remaining", b"remaining", "used", b"used", "window", b"window", "window_end_time", b"window_end_time", "window_start_time", b"window_start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Limit: _TypeAlias = Limit  # noqa: Y015
+
+@_typing.final
+class SetLimitRequest(_message.Message):
+    """Request for SetLimit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REMOVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    kind: Global___LimitKind.ValueType
+    """Which limit."""
+    window: Global___LimitWindow.ValueType
+    """Which window."""
+    remove: _builtins.bool
+    """Remove the limit (after the cooling-off period)."""
+    reason: _builtins.str
+    """Why (free text for the audit trail)."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The new limit, strictly positive, in a currency the player holds. With `remove`, only its
+        currency is read (minor_units must be 0).
+        """
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        kind: Global___LimitKind.ValueType = ...,
+        window: Global___LimitWindow.ValueType = ...,
+        amount: _money_pb2.Money | None = ...,
+        remove: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "idempotency_key", b"idempotency_key", "kind", b"kind", "player_id", b"player_id", "reason", b"reason", "remove", b"remove", "tenant_id", b"tenant_id", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLimitRequest: _TypeAlias = SetLimitRequest  # noqa: Y015
+
+@_typing.final
+class SetLimitResponse(_message.Message):
+    """Response for SetLimit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    applied: _builtins.bool
+    """Whether the change applied at once (false: it is pending, see `limit.pending_time`)."""
+    @_builtins.property
+    def limit(self) -> Global___Limit:
+        """The limit after the change."""
+
+    def __init__(
+        self,
+        *,
+        limit: Global___Limit | None = ...,
+        applied: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetLimitResponse: _TypeAlias = SetLimitResponse  # noqa: Y015
+
+@_typing.final
+class GetLimitRequest(_message.Message):
+    """Request for GetLimit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    currency: _builtins.str
+    """The currency."""
+    kind: Global___LimitKind.ValueType
+    """Which limit."""
+    window: Global___LimitWindow.ValueType
+    """Which window."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        kind: Global___LimitKind.ValueType = ...,
+        window: Global___LimitWindow.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "kind", b"kind", "player_id", b"player_id", "tenant_id", b"tenant_id", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLimitRequest: _TypeAlias = GetLimitRequest  # noqa: Y015
+
+@_typing.final
+class GetLimitResponse(_message.Message):
+    """Response for GetLimit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMIT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limit(self) -> Global___Limit:
+        """The limit."""
+
+    def __init__(
+        self,
+        *,
+        limit: Global___Limit | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetLimitResponse: _TypeAlias = GetLimitResponse  # noqa: Y015
+
+@_typing.final
+class ListLimitsRequest(_message.Message):
+    """Request for ListLimits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    currency: _builtins.str
+    """Optional: only this currency."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "player_id", b"player_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLimitsRequest: _TypeAlias = ListLimitsRequest  # noqa: Y015
+
+@_typing.final
+class ListLimitsResponse(_message.Message):
+    """Response for ListLimits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___Limit]:
+        """By currency, kind, window."""
+
+    def __init__(
+        self,
+        *,
+        limits: _abc.Iterable[Global___Limit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLimitsResponse: _TypeAlias = ListLimitsResponse  # noqa: Y015
+
+@_typing.final
+class ProtectionSettings(_message.Message):
+    """A tenant's player-protection settings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AmlReviewThresholdsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    LIMIT_COOLING_OFF_FIELD_NUMBER: _builtins.int
+    AML_REVIEW_THRESHOLDS_FIELD_NUMBER: _builtins.int
+    time_zone: _builtins.str
+    """IANA time zone of the limit windows (default "UTC")."""
+    @_builtins.property
+    def limit_cooling_off(self) -> _duration_pb2.Duration:
+        """How long a raised or removed limit waits before it applies (default 24 h; whole seconds)."""
+
+    @_builtins.property
+    def aml_review_thresholds(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """AML review thresholds per ISO 4217 currency, in minor units: a jackpot payout above the
+        threshold of its currency waits for an admin's review (PAYOUT_STATE_REVIEW). A currency
+        without one is never reviewed.
+        """
+
+    def __init__(
+        self,
+        *,
+        time_zone: _builtins.str = ...,
+        limit_cooling_off: _duration_pb2.Duration | None = ...,
+        aml_review_thresholds: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limit_cooling_off", b"limit_cooling_off"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aml_review_thresholds", b"aml_review_thresholds", "limit_cooling_off", b"limit_cooling_off", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProtectionSettings: _TypeAlias = ProtectionSettings  # noqa: Y015
+
+@_typing.final
+class SetProtectionSettingsRequest(_message.Message):
+    """Request for SetProtectionSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    @_builtins.property
+    def settings(self) -> Global___ProtectionSettings:
+        """The settings (both fields required)."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        settings: Global___ProtectionSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "settings", b"settings", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetProtectionSettingsRequest: _TypeAlias = SetProtectionSettingsRequest  # noqa: Y015
+
+@_typing.final
+class SetProtectionSettingsResponse(_message.Message):
+    """Response for SetProtectionSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___ProtectionSettings:
+        """The settings now."""
+
+    def __init__(
+        self,
+        *,
+        settings: Global___ProtectionSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetProtectionSettingsResponse: _TypeAlias = SetProtectionSettingsResponse  # noqa: Y015
+
+@_typing.final
+class GetProtectionSettingsRequest(_message.Message):
+    """Request for GetProtectionSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProtectionSettingsRequest: _TypeAlias = GetProtectionSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetProtectionSettingsResponse(_message.Message):
+    """Response for GetProtectionSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___ProtectionSettings:
+        """The settings."""
+
+    def __init__(
+        self,
+        *,
+        settings: Global___ProtectionSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProtectionSettingsResponse: _TypeAlias = GetProtectionSettingsResponse  # noqa: Y015
+
+@_typing.final
+class Exclusion(_message.Message):
+    """A player's exclusion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    kind: Global___ExclusionKind.ValueType
+    """The kind."""
+    active: _builtins.bool
+    """Whether it is in force now."""
+    reason: _builtins.str
+    """Why (free text)."""
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it ends; unset when permanent."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___ExclusionKind.ValueType = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        active: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "end_time", b"end_time", "kind", b"kind", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Exclusion: _TypeAlias = Exclusion  # noqa: Y015
+
+@_typing.final
+class SetExclusionRequest(_message.Message):
+    """Request for SetExclusion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    kind: Global___ExclusionKind.ValueType
+    """The kind."""
+    reason: _builtins.str
+    """Why (free text for the audit trail)."""
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it ends (in the future); required for a cooling-off, unset for a closure or a
+        permanent self-exclusion.
+        """
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        kind: Global___ExclusionKind.ValueType = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "idempotency_key", b"idempotency_key", "kind", b"kind", "player_id", b"player_id", "reason", b"reason", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetExclusionRequest: _TypeAlias = SetExclusionRequest  # noqa: Y015
+
+@_typing.final
+class SetExclusionResponse(_message.Message):
+    """Response for SetExclusion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXCLUSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def exclusion(self) -> Global___Exclusion:
+        """The exclusion now."""
+
+    def __init__(
+        self,
+        *,
+        exclusion: Global___Exclusion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exclusion", b"exclusion"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclusion", b"exclusion"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetExclusionResponse: _TypeAlias = SetExclusionResponse  # noqa: Y015
+
+@_typing.final
+class GetExclusionRequest(_message.Message):
+    """Request for GetExclusion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["player_id", b"player_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExclusionRequest: _TypeAlias = GetExclusionRequest  # noqa: Y015
+
+@_typing.final
+class GetExclusionResponse(_message.Message):
+    """Response for GetExclusion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXCLUSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def exclusion(self) -> Global___Exclusion:
+        """The exclusion."""
+
+    def __init__(
+        self,
+        *,
+        exclusion: Global___Exclusion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exclusion", b"exclusion"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclusion", b"exclusion"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetExclusionResponse: _TypeAlias = GetExclusionResponse  # noqa: Y015
+
+@_typing.final
+class SetComplianceHoldRequest(_message.Message):
+    """Request for SetComplianceHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    HOLD_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    hold: Global___ComplianceHold.ValueType
+    """The cause."""
+    active: _builtins.bool
+    """True to raise it, false to lift it."""
+    reason: _builtins.str
+    """Why (free text for the audit trail)."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        hold: Global___ComplianceHold.ValueType = ...,
+        active: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "hold", b"hold", "idempotency_key", b"idempotency_key", "player_id", b"player_id", "reason", b"reason", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetComplianceHoldRequest: _TypeAlias = SetComplianceHoldRequest  # noqa: Y015
+
+@_typing.final
+class SetComplianceHoldResponse(_message.Message):
+    """Response for SetComplianceHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def holds(self) -> _containers.RepeatedScalarFieldContainer[Global___ComplianceHold.ValueType]:
+        """Every hold raised on the player after the change."""
+
+    def __init__(
+        self,
+        *,
+        holds: _abc.Iterable[Global___ComplianceHold.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holds", b"holds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetComplianceHoldResponse: _TypeAlias = SetComplianceHoldResponse  # noqa: Y015

@@ -93,6 +93,46 @@ class WalletServiceStub:
                 request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListTransactionsRequest.SerializeToString,
                 response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListTransactionsResponse.FromString,
                 _registered_method=True)
+        self.SetLimit = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/SetLimit',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetLimitRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetLimitResponse.FromString,
+                _registered_method=True)
+        self.GetLimit = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/GetLimit',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetLimitRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetLimitResponse.FromString,
+                _registered_method=True)
+        self.ListLimits = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/ListLimits',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListLimitsRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListLimitsResponse.FromString,
+                _registered_method=True)
+        self.SetProtectionSettings = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/SetProtectionSettings',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetProtectionSettingsRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetProtectionSettingsResponse.FromString,
+                _registered_method=True)
+        self.GetProtectionSettings = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/GetProtectionSettings',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetProtectionSettingsRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetProtectionSettingsResponse.FromString,
+                _registered_method=True)
+        self.SetExclusion = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/SetExclusion',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetExclusionRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetExclusionResponse.FromString,
+                _registered_method=True)
+        self.GetExclusion = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/GetExclusion',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionResponse.FromString,
+                _registered_method=True)
+        self.SetComplianceHold = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/SetComplianceHold',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldResponse.FromString,
+                _registered_method=True)
 
 
 class WalletServiceServicer:
@@ -200,6 +240,88 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetLimit(self, request, context):
+        """Sets, lowers, raises or removes one of the player's deposit, loss or wager limits
+        (docs/responsible-gaming.md). A new or lower limit applies at once; a higher limit or a
+        removal applies only after the tenant's cooling-off period (default 24 h) and is returned
+        as pending until then. Every change is recorded in an append-only audit table and
+        published as `rg.limit.changed`.
+        Errors: INVALID_ARGUMENT for a zero or negative amount, an unset kind or window, a
+        currency the player holds no account in (`CURRENCY_NOT_HELD`); NOT_FOUND
+        `PLAYER_NOT_FOUND`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLimit(self, request, context):
+        """Returns one limit of the player with what the current window used and what remains.
+        Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `LIMIT_NOT_FOUND`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLimits(self, request, context):
+        """Lists the player's limits (optionally of one currency) with their usage.
+        Errors: NOT_FOUND `PLAYER_NOT_FOUND`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetProtectionSettings(self, request, context):
+        """Sets the tenant's player-protection settings: the time zone its limit windows follow and
+        the cooling-off period before a raised or removed limit applies.
+        Errors: INVALID_ARGUMENT for an unknown time zone or a negative period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProtectionSettings(self, request, context):
+        """Returns the tenant's player-protection settings (the defaults when never set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetExclusion(self, request, context):
+        """Excludes the player: a self-exclusion (until `end_time`, or permanent without it), a
+        cooling-off (until `end_time`), or a closure of the account (permanent). While it is in
+        force bets, stake debits and deposits are refused (`PLAYER_SELF_EXCLUDED`,
+        `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`); a withdrawal debit and every credit the player
+        is owed still land. A timed exclusion lifts itself at `end_time`. An exclusion in force can
+        only be extended, never shortened, and a closure is final. Published as
+        `rg.exclusion.changed`.
+        Errors: INVALID_ARGUMENT for an unset kind, an `end_time` in the past (`END_TIME_IN_PAST`),
+        missing for a cooling-off or set for a closure; NOT_FOUND `PLAYER_NOT_FOUND`;
+        FAILED_PRECONDITION `EXCLUSION_CANNOT_BE_SHORTENED`, `ACCOUNT_CLOSED`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetExclusion(self, request, context):
+        """Returns the player's exclusion (`active` false once a timed one ended).
+        Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetComplianceHold(self, request, context):
+        """Raises or lifts a compliance hold on the player's payouts (docs/aml-review.md): while one is
+        raised, a jackpot payout to the player is not credited and is recorded as
+        `PAYOUT_STATE_FAILED` with the hold's reason (`SANCTIONS_HIT`, `GEO_BLOCKED`,
+        `WITHDRAWAL_LIMIT_EXCEEDED`, `AML_HOLD`); the win stays owed and is retried by itself once
+        every cause is lifted. Errors: INVALID_ARGUMENT for an unset flag; NOT_FOUND
+        `PLAYER_NOT_FOUND`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WalletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +374,46 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     servicer.ListTransactions,
                     request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListTransactionsRequest.FromString,
                     response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListTransactionsResponse.SerializeToString,
+            ),
+            'SetLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLimit,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetLimitRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetLimitResponse.SerializeToString,
+            ),
+            'GetLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLimit,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetLimitRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetLimitResponse.SerializeToString,
+            ),
+            'ListLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLimits,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListLimitsRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListLimitsResponse.SerializeToString,
+            ),
+            'SetProtectionSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetProtectionSettings,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetProtectionSettingsRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetProtectionSettingsResponse.SerializeToString,
+            ),
+            'GetProtectionSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProtectionSettings,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetProtectionSettingsRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetProtectionSettingsResponse.SerializeToString,
+            ),
+            'SetExclusion': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetExclusion,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetExclusionRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetExclusionResponse.SerializeToString,
+            ),
+            'GetExclusion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetExclusion,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionResponse.SerializeToString,
+            ),
+            'SetComplianceHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetComplianceHold,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -533,6 +695,222 @@ class WalletService:
             '/croupier.wallet.v1.WalletService/ListTransactions',
             croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListTransactionsRequest.SerializeToString,
             croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/SetLimit',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetLimitRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/GetLimit',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetLimitRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/ListLimits',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListLimitsRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetProtectionSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/SetProtectionSettings',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetProtectionSettingsRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetProtectionSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProtectionSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/GetProtectionSettings',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetProtectionSettingsRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetProtectionSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetExclusion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/SetExclusion',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetExclusionRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetExclusionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetExclusion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/GetExclusion',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetExclusionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetComplianceHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/SetComplianceHold',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -94,6 +94,55 @@ class WalletServiceStub:
     """Lists a player's transactions, newest first, with AIP-158 pagination.
     Errors: INVALID_ARGUMENT for a bad or mismatched `page_token`.
     """
+    SetLimit: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.SetLimitRequest, _wallet_service_pb2.SetLimitResponse]
+    """Sets, lowers, raises or removes one of the player's deposit, loss or wager limits
+    (docs/responsible-gaming.md). A new or lower limit applies at once; a higher limit or a
+    removal applies only after the tenant's cooling-off period (default 24 h) and is returned
+    as pending until then. Every change is recorded in an append-only audit table and
+    published as `rg.limit.changed`.
+    Errors: INVALID_ARGUMENT for a zero or negative amount, an unset kind or window, a
+    currency the player holds no account in (`CURRENCY_NOT_HELD`); NOT_FOUND
+    `PLAYER_NOT_FOUND`.
+    """
+    GetLimit: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.GetLimitRequest, _wallet_service_pb2.GetLimitResponse]
+    """Returns one limit of the player with what the current window used and what remains.
+    Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `LIMIT_NOT_FOUND`.
+    """
+    ListLimits: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.ListLimitsRequest, _wallet_service_pb2.ListLimitsResponse]
+    """Lists the player's limits (optionally of one currency) with their usage.
+    Errors: NOT_FOUND `PLAYER_NOT_FOUND`.
+    """
+    SetProtectionSettings: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.SetProtectionSettingsRequest, _wallet_service_pb2.SetProtectionSettingsResponse]
+    """Sets the tenant's player-protection settings: the time zone its limit windows follow and
+    the cooling-off period before a raised or removed limit applies.
+    Errors: INVALID_ARGUMENT for an unknown time zone or a negative period.
+    """
+    GetProtectionSettings: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.GetProtectionSettingsRequest, _wallet_service_pb2.GetProtectionSettingsResponse]
+    """Returns the tenant's player-protection settings (the defaults when never set)."""
+    SetExclusion: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.SetExclusionRequest, _wallet_service_pb2.SetExclusionResponse]
+    """Excludes the player: a self-exclusion (until `end_time`, or permanent without it), a
+    cooling-off (until `end_time`), or a closure of the account (permanent). While it is in
+    force bets, stake debits and deposits are refused (`PLAYER_SELF_EXCLUDED`,
+    `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`); a withdrawal debit and every credit the player
+    is owed still land. A timed exclusion lifts itself at `end_time`. An exclusion in force can
+    only be extended, never shortened, and a closure is final. Published as
+    `rg.exclusion.changed`.
+    Errors: INVALID_ARGUMENT for an unset kind, an `end_time` in the past (`END_TIME_IN_PAST`),
+    missing for a cooling-off or set for a closure; NOT_FOUND `PLAYER_NOT_FOUND`;
+    FAILED_PRECONDITION `EXCLUSION_CANNOT_BE_SHORTENED`, `ACCOUNT_CLOSED`.
+    """
+    GetExclusion: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.GetExclusionRequest, _wallet_service_pb2.GetExclusionResponse]
+    """Returns the player's exclusion (`active` false once a timed one ended).
+    Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`.
+    """
+    SetComplianceHold: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.SetComplianceHoldRequest, _wallet_service_pb2.SetComplianceHoldResponse]
+    """Raises or lifts a compliance hold on the player's payouts (docs/aml-review.md): while one is
+    raised, a jackpot payout to the player is not credited and is recorded as
+    `PAYOUT_STATE_FAILED` with the hold's reason (`SANCTIONS_HIT`, `GEO_BLOCKED`,
+    `WITHDRAWAL_LIMIT_EXCEEDED`, `AML_HOLD`); the win stays owed and is retried by itself once
+    every cause is lifted. Errors: INVALID_ARGUMENT for an unset flag; NOT_FOUND
+    `PLAYER_NOT_FOUND`.
+    """
 
 @_typing.type_check_only
 class WalletServiceAsyncStub(WalletServiceStub):
@@ -160,6 +209,55 @@ class WalletServiceAsyncStub(WalletServiceStub):
     ListTransactions: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.ListTransactionsRequest, _wallet_service_pb2.ListTransactionsResponse]  # type: ignore[assignment]
     """Lists a player's transactions, newest first, with AIP-158 pagination.
     Errors: INVALID_ARGUMENT for a bad or mismatched `page_token`.
+    """
+    SetLimit: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.SetLimitRequest, _wallet_service_pb2.SetLimitResponse]  # type: ignore[assignment]
+    """Sets, lowers, raises or removes one of the player's deposit, loss or wager limits
+    (docs/responsible-gaming.md). A new or lower limit applies at once; a higher limit or a
+    removal applies only after the tenant's cooling-off period (default 24 h) and is returned
+    as pending until then. Every change is recorded in an append-only audit table and
+    published as `rg.limit.changed`.
+    Errors: INVALID_ARGUMENT for a zero or negative amount, an unset kind or window, a
+    currency the player holds no account in (`CURRENCY_NOT_HELD`); NOT_FOUND
+    `PLAYER_NOT_FOUND`.
+    """
+    GetLimit: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GetLimitRequest, _wallet_service_pb2.GetLimitResponse]  # type: ignore[assignment]
+    """Returns one limit of the player with what the current window used and what remains.
+    Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `LIMIT_NOT_FOUND`.
+    """
+    ListLimits: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.ListLimitsRequest, _wallet_service_pb2.ListLimitsResponse]  # type: ignore[assignment]
+    """Lists the player's limits (optionally of one currency) with their usage.
+    Errors: NOT_FOUND `PLAYER_NOT_FOUND`.
+    """
+    SetProtectionSettings: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.SetProtectionSettingsRequest, _wallet_service_pb2.SetProtectionSettingsResponse]  # type: ignore[assignment]
+    """Sets the tenant's player-protection settings: the time zone its limit windows follow and
+    the cooling-off period before a raised or removed limit applies.
+    Errors: INVALID_ARGUMENT for an unknown time zone or a negative period.
+    """
+    GetProtectionSettings: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GetProtectionSettingsRequest, _wallet_service_pb2.GetProtectionSettingsResponse]  # type: ignore[assignment]
+    """Returns the tenant's player-protection settings (the defaults when never set)."""
+    SetExclusion: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.SetExclusionRequest, _wallet_service_pb2.SetExclusionResponse]  # type: ignore[assignment]
+    """Excludes the player: a self-exclusion (until `end_time`, or permanent without it), a
+    cooling-off (until `end_time`), or a closure of the account (permanent). While it is in
+    force bets, stake debits and deposits are refused (`PLAYER_SELF_EXCLUDED`,
+    `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`); a withdrawal debit and every credit the player
+    is owed still land. A timed exclusion lifts itself at `end_time`. An exclusion in force can
+    only be extended, never shortened, and a closure is final. Published as
+    `rg.exclusion.changed`.
+    Errors: INVALID_ARGUMENT for an unset kind, an `end_time` in the past (`END_TIME_IN_PAST`),
+    missing for a cooling-off or set for a closure; NOT_FOUND `PLAYER_NOT_FOUND`;
+    FAILED_PRECONDITION `EXCLUSION_CANNOT_BE_SHORTENED`, `ACCOUNT_CLOSED`.
+    """
+    GetExclusion: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GetExclusionRequest, _wallet_service_pb2.GetExclusionResponse]  # type: ignore[assignment]
+    """Returns the player's exclusion (`active` false once a timed one ended).
+    Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`.
+    """
+    SetComplianceHold: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.SetComplianceHoldRequest, _wallet_service_pb2.SetComplianceHoldResponse]  # type: ignore[assignment]
+    """Raises or lifts a compliance hold on the player's payouts (docs/aml-review.md): while one is
+    raised, a jackpot payout to the player is not credited and is recorded as
+    `PAYOUT_STATE_FAILED` with the hold's reason (`SANCTIONS_HIT`, `GEO_BLOCKED`,
+    `WITHDRAWAL_LIMIT_EXCEEDED`, `AML_HOLD`); the win stays owed and is retried by itself once
+    every cause is lifted. Errors: INVALID_ARGUMENT for an unset flag; NOT_FOUND
+    `PLAYER_NOT_FOUND`.
     """
 
 class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -284,6 +382,103 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_service_pb2.ListTransactionsResponse, _abc.Awaitable[_wallet_service_pb2.ListTransactionsResponse]]:
         """Lists a player's transactions, newest first, with AIP-158 pagination.
         Errors: INVALID_ARGUMENT for a bad or mismatched `page_token`.
+        """
+
+    @_abc_1.abstractmethod
+    def SetLimit(
+        self,
+        request: _wallet_service_pb2.SetLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.SetLimitResponse, _abc.Awaitable[_wallet_service_pb2.SetLimitResponse]]:
+        """Sets, lowers, raises or removes one of the player's deposit, loss or wager limits
+        (docs/responsible-gaming.md). A new or lower limit applies at once; a higher limit or a
+        removal applies only after the tenant's cooling-off period (default 24 h) and is returned
+        as pending until then. Every change is recorded in an append-only audit table and
+        published as `rg.limit.changed`.
+        Errors: INVALID_ARGUMENT for a zero or negative amount, an unset kind or window, a
+        currency the player holds no account in (`CURRENCY_NOT_HELD`); NOT_FOUND
+        `PLAYER_NOT_FOUND`.
+        """
+
+    @_abc_1.abstractmethod
+    def GetLimit(
+        self,
+        request: _wallet_service_pb2.GetLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.GetLimitResponse, _abc.Awaitable[_wallet_service_pb2.GetLimitResponse]]:
+        """Returns one limit of the player with what the current window used and what remains.
+        Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `LIMIT_NOT_FOUND`.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLimits(
+        self,
+        request: _wallet_service_pb2.ListLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.ListLimitsResponse, _abc.Awaitable[_wallet_service_pb2.ListLimitsResponse]]:
+        """Lists the player's limits (optionally of one currency) with their usage.
+        Errors: NOT_FOUND `PLAYER_NOT_FOUND`.
+        """
+
+    @_abc_1.abstractmethod
+    def SetProtectionSettings(
+        self,
+        request: _wallet_service_pb2.SetProtectionSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.SetProtectionSettingsResponse, _abc.Awaitable[_wallet_service_pb2.SetProtectionSettingsResponse]]:
+        """Sets the tenant's player-protection settings: the time zone its limit windows follow and
+        the cooling-off period before a raised or removed limit applies.
+        Errors: INVALID_ARGUMENT for an unknown time zone or a negative period.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProtectionSettings(
+        self,
+        request: _wallet_service_pb2.GetProtectionSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.GetProtectionSettingsResponse, _abc.Awaitable[_wallet_service_pb2.GetProtectionSettingsResponse]]:
+        """Returns the tenant's player-protection settings (the defaults when never set)."""
+
+    @_abc_1.abstractmethod
+    def SetExclusion(
+        self,
+        request: _wallet_service_pb2.SetExclusionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.SetExclusionResponse, _abc.Awaitable[_wallet_service_pb2.SetExclusionResponse]]:
+        """Excludes the player: a self-exclusion (until `end_time`, or permanent without it), a
+        cooling-off (until `end_time`), or a closure of the account (permanent). While it is in
+        force bets, stake debits and deposits are refused (`PLAYER_SELF_EXCLUDED`,
+        `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`); a withdrawal debit and every credit the player
+        is owed still land. A timed exclusion lifts itself at `end_time`. An exclusion in force can
+        only be extended, never shortened, and a closure is final. Published as
+        `rg.exclusion.changed`.
+        Errors: INVALID_ARGUMENT for an unset kind, an `end_time` in the past (`END_TIME_IN_PAST`),
+        missing for a cooling-off or set for a closure; NOT_FOUND `PLAYER_NOT_FOUND`;
+        FAILED_PRECONDITION `EXCLUSION_CANNOT_BE_SHORTENED`, `ACCOUNT_CLOSED`.
+        """
+
+    @_abc_1.abstractmethod
+    def GetExclusion(
+        self,
+        request: _wallet_service_pb2.GetExclusionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.GetExclusionResponse, _abc.Awaitable[_wallet_service_pb2.GetExclusionResponse]]:
+        """Returns the player's exclusion (`active` false once a timed one ended).
+        Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`.
+        """
+
+    @_abc_1.abstractmethod
+    def SetComplianceHold(
+        self,
+        request: _wallet_service_pb2.SetComplianceHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.SetComplianceHoldResponse, _abc.Awaitable[_wallet_service_pb2.SetComplianceHoldResponse]]:
+        """Raises or lifts a compliance hold on the player's payouts (docs/aml-review.md): while one is
+        raised, a jackpot payout to the player is not credited and is recorded as
+        `PAYOUT_STATE_FAILED` with the hold's reason (`SANCTIONS_HIT`, `GEO_BLOCKED`,
+        `WITHDRAWAL_LIMIT_EXCEEDED`, `AML_HOLD`); the win stays owed and is retried by itself once
+        every cause is lifted. Errors: INVALID_ARGUMENT for an unset flag; NOT_FOUND
+        `PLAYER_NOT_FOUND`.
         """
 
 def add_WalletServiceServicer_to_server(servicer: WalletServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

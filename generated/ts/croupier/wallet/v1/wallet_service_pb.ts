@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file croupier/wallet/v1/wallet_service.proto.
  */
 export const file_croupier_wallet_v1_wallet_service: GenFile = /*@__PURE__*/
-  fileDesc("Cidjcm91cGllci93YWxsZXQvdjEvd2FsbGV0X3NlcnZpY2UucHJvdG8SEmNyb3VwaWVyLndhbGxldC52MSJgCgdCYWxhbmNlEiwKCWF2YWlsYWJsZRgBIAEoCzIZLmNyb3VwaWVyLmNvbW1vbi52MS5Nb25leRInCgRoZWxkGAIgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5IkUKB1Bvc3RpbmcSDwoHYWNjb3VudBgBIAEoCRIpCgZhbW91bnQYAiABKAsyGS5jcm91cGllci5jb21tb24udjEuTW9uZXki5gMKC1RyYW5zYWN0aW9uEhYKDnRyYW5zYWN0aW9uX2lkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIRCglwbGF5ZXJfaWQYAyABKAkSMQoEa2luZBgEIAEoDjIjLmNyb3VwaWVyLndhbGxldC52MS5UcmFuc2FjdGlvbktpbmQSKQoGYW1vdW50GAUgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIQCghyb3VuZF9pZBgHIAEoCRIOCgZiZXRfaWQYCCABKAkSDwoHZ2FtZV9pZBgJIAEoCRIdChV0YXJnZXRfdHJhbnNhY3Rpb25faWQYCiABKAkSLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEj8KCG1ldGFkYXRhGAwgAygLMi0uY3JvdXBpZXIud2FsbGV0LnYxLlRyYW5zYWN0aW9uLk1ldGFkYXRhRW50cnkSLQoIcG9zdGluZ3MYDSADKAsyGy5jcm91cGllci53YWxsZXQudjEuUG9zdGluZxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSwoRR2V0QmFsYW5jZVJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhEKCXBsYXllcl9pZBgCIAEoCRIQCghjdXJyZW5jeRgDIAEoCSJ8ChJHZXRCYWxhbmNlUmVzcG9uc2USNwoNcGxheWVyX3N0YXR1cxgBIAEoDjIgLmNyb3VwaWVyLmNvbW1vbi52MS5QbGF5ZXJTdGF0dXMSLQoIYmFsYW5jZXMYAiADKAsyGy5jcm91cGllci53YWxsZXQudjEuQmFsYW5jZSLZAgoTQXV0aG9yaXplQmV0UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGxheWVyX2lkGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRIOCgZiZXRfaWQYBCABKAkSEAoIcm91bmRfaWQYBSABKAkSDwoHZ2FtZV9pZBgGIAEoCRIpCgZhbW91bnQYByABKAsyGS5jcm91cGllci5jb21tb24udjEuTW9uZXkSKwoIaG9sZF90dGwYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SRwoIbWV0YWRhdGEYCSADKAsyNS5jcm91cGllci53YWxsZXQudjEuQXV0aG9yaXplQmV0UmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKeAQoUQXV0aG9yaXplQmV0UmVzcG9uc2USFgoOdHJhbnNhY3Rpb25faWQYASABKAkSDwoHaG9sZF9pZBgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoHYmFsYW5jZRgEIAEoCzIbLmNyb3VwaWVyLndhbGxldC52MS5CYWxhbmNlIs8CChBTZXR0bGVCZXRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIRCglwbGF5ZXJfaWQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJEg4KBmJldF9pZBgEIAEoCRIQCghyb3VuZF9pZBgFIAEoCRIPCgdnYW1lX2lkGAYgASgJEioKB2NhcHR1cmUYByABKAsyGS5jcm91cGllci5jb21tb24udjEuTW9uZXkSJgoDd2luGAggASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EkQKCG1ldGFkYXRhGAkgAygLMjIuY3JvdXBpZXIud2FsbGV0LnYxLlNldHRsZUJldFJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi2wEKEVNldHRsZUJldFJlc3BvbnNlEhYKDnRyYW5zYWN0aW9uX2lkGAEgASgJEisKCGNhcHR1cmVkGAIgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EisKCHJlbGVhc2VkGAMgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EiYKA3dpbhgEIAEoCzIZLmNyb3VwaWVyLmNvbW1vbi52MS5Nb25leRIsCgdiYWxhbmNlGAUgASgLMhsuY3JvdXBpZXIud2FsbGV0LnYxLkJhbGFuY2UiiwIKEENhbmNlbEJldFJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhEKCXBsYXllcl9pZBgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkSDgoGYmV0X2lkGAQgASgJEhAKCHJvdW5kX2lkGAUgASgJEg8KB2dhbWVfaWQYBiABKAkSDgoGcmVhc29uGAcgASgJEkQKCG1ldGFkYXRhGAggAygLMjIuY3JvdXBpZXIud2FsbGV0LnYxLkNhbmNlbEJldFJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihgEKEUNhbmNlbEJldFJlc3BvbnNlEhYKDnRyYW5zYWN0aW9uX2lkGAEgASgJEisKCHJlbGVhc2VkGAIgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EiwKB2JhbGFuY2UYAyABKAsyGy5jcm91cGllci53YWxsZXQudjEuQmFsYW5jZSKgAgoNQ3JlZGl0UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGxheWVyX2lkGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRIpCgZhbW91bnQYBCABKAsyGS5jcm91cGllci5jb21tb24udjEuTW9uZXkSEAoIcm91bmRfaWQYBSABKAkSDgoGYmV0X2lkGAYgASgJEg8KB2dhbWVfaWQYByABKAkSQQoIbWV0YWRhdGEYCCADKAsyLy5jcm91cGllci53YWxsZXQudjEuQ3JlZGl0UmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJWCg5DcmVkaXRSZXNwb25zZRIWCg50cmFuc2FjdGlvbl9pZBgBIAEoCRIsCgdiYWxhbmNlGAIgASgLMhsuY3JvdXBpZXIud2FsbGV0LnYxLkJhbGFuY2UingIKDERlYml0UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGxheWVyX2lkGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRIpCgZhbW91bnQYBCABKAsyGS5jcm91cGllci5jb21tb24udjEuTW9uZXkSEAoIcm91bmRfaWQYBSABKAkSDgoGYmV0X2lkGAYgASgJEg8KB2dhbWVfaWQYByABKAkSQAoIbWV0YWRhdGEYCCADKAsyLi5jcm91cGllci53YWxsZXQudjEuRGViaXRSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlUKDURlYml0UmVzcG9uc2USFgoOdHJhbnNhY3Rpb25faWQYASABKAkSLAoHYmFsYW5jZRgCIAEoCzIbLmNyb3VwaWVyLndhbGxldC52MS5CYWxhbmNlIqkCChpSb2xsYmFja1RyYW5zYWN0aW9uUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGxheWVyX2lkGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRIgChZ0YXJnZXRfaWRlbXBvdGVuY3lfa2V5GAQgASgJSAASHwoVdGFyZ2V0X3RyYW5zYWN0aW9uX2lkGAUgASgJSAASTgoIbWV0YWRhdGEYBiADKAsyPC5jcm91cGllci53YWxsZXQudjEuUm9sbGJhY2tUcmFuc2FjdGlvblJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCAoGdGFyZ2V0IuUBChtSb2xsYmFja1RyYW5zYWN0aW9uUmVzcG9uc2USFgoOdHJhbnNhY3Rpb25faWQYASABKAkSNAoHb3V0Y29tZRgCIAEoDjIjLmNyb3VwaWVyLndhbGxldC52MS5Sb2xsYmFja091dGNvbWUSHQoVdGFyZ2V0X3RyYW5zYWN0aW9uX2lkGAMgASgJEisKCHJldmVyc2VkGAQgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EiwKB2JhbGFuY2UYBSABKAsyGy5jcm91cGllci53YWxsZXQudjEuQmFsYW5jZSKZAQoWU2V0UGxheWVyU3RhdHVzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGxheWVyX2lkGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRIwCgZzdGF0dXMYBCABKA4yIC5jcm91cGllci5jb21tb24udjEuUGxheWVyU3RhdHVzEg4KBnJlYXNvbhgFIAEoCSKGAQoXU2V0UGxheWVyU3RhdHVzUmVzcG9uc2USOQoPcHJldmlvdXNfc3RhdHVzGAEgASgOMiAuY3JvdXBpZXIuY29tbW9uLnYxLlBsYXllclN0YXR1cxIwCgZzdGF0dXMYAiABKA4yIC5jcm91cGllci5jb21tb24udjEuUGxheWVyU3RhdHVzIkIKFUdldFRyYW5zYWN0aW9uUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSFgoOdHJhbnNhY3Rpb25faWQYAiABKAkiTgoWR2V0VHJhbnNhY3Rpb25SZXNwb25zZRI0Cgt0cmFuc2FjdGlvbhgBIAEoCzIfLmNyb3VwaWVyLndhbGxldC52MS5UcmFuc2FjdGlvbiJ4ChdMaXN0VHJhbnNhY3Rpb25zUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGxheWVyX2lkGAIgASgJEhAKCGN1cnJlbmN5GAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImoKGExpc3RUcmFuc2FjdGlvbnNSZXNwb25zZRI1Cgx0cmFuc2FjdGlvbnMYASADKAsyHy5jcm91cGllci53YWxsZXQudjEuVHJhbnNhY3Rpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJKp4CCg9UcmFuc2FjdGlvbktpbmQSIAocVFJBTlNBQ1RJT05fS0lORF9VTlNQRUNJRklFRBAAEh4KGlRSQU5TQUNUSU9OX0tJTkRfQVVUSE9SSVpFEAESGwoXVFJBTlNBQ1RJT05fS0lORF9TRVRUTEUQAhIbChdUUkFOU0FDVElPTl9LSU5EX0NBTkNFTBADEhsKF1RSQU5TQUNUSU9OX0tJTkRfQ1JFRElUEAQSGgoWVFJBTlNBQ1RJT05fS0lORF9ERUJJVBAFEh0KGVRSQU5TQUNUSU9OX0tJTkRfUk9MTEJBQ0sQBhIbChdUUkFOU0FDVElPTl9LSU5EX0VYUElSRRAHEhoKFlRSQU5TQUNUSU9OX0tJTkRfUk9VTkQQCCqcAQoPUm9sbGJhY2tPdXRjb21lEiAKHFJPTExCQUNLX09VVENPTUVfVU5TUEVDSUZJRUQQABIdChlST0xMQkFDS19PVVRDT01FX1JFVkVSU0VEEAESHwobUk9MTEJBQ0tfT1VUQ09NRV9UT01CU1RPTkVEEAISJwojUk9MTEJBQ0tfT1VUQ09NRV9OT1RISU5HX1RPX1JFVkVSU0UQAzLeBwoNV2FsbGV0U2VydmljZRJbCgpHZXRCYWxhbmNlEiUuY3JvdXBpZXIud2FsbGV0LnYxLkdldEJhbGFuY2VSZXF1ZXN0GiYuY3JvdXBpZXIud2FsbGV0LnYxLkdldEJhbGFuY2VSZXNwb25zZRJhCgxBdXRob3JpemVCZXQSJy5jcm91cGllci53YWxsZXQudjEuQXV0aG9yaXplQmV0UmVxdWVzdBooLmNyb3VwaWVyLndhbGxldC52MS5BdXRob3JpemVCZXRSZXNwb25zZRJYCglTZXR0bGVCZXQSJC5jcm91cGllci53YWxsZXQudjEuU2V0dGxlQmV0UmVxdWVzdBolLmNyb3VwaWVyLndhbGxldC52MS5TZXR0bGVCZXRSZXNwb25zZRJYCglDYW5jZWxCZXQSJC5jcm91cGllci53YWxsZXQudjEuQ2FuY2VsQmV0UmVxdWVzdBolLmNyb3VwaWVyLndhbGxldC52MS5DYW5jZWxCZXRSZXNwb25zZRJPCgZDcmVkaXQSIS5jcm91cGllci53YWxsZXQudjEuQ3JlZGl0UmVxdWVzdBoiLmNyb3VwaWVyLndhbGxldC52MS5DcmVkaXRSZXNwb25zZRJMCgVEZWJpdBIgLmNyb3VwaWVyLndhbGxldC52MS5EZWJpdFJlcXVlc3QaIS5jcm91cGllci53YWxsZXQudjEuRGViaXRSZXNwb25zZRJ2ChNSb2xsYmFja1RyYW5zYWN0aW9uEi4uY3JvdXBpZXIud2FsbGV0LnYxLlJvbGxiYWNrVHJhbnNhY3Rpb25SZXF1ZXN0Gi8uY3JvdXBpZXIud2FsbGV0LnYxLlJvbGxiYWNrVHJhbnNhY3Rpb25SZXNwb25zZRJqCg9TZXRQbGF5ZXJTdGF0dXMSKi5jcm91cGllci53YWxsZXQudjEuU2V0UGxheWVyU3RhdHVzUmVxdWVzdBorLmNyb3VwaWVyLndhbGxldC52MS5TZXRQbGF5ZXJTdGF0dXNSZXNwb25zZRJnCg5HZXRUcmFuc2FjdGlvbhIpLmNyb3VwaWVyLndhbGxldC52MS5HZXRUcmFuc2FjdGlvblJlcXVlc3QaKi5jcm91cGllci53YWxsZXQudjEuR2V0VHJhbnNhY3Rpb25SZXNwb25zZRJtChBMaXN0VHJhbnNhY3Rpb25zEisuY3JvdXBpZXIud2FsbGV0LnYxLkxpc3RUcmFuc2FjdGlvbnNSZXF1ZXN0GiwuY3JvdXBpZXIud2FsbGV0LnYxLkxpc3RUcmFuc2FjdGlvbnNSZXNwb25zZUJBWj9naXRodWIuY29tL2Nyb3VwaWVyL2Nyb3VwaWVyL2dlbi9nby9jcm91cGllci93YWxsZXQvdjE7d2FsbGV0djFiBnByb3RvMw", [file_croupier_common_v1_account, file_croupier_common_v1_money, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Cidjcm91cGllci93YWxsZXQvdjEvd2FsbGV0X3NlcnZpY2UucHJvdG8SEmNyb3VwaWVyLndhbGxldC52MSJgCgdCYWxhbmNlEiwKCWF2YWlsYWJsZRgBIAEoCzIZLmNyb3VwaWVyLmNvbW1vbi52MS5Nb25leRInCgRoZWxkGAIgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5IkUKB1Bvc3RpbmcSDwoHYWNjb3VudBgBIAEoCRIpCgZhbW91bnQYAiABKAsyGS5jcm91cGllci5jb21tb24udjEuTW9uZXki5gMKC1RyYW5zYWN0aW9uEhYKDnRyYW5zYWN0aW9uX2lkGAEgASgJEhEKCXRlbmFudF9pZBgCIAEoCRIRCglwbGF5ZXJfaWQYAyABKAkSMQoEa2luZBgEIAEoDjIjLmNyb3VwaWVyLndhbGxldC52MS5UcmFuc2FjdGlvbktpbmQSKQoGYW1vdW50GAUgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EhcKD2lkZW1wb3RlbmN5X2tleRgGIAEoCRIQCghyb3VuZF9pZBgHIAEoCRIOCgZiZXRfaWQYCCABKAkSDwoHZ2FtZV9pZBgJIAEoCRIdChV0YXJnZXRfdHJhbnNhY3Rpb25faWQYCiABKAkSLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEj8KCG1ldGFkYXRhGAwgAygLMi0uY3JvdXBpZXIud2FsbGV0LnYxLlRyYW5zYWN0aW9uLk1ldGFkYXRhRW50cnkSLQoIcG9zdGluZ3MYDSADKAsyGy5jcm91cGllci53YWxsZXQudjEuUG9zdGluZxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSwoRR2V0QmFsYW5jZVJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhEKCXBsYXllcl9pZBgCIAEoCRIQCghjdXJyZW5jeRgDIAEoCSJ8ChJHZXRCYWxhbmNlUmVzcG9uc2USNwoNcGxheWVyX3N0YXR1cxgBIAEoDjIgLmNyb3VwaWVyLmNvbW1vbi52MS5QbGF5ZXJTdGF0dXMSLQoIYmFsYW5jZXMYAiADKAsyGy5jcm91cGllci53YWxsZXQudjEuQmFsYW5jZSLZAgoTQXV0aG9yaXplQmV0UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGxheWVyX2lkGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRIOCgZiZXRfaWQYBCABKAkSEAoIcm91bmRfaWQYBSABKAkSDwoHZ2FtZV9pZBgGIAEoCRIpCgZhbW91bnQYByABKAsyGS5jcm91cGllci5jb21tb24udjEuTW9uZXkSKwoIaG9sZF90dGwYCCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SRwoIbWV0YWRhdGEYCSADKAsyNS5jcm91cGllci53YWxsZXQudjEuQXV0aG9yaXplQmV0UmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKeAQoUQXV0aG9yaXplQmV0UmVzcG9uc2USFgoOdHJhbnNhY3Rpb25faWQYASABKAkSDwoHaG9sZF9pZBgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoHYmFsYW5jZRgEIAEoCzIbLmNyb3VwaWVyLndhbGxldC52MS5CYWxhbmNlIs8CChBTZXR0bGVCZXRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIRCglwbGF5ZXJfaWQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJEg4KBmJldF9pZBgEIAEoCRIQCghyb3VuZF9pZBgFIAEoCRIPCgdnYW1lX2lkGAYgASgJEioKB2NhcHR1cmUYByABKAsyGS5jcm91cGllci5jb21tb24udjEuTW9uZXkSJgoDd2luGAggASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EkQKCG1ldGFkYXRhGAkgAygLMjIuY3JvdXBpZXIud2FsbGV0LnYxLlNldHRsZUJldFJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi2wEKEVNldHRsZUJldFJlc3BvbnNlEhYKDnRyYW5zYWN0aW9uX2lkGAEgASgJEisKCGNhcHR1cmVkGAIgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EisKCHJlbGVhc2VkGAMgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EiYKA3dpbhgEIAEoCzIZLmNyb3VwaWVyLmNvbW1vbi52MS5Nb25leRIsCgdiYWxhbmNlGAUgASgLMhsuY3JvdXBpZXIud2FsbGV0LnYxLkJhbGFuY2UiiwIKEENhbmNlbEJldFJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhEKCXBsYXllcl9pZBgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkSDgoGYmV0X2lkGAQgASgJEhAKCHJvdW5kX2lkGAUgASgJEg8KB2dhbWVfaWQYBiABKAkSDgoGcmVhc29uGAcgASgJEkQKCG1ldGFkYXRhGAggAygLMjIuY3JvdXBpZXIud2FsbGV0LnYxLkNhbmNlbEJldFJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihgEKEUNhbmNlbEJldFJlc3BvbnNlEhYKDnRyYW5zYWN0aW9uX2lkGAEgASgJEisKCHJlbGVhc2VkGAIgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EiwKB2JhbGFuY2UYAyABKAsyGy5jcm91cGllci53YWxsZXQudjEuQmFsYW5jZSLSAgoNQ3JlZGl0UmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGxheWVyX2lkGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRIpCgZhbW91bnQYBCABKAsyGS5jcm91cGllci5jb21tb24udjEuTW9uZXkSEAoIcm91bmRfaWQYBSABKAkSDgoGYmV0X2lkGAYgASgJEg8KB2dhbWVfaWQYByABKAkSQQoIbWV0YWRhdGEYCCADKAsyLy5jcm91cGllci53YWxsZXQudjEuQ3JlZGl0UmVxdWVzdC5NZXRhZGF0YUVudHJ5EjAKBnJlYXNvbhgJIAEoDjIgLmNyb3VwaWVyLndhbGxldC52MS5DcmVkaXRSZWFzb24aLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlYKDkNyZWRpdFJlc3BvbnNlEhYKDnRyYW5zYWN0aW9uX2lkGAEgASgJEiwKB2JhbGFuY2UYAiABKAsyGy5jcm91cGllci53YWxsZXQudjEuQmFsYW5jZSLPAgoMRGViaXRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIRCglwbGF5ZXJfaWQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJEikKBmFtb3VudBgEIAEoCzIZLmNyb3VwaWVyLmNvbW1vbi52MS5Nb25leRIQCghyb3VuZF9pZBgFIAEoCRIOCgZiZXRfaWQYBiABKAkSDwoHZ2FtZV9pZBgHIAEoCRJACghtZXRhZGF0YRgIIAMoCzIuLmNyb3VwaWVyLndhbGxldC52MS5EZWJpdFJlcXVlc3QuTWV0YWRhdGFFbnRyeRIvCgZyZWFzb24YCSABKA4yHy5jcm91cGllci53YWxsZXQudjEuRGViaXRSZWFzb24aLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlUKDURlYml0UmVzcG9uc2USFgoOdHJhbnNhY3Rpb25faWQYASABKAkSLAoHYmFsYW5jZRgCIAEoCzIbLmNyb3VwaWVyLndhbGxldC52MS5CYWxhbmNlIqkCChpSb2xsYmFja1RyYW5zYWN0aW9uUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGxheWVyX2lkGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRIgChZ0YXJnZXRfaWRlbXBvdGVuY3lfa2V5GAQgASgJSAASHwoVdGFyZ2V0X3RyYW5zYWN0aW9uX2lkGAUgASgJSAASTgoIbWV0YWRhdGEYBiADKAsyPC5jcm91cGllci53YWxsZXQudjEuUm9sbGJhY2tUcmFuc2FjdGlvblJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCAoGdGFyZ2V0IuUBChtSb2xsYmFja1RyYW5zYWN0aW9uUmVzcG9uc2USFgoOdHJhbnNhY3Rpb25faWQYASABKAkSNAoHb3V0Y29tZRgCIAEoDjIjLmNyb3VwaWVyLndhbGxldC52MS5Sb2xsYmFja091dGNvbWUSHQoVdGFyZ2V0X3RyYW5zYWN0aW9uX2lkGAMgASgJEisKCHJldmVyc2VkGAQgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EiwKB2JhbGFuY2UYBSABKAsyGy5jcm91cGllci53YWxsZXQudjEuQmFsYW5jZSKZAQoWU2V0UGxheWVyU3RhdHVzUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGxheWVyX2lkGAIgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgDIAEoCRIwCgZzdGF0dXMYBCABKA4yIC5jcm91cGllci5jb21tb24udjEuUGxheWVyU3RhdHVzEg4KBnJlYXNvbhgFIAEoCSKGAQoXU2V0UGxheWVyU3RhdHVzUmVzcG9uc2USOQoPcHJldmlvdXNfc3RhdHVzGAEgASgOMiAuY3JvdXBpZXIuY29tbW9uLnYxLlBsYXllclN0YXR1cxIwCgZzdGF0dXMYAiABKA4yIC5jcm91cGllci5jb21tb24udjEuUGxheWVyU3RhdHVzIkIKFUdldFRyYW5zYWN0aW9uUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSFgoOdHJhbnNhY3Rpb25faWQYAiABKAkiTgoWR2V0VHJhbnNhY3Rpb25SZXNwb25zZRI0Cgt0cmFuc2FjdGlvbhgBIAEoCzIfLmNyb3VwaWVyLndhbGxldC52MS5UcmFuc2FjdGlvbiJ4ChdMaXN0VHJhbnNhY3Rpb25zUmVxdWVzdBIRCgl0ZW5hbnRfaWQYASABKAkSEQoJcGxheWVyX2lkGAIgASgJEhAKCGN1cnJlbmN5GAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImoKGExpc3RUcmFuc2FjdGlvbnNSZXNwb25zZRI1Cgx0cmFuc2FjdGlvbnMYASADKAsyHy5jcm91cGllci53YWxsZXQudjEuVHJhbnNhY3Rpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIuMDCgVMaW1pdBIrCgRraW5kGAEgASgOMh0uY3JvdXBpZXIud2FsbGV0LnYxLkxpbWl0S2luZBIvCgZ3aW5kb3cYAiABKA4yHy5jcm91cGllci53YWxsZXQudjEuTGltaXRXaW5kb3cSEAoIY3VycmVuY3kYAyABKAkSKQoGYW1vdW50GAQgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EjEKDnBlbmRpbmdfYW1vdW50GAUgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EhcKD3BlbmRpbmdfcmVtb3ZhbBgGIAEoCBIwCgxwZW5kaW5nX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBHVzZWQYCCABKAsyGS5jcm91cGllci5jb21tb24udjEuTW9uZXkSLAoJcmVtYWluaW5nGAkgASgLMhkuY3JvdXBpZXIuY29tbW9uLnYxLk1vbmV5EjUKEXdpbmRvd19zdGFydF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg93aW5kb3dfZW5kX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvkBCg9TZXRMaW1pdFJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhEKCXBsYXllcl9pZBgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkSKwoEa2luZBgEIAEoDjIdLmNyb3VwaWVyLndhbGxldC52MS5MaW1pdEtpbmQSLwoGd2luZG93GAUgASgOMh8uY3JvdXBpZXIud2FsbGV0LnYxLkxpbWl0V2luZG93EikKBmFtb3VudBgGIAEoCzIZLmNyb3VwaWVyLmNvbW1vbi52MS5Nb25leRIOCgZyZW1vdmUYByABKAgSDgoGcmVhc29uGAggASgJIk0KEFNldExpbWl0UmVzcG9uc2USKAoFbGltaXQYASABKAsyGS5jcm91cGllci53YWxsZXQudjEuTGltaXQSDwoHYXBwbGllZBgCIAEoCCKnAQoPR2V0TGltaXRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIRCglwbGF5ZXJfaWQYAiABKAkSEAoIY3VycmVuY3kYAyABKAkSKwoEa2luZBgEIAEoDjIdLmNyb3VwaWVyLndhbGxldC52MS5MaW1pdEtpbmQSLwoGd2luZG93GAUgASgOMh8uY3JvdXBpZXIud2FsbGV0LnYxLkxpbWl0V2luZG93IjwKEEdldExpbWl0UmVzcG9uc2USKAoFbGltaXQYASABKAsyGS5jcm91cGllci53YWxsZXQudjEuTGltaXQiSwoRTGlzdExpbWl0c1JlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhEKCXBsYXllcl9pZBgCIAEoCRIQCghjdXJyZW5jeRgDIAEoCSI/ChJMaXN0TGltaXRzUmVzcG9uc2USKQoGbGltaXRzGAEgAygLMhkuY3JvdXBpZXIud2FsbGV0LnYxLkxpbWl0IvkBChJQcm90ZWN0aW9uU2V0dGluZ3MSEQoJdGltZV96b25lGAEgASgJEjQKEWxpbWl0X2Nvb2xpbmdfb2ZmGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEl4KFWFtbF9yZXZpZXdfdGhyZXNob2xkcxgDIAMoCzI/LmNyb3VwaWVyLndhbGxldC52MS5Qcm90ZWN0aW9uU2V0dGluZ3MuQW1sUmV2aWV3VGhyZXNob2xkc0VudHJ5GjoKGEFtbFJldmlld1RocmVzaG9sZHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBIoQBChxTZXRQcm90ZWN0aW9uU2V0dGluZ3NSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAiABKAkSOAoIc2V0dGluZ3MYAyABKAsyJi5jcm91cGllci53YWxsZXQudjEuUHJvdGVjdGlvblNldHRpbmdzIlkKHVNldFByb3RlY3Rpb25TZXR0aW5nc1Jlc3BvbnNlEjgKCHNldHRpbmdzGAEgASgLMiYuY3JvdXBpZXIud2FsbGV0LnYxLlByb3RlY3Rpb25TZXR0aW5ncyIxChxHZXRQcm90ZWN0aW9uU2V0dGluZ3NSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCSJZCh1HZXRQcm90ZWN0aW9uU2V0dGluZ3NSZXNwb25zZRI4CghzZXR0aW5ncxgBIAEoCzImLmNyb3VwaWVyLndhbGxldC52MS5Qcm90ZWN0aW9uU2V0dGluZ3MiigEKCUV4Y2x1c2lvbhIvCgRraW5kGAEgASgOMiEuY3JvdXBpZXIud2FsbGV0LnYxLkV4Y2x1c2lvbktpbmQSLAoIZW5kX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmFjdGl2ZRgDIAEoCBIOCgZyZWFzb24YBCABKAkiwwEKE1NldEV4Y2x1c2lvblJlcXVlc3QSEQoJdGVuYW50X2lkGAEgASgJEhEKCXBsYXllcl9pZBgCIAEoCRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkSLwoEa2luZBgEIAEoDjIhLmNyb3VwaWVyLndhbGxldC52MS5FeGNsdXNpb25LaW5kEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YBiABKAkiSAoUU2V0RXhjbHVzaW9uUmVzcG9uc2USMAoJZXhjbHVzaW9uGAEgASgLMh0uY3JvdXBpZXIud2FsbGV0LnYxLkV4Y2x1c2lvbiI7ChNHZXRFeGNsdXNpb25SZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIRCglwbGF5ZXJfaWQYAiABKAkiSAoUR2V0RXhjbHVzaW9uUmVzcG9uc2USMAoJZXhjbHVzaW9uGAEgASgLMh0uY3JvdXBpZXIud2FsbGV0LnYxLkV4Y2x1c2lvbiKrAQoYU2V0Q29tcGxpYW5jZUhvbGRSZXF1ZXN0EhEKCXRlbmFudF9pZBgBIAEoCRIRCglwbGF5ZXJfaWQYAiABKAkSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJEjAKBGhvbGQYBCABKA4yIi5jcm91cGllci53YWxsZXQudjEuQ29tcGxpYW5jZUhvbGQSDgoGYWN0aXZlGAUgASgIEg4KBnJlYXNvbhgGIAEoCSJOChlTZXRDb21wbGlhbmNlSG9sZFJlc3BvbnNlEjEKBWhvbGRzGAEgAygOMiIuY3JvdXBpZXIud2FsbGV0LnYxLkNvbXBsaWFuY2VIb2xkKp4CCg9UcmFuc2FjdGlvbktpbmQSIAocVFJBTlNBQ1RJT05fS0lORF9VTlNQRUNJRklFRBAAEh4KGlRSQU5TQUNUSU9OX0tJTkRfQVVUSE9SSVpFEAESGwoXVFJBTlNBQ1RJT05fS0lORF9TRVRUTEUQAhIbChdUUkFOU0FDVElPTl9LSU5EX0NBTkNFTBADEhsKF1RSQU5TQUNUSU9OX0tJTkRfQ1JFRElUEAQSGgoWVFJBTlNBQ1RJT05fS0lORF9ERUJJVBAFEh0KGVRSQU5TQUNUSU9OX0tJTkRfUk9MTEJBQ0sQBhIbChdUUkFOU0FDVElPTl9LSU5EX0VYUElSRRAHEhoKFlRSQU5TQUNUSU9OX0tJTkRfUk9VTkQQCCqsAQoMQ3JlZGl0UmVhc29uEh0KGUNSRURJVF9SRUFTT05fVU5TUEVDSUZJRUQQABIZChVDUkVESVRfUkVBU09OX0RFUE9TSVQQARIVChFDUkVESVRfUkVBU09OX1dJThACEhgKFENSRURJVF9SRUFTT05fUkVGVU5EEAMSFwoTQ1JFRElUX1JFQVNPTl9CT05VUxAEEhgKFENSRURJVF9SRUFTT05fUEFZT1VUEAUqYAoLRGViaXRSZWFzb24SHAoYREVCSVRfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSREVCSVRfUkVBU09OX1NUQUtFEAESGwoXREVCSVRfUkVBU09OX1dJVEhEUkFXQUwQAiqcAQoPUm9sbGJhY2tPdXRjb21lEiAKHFJPTExCQUNLX09VVENPTUVfVU5TUEVDSUZJRUQQABIdChlST0xMQkFDS19PVVRDT01FX1JFVkVSU0VEEAESHwobUk9MTEJBQ0tfT1VUQ09NRV9UT01CU1RPTkVEEAISJwojUk9MTEJBQ0tfT1VUQ09NRV9OT1RISU5HX1RPX1JFVkVSU0UQAypqCglMaW1pdEtpbmQSGgoWTElNSVRfS0lORF9VTlNQRUNJRklFRBAAEhYKEkxJTUlUX0tJTkRfREVQT1NJVBABEhMKD0xJTUlUX0tJTkRfTE9TUxACEhQKEExJTUlUX0tJTkRfV0FHRVIQAypwCgtMaW1pdFdpbmRvdxIcChhMSU1JVF9XSU5ET1dfVU5TUEVDSUZJRUQQABIUChBMSU1JVF9XSU5ET1dfREFZEAESFQoRTElNSVRfV0lORE9XX1dFRUsQAhIWChJMSU1JVF9XSU5ET1dfTU9OVEgQAyqOAQoNRXhjbHVzaW9uS2luZBIeChpFWENMVVNJT05fS0lORF9VTlNQRUNJRklFRBAAEiEKHUVYQ0xVU0lPTl9LSU5EX1NFTEZfRVhDTFVTSU9OEAESHgoaRVhDTFVTSU9OX0tJTkRfQ09PTElOR19PRkYQAhIaChZFWENMVVNJT05fS0lORF9DTE9TVVJFEAMqrgEKDkNvbXBsaWFuY2VIb2xkEh8KG0NPTVBMSUFOQ0VfSE9MRF9VTlNQRUNJRklFRBAAEh0KGUNPTVBMSUFOQ0VfSE9MRF9TQU5DVElPTlMQARIdChlDT01QTElBTkNFX0hPTERfR0VPX0JMT0NLEAISJAogQ09NUExJQU5DRV9IT0xEX1dJVEhEUkFXQUxfTElNSVQQAxIXChNDT01QTElBTkNFX0hPTERfQU1MEAQynQ4KDVdhbGxldFNlcnZpY2USWwoKR2V0QmFsYW5jZRIlLmNyb3VwaWVyLndhbGxldC52MS5HZXRCYWxhbmNlUmVxdWVzdBomLmNyb3VwaWVyLndhbGxldC52MS5HZXRCYWxhbmNlUmVzcG9uc2USYQoMQXV0aG9yaXplQmV0EicuY3JvdXBpZXIud2FsbGV0LnYxLkF1dGhvcml6ZUJldFJlcXVlc3QaKC5jcm91cGllci53YWxsZXQudjEuQXV0aG9yaXplQmV0UmVzcG9uc2USWAoJU2V0dGxlQmV0EiQuY3JvdXBpZXIud2FsbGV0LnYxLlNldHRsZUJldFJlcXVlc3QaJS5jcm91cGllci53YWxsZXQudjEuU2V0dGxlQmV0UmVzcG9uc2USWAoJQ2FuY2VsQmV0EiQuY3JvdXBpZXIud2FsbGV0LnYxLkNhbmNlbEJldFJlcXVlc3QaJS5jcm91cGllci53YWxsZXQudjEuQ2FuY2VsQmV0UmVzcG9uc2USTwoGQ3JlZGl0EiEuY3JvdXBpZXIud2FsbGV0LnYxLkNyZWRpdFJlcXVlc3QaIi5jcm91cGllci53YWxsZXQudjEuQ3JlZGl0UmVzcG9uc2USTAoFRGViaXQSIC5jcm91cGllci53YWxsZXQudjEuRGViaXRSZXF1ZXN0GiEuY3JvdXBpZXIud2FsbGV0LnYxLkRlYml0UmVzcG9uc2USdgoTUm9sbGJhY2tUcmFuc2FjdGlvbhIuLmNyb3VwaWVyLndhbGxldC52MS5Sb2xsYmFja1RyYW5zYWN0aW9uUmVxdWVzdBovLmNyb3VwaWVyLndhbGxldC52MS5Sb2xsYmFja1RyYW5zYWN0aW9uUmVzcG9uc2USagoPU2V0UGxheWVyU3RhdHVzEiouY3JvdXBpZXIud2FsbGV0LnYxLlNldFBsYXllclN0YXR1c1JlcXVlc3QaKy5jcm91cGllci53YWxsZXQudjEuU2V0UGxheWVyU3RhdHVzUmVzcG9uc2USZwoOR2V0VHJhbnNhY3Rpb24SKS5jcm91cGllci53YWxsZXQudjEuR2V0VHJhbnNhY3Rpb25SZXF1ZXN0GiouY3JvdXBpZXIud2FsbGV0LnYxLkdldFRyYW5zYWN0aW9uUmVzcG9uc2USbQoQTGlzdFRyYW5zYWN0aW9ucxIrLmNyb3VwaWVyLndhbGxldC52MS5MaXN0VHJhbnNhY3Rpb25zUmVxdWVzdBosLmNyb3VwaWVyLndhbGxldC52MS5MaXN0VHJhbnNhY3Rpb25zUmVzcG9uc2USVQoIU2V0TGltaXQSIy5jcm91cGllci53YWxsZXQudjEuU2V0TGltaXRSZXF1ZXN0GiQuY3JvdXBpZXIud2FsbGV0LnYxLlNldExpbWl0UmVzcG9uc2USVQoIR2V0TGltaXQSIy5jcm91cGllci53YWxsZXQudjEuR2V0TGltaXRSZXF1ZXN0GiQuY3JvdXBpZXIud2FsbGV0LnYxLkdldExpbWl0UmVzcG9uc2USWwoKTGlzdExpbWl0cxIlLmNyb3VwaWVyLndhbGxldC52MS5MaXN0TGltaXRzUmVxdWVzdBomLmNyb3VwaWVyLndhbGxldC52MS5MaXN0TGltaXRzUmVzcG9uc2USfAoVU2V0UHJvdGVjdGlvblNldHRpbmdzEjAuY3JvdXBpZXIud2FsbGV0LnYxLlNldFByb3RlY3Rpb25TZXR0aW5nc1JlcXVlc3QaMS5jcm91cGllci53YWxsZXQudjEuU2V0UHJvdGVjdGlvblNldHRpbmdzUmVzcG9uc2USfAoVR2V0UHJvdGVjdGlvblNldHRpbmdzEjAuY3JvdXBpZXIud2FsbGV0LnYxLkdldFByb3RlY3Rpb25TZXR0aW5nc1JlcXVlc3QaMS5jcm91cGllci53YWxsZXQudjEuR2V0UHJvdGVjdGlvblNldHRpbmdzUmVzcG9uc2USYQoMU2V0RXhjbHVzaW9uEicuY3JvdXBpZXIud2FsbGV0LnYxLlNldEV4Y2x1c2lvblJlcXVlc3QaKC5jcm91cGllci53YWxsZXQudjEuU2V0RXhjbHVzaW9uUmVzcG9uc2USYQoMR2V0RXhjbHVzaW9uEicuY3JvdXBpZXIud2FsbGV0LnYxLkdldEV4Y2x1c2lvblJlcXVlc3QaKC5jcm91cGllci53YWxsZXQudjEuR2V0RXhjbHVzaW9uUmVzcG9uc2UScAoRU2V0Q29tcGxpYW5jZUhvbGQSLC5jcm91cGllci53YWxsZXQudjEuU2V0Q29tcGxpYW5jZUhvbGRSZXF1ZXN0Gi0uY3JvdXBpZXIud2FsbGV0LnYxLlNldENvbXBsaWFuY2VIb2xkUmVzcG9uc2VCQVo/Z2l0aHViLmNvbS9jcm91cGllci9jcm91cGllci9nZW4vZ28vY3JvdXBpZXIvd2FsbGV0L3YxO3dhbGxldHYxYgZwcm90bzM", [file_croupier_common_v1_account, file_croupier_common_v1_money, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * The balances of one player account (one currency) after an operation.
@@ -654,6 +654,14 @@ export type CreditRequest = Message<"croupier.wallet.v1.CreditRequest"> & {
    * @generated from field: map<string, string> metadata = 8;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * What the credit is. Only `CREDIT_REASON_DEPOSIT` counts against deposit limits; wins count
+   * against the player's losses. Unset: a credit that is neither (never limited).
+   *
+   * @generated from field: croupier.wallet.v1.CreditReason reason = 9;
+   */
+  reason: CreditReason;
 };
 
 /**
@@ -752,6 +760,13 @@ export type DebitRequest = Message<"croupier.wallet.v1.DebitRequest"> & {
    * @generated from field: map<string, string> metadata = 8;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * What the debit is. Unset: a stake (counts against loss and wager limits).
+   *
+   * @generated from field: croupier.wallet.v1.DebitReason reason = 9;
+   */
+  reason: DebitReason;
 };
 
 /**
@@ -1108,6 +1123,705 @@ export const ListTransactionsResponseSchema: GenMessage<ListTransactionsResponse
   messageDesc(file_croupier_wallet_v1_wallet_service, 22);
 
 /**
+ * One limit of a player in one currency.
+ *
+ * @generated from message croupier.wallet.v1.Limit
+ */
+export type Limit = Message<"croupier.wallet.v1.Limit"> & {
+  /**
+   * The kind.
+   *
+   * @generated from field: croupier.wallet.v1.LimitKind kind = 1;
+   */
+  kind: LimitKind;
+
+  /**
+   * The window.
+   *
+   * @generated from field: croupier.wallet.v1.LimitWindow window = 2;
+   */
+  window: LimitWindow;
+
+  /**
+   * The ISO 4217 currency of the limit.
+   *
+   * @generated from field: string currency = 3;
+   */
+  currency: string;
+
+  /**
+   * The limit in force now; unset when none is (a pending first limit cannot exist: a new limit
+   * applies at once).
+   *
+   * @generated from field: croupier.common.v1.Money amount = 4;
+   */
+  amount?: Money | undefined;
+
+  /**
+   * A raised limit waiting for its cooling-off; unset when nothing is pending or when the
+   * pending change is a removal (`pending_removal`).
+   *
+   * @generated from field: croupier.common.v1.Money pending_amount = 5;
+   */
+  pendingAmount?: Money | undefined;
+
+  /**
+   * The pending change is a removal.
+   *
+   * @generated from field: bool pending_removal = 6;
+   */
+  pendingRemoval: boolean;
+
+  /**
+   * When the pending change applies; unset when nothing is pending.
+   *
+   * @generated from field: google.protobuf.Timestamp pending_time = 7;
+   */
+  pendingTime?: Timestamp | undefined;
+
+  /**
+   * What the current window used (for a loss limit: stakes minus wins, may be negative).
+   *
+   * @generated from field: croupier.common.v1.Money used = 8;
+   */
+  used?: Money | undefined;
+
+  /**
+   * What remains in the current window (never negative); unset when no limit is in force.
+   *
+   * @generated from field: croupier.common.v1.Money remaining = 9;
+   */
+  remaining?: Money | undefined;
+
+  /**
+   * Start of the current window (inclusive).
+   *
+   * @generated from field: google.protobuf.Timestamp window_start_time = 10;
+   */
+  windowStartTime?: Timestamp | undefined;
+
+  /**
+   * End of the current window (exclusive).
+   *
+   * @generated from field: google.protobuf.Timestamp window_end_time = 11;
+   */
+  windowEndTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.Limit.
+ * Use `create(LimitSchema)` to create a new message.
+ */
+export const LimitSchema: GenMessage<Limit> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 23);
+
+/**
+ * Request for SetLimit.
+ *
+ * @generated from message croupier.wallet.v1.SetLimitRequest
+ */
+export type SetLimitRequest = Message<"croupier.wallet.v1.SetLimitRequest"> & {
+  /**
+   * The tenant (operator or brand).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The player.
+   *
+   * @generated from field: string player_id = 2;
+   */
+  playerId: string;
+
+  /**
+   * Idempotency key, unique per tenant.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+
+  /**
+   * Which limit.
+   *
+   * @generated from field: croupier.wallet.v1.LimitKind kind = 4;
+   */
+  kind: LimitKind;
+
+  /**
+   * Which window.
+   *
+   * @generated from field: croupier.wallet.v1.LimitWindow window = 5;
+   */
+  window: LimitWindow;
+
+  /**
+   * The new limit, strictly positive, in a currency the player holds. With `remove`, only its
+   * currency is read (minor_units must be 0).
+   *
+   * @generated from field: croupier.common.v1.Money amount = 6;
+   */
+  amount?: Money | undefined;
+
+  /**
+   * Remove the limit (after the cooling-off period).
+   *
+   * @generated from field: bool remove = 7;
+   */
+  remove: boolean;
+
+  /**
+   * Why (free text for the audit trail).
+   *
+   * @generated from field: string reason = 8;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.SetLimitRequest.
+ * Use `create(SetLimitRequestSchema)` to create a new message.
+ */
+export const SetLimitRequestSchema: GenMessage<SetLimitRequest> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 24);
+
+/**
+ * Response for SetLimit.
+ *
+ * @generated from message croupier.wallet.v1.SetLimitResponse
+ */
+export type SetLimitResponse = Message<"croupier.wallet.v1.SetLimitResponse"> & {
+  /**
+   * The limit after the change.
+   *
+   * @generated from field: croupier.wallet.v1.Limit limit = 1;
+   */
+  limit?: Limit | undefined;
+
+  /**
+   * Whether the change applied at once (false: it is pending, see `limit.pending_time`).
+   *
+   * @generated from field: bool applied = 2;
+   */
+  applied: boolean;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.SetLimitResponse.
+ * Use `create(SetLimitResponseSchema)` to create a new message.
+ */
+export const SetLimitResponseSchema: GenMessage<SetLimitResponse> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 25);
+
+/**
+ * Request for GetLimit.
+ *
+ * @generated from message croupier.wallet.v1.GetLimitRequest
+ */
+export type GetLimitRequest = Message<"croupier.wallet.v1.GetLimitRequest"> & {
+  /**
+   * The tenant (operator or brand).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The player.
+   *
+   * @generated from field: string player_id = 2;
+   */
+  playerId: string;
+
+  /**
+   * The currency.
+   *
+   * @generated from field: string currency = 3;
+   */
+  currency: string;
+
+  /**
+   * Which limit.
+   *
+   * @generated from field: croupier.wallet.v1.LimitKind kind = 4;
+   */
+  kind: LimitKind;
+
+  /**
+   * Which window.
+   *
+   * @generated from field: croupier.wallet.v1.LimitWindow window = 5;
+   */
+  window: LimitWindow;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.GetLimitRequest.
+ * Use `create(GetLimitRequestSchema)` to create a new message.
+ */
+export const GetLimitRequestSchema: GenMessage<GetLimitRequest> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 26);
+
+/**
+ * Response for GetLimit.
+ *
+ * @generated from message croupier.wallet.v1.GetLimitResponse
+ */
+export type GetLimitResponse = Message<"croupier.wallet.v1.GetLimitResponse"> & {
+  /**
+   * The limit.
+   *
+   * @generated from field: croupier.wallet.v1.Limit limit = 1;
+   */
+  limit?: Limit | undefined;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.GetLimitResponse.
+ * Use `create(GetLimitResponseSchema)` to create a new message.
+ */
+export const GetLimitResponseSchema: GenMessage<GetLimitResponse> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 27);
+
+/**
+ * Request for ListLimits.
+ *
+ * @generated from message croupier.wallet.v1.ListLimitsRequest
+ */
+export type ListLimitsRequest = Message<"croupier.wallet.v1.ListLimitsRequest"> & {
+  /**
+   * The tenant (operator or brand).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The player.
+   *
+   * @generated from field: string player_id = 2;
+   */
+  playerId: string;
+
+  /**
+   * Optional: only this currency.
+   *
+   * @generated from field: string currency = 3;
+   */
+  currency: string;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.ListLimitsRequest.
+ * Use `create(ListLimitsRequestSchema)` to create a new message.
+ */
+export const ListLimitsRequestSchema: GenMessage<ListLimitsRequest> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 28);
+
+/**
+ * Response for ListLimits.
+ *
+ * @generated from message croupier.wallet.v1.ListLimitsResponse
+ */
+export type ListLimitsResponse = Message<"croupier.wallet.v1.ListLimitsResponse"> & {
+  /**
+   * By currency, kind, window.
+   *
+   * @generated from field: repeated croupier.wallet.v1.Limit limits = 1;
+   */
+  limits: Limit[];
+};
+
+/**
+ * Describes the message croupier.wallet.v1.ListLimitsResponse.
+ * Use `create(ListLimitsResponseSchema)` to create a new message.
+ */
+export const ListLimitsResponseSchema: GenMessage<ListLimitsResponse> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 29);
+
+/**
+ * A tenant's player-protection settings.
+ *
+ * @generated from message croupier.wallet.v1.ProtectionSettings
+ */
+export type ProtectionSettings = Message<"croupier.wallet.v1.ProtectionSettings"> & {
+  /**
+   * IANA time zone of the limit windows (default "UTC").
+   *
+   * @generated from field: string time_zone = 1;
+   */
+  timeZone: string;
+
+  /**
+   * How long a raised or removed limit waits before it applies (default 24 h; whole seconds).
+   *
+   * @generated from field: google.protobuf.Duration limit_cooling_off = 2;
+   */
+  limitCoolingOff?: Duration | undefined;
+
+  /**
+   * AML review thresholds per ISO 4217 currency, in minor units: a jackpot payout above the
+   * threshold of its currency waits for an admin's review (PAYOUT_STATE_REVIEW). A currency
+   * without one is never reviewed.
+   *
+   * @generated from field: map<string, int64> aml_review_thresholds = 3;
+   */
+  amlReviewThresholds: { [key: string]: bigint };
+};
+
+/**
+ * Describes the message croupier.wallet.v1.ProtectionSettings.
+ * Use `create(ProtectionSettingsSchema)` to create a new message.
+ */
+export const ProtectionSettingsSchema: GenMessage<ProtectionSettings> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 30);
+
+/**
+ * Request for SetProtectionSettings.
+ *
+ * @generated from message croupier.wallet.v1.SetProtectionSettingsRequest
+ */
+export type SetProtectionSettingsRequest = Message<"croupier.wallet.v1.SetProtectionSettingsRequest"> & {
+  /**
+   * The tenant (operator or brand).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * Idempotency key, unique per tenant.
+   *
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
+
+  /**
+   * The settings (both fields required).
+   *
+   * @generated from field: croupier.wallet.v1.ProtectionSettings settings = 3;
+   */
+  settings?: ProtectionSettings | undefined;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.SetProtectionSettingsRequest.
+ * Use `create(SetProtectionSettingsRequestSchema)` to create a new message.
+ */
+export const SetProtectionSettingsRequestSchema: GenMessage<SetProtectionSettingsRequest> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 31);
+
+/**
+ * Response for SetProtectionSettings.
+ *
+ * @generated from message croupier.wallet.v1.SetProtectionSettingsResponse
+ */
+export type SetProtectionSettingsResponse = Message<"croupier.wallet.v1.SetProtectionSettingsResponse"> & {
+  /**
+   * The settings now.
+   *
+   * @generated from field: croupier.wallet.v1.ProtectionSettings settings = 1;
+   */
+  settings?: ProtectionSettings | undefined;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.SetProtectionSettingsResponse.
+ * Use `create(SetProtectionSettingsResponseSchema)` to create a new message.
+ */
+export const SetProtectionSettingsResponseSchema: GenMessage<SetProtectionSettingsResponse> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 32);
+
+/**
+ * Request for GetProtectionSettings.
+ *
+ * @generated from message croupier.wallet.v1.GetProtectionSettingsRequest
+ */
+export type GetProtectionSettingsRequest = Message<"croupier.wallet.v1.GetProtectionSettingsRequest"> & {
+  /**
+   * The tenant (operator or brand).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.GetProtectionSettingsRequest.
+ * Use `create(GetProtectionSettingsRequestSchema)` to create a new message.
+ */
+export const GetProtectionSettingsRequestSchema: GenMessage<GetProtectionSettingsRequest> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 33);
+
+/**
+ * Response for GetProtectionSettings.
+ *
+ * @generated from message croupier.wallet.v1.GetProtectionSettingsResponse
+ */
+export type GetProtectionSettingsResponse = Message<"croupier.wallet.v1.GetProtectionSettingsResponse"> & {
+  /**
+   * The settings.
+   *
+   * @generated from field: croupier.wallet.v1.ProtectionSettings settings = 1;
+   */
+  settings?: ProtectionSettings | undefined;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.GetProtectionSettingsResponse.
+ * Use `create(GetProtectionSettingsResponseSchema)` to create a new message.
+ */
+export const GetProtectionSettingsResponseSchema: GenMessage<GetProtectionSettingsResponse> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 34);
+
+/**
+ * A player's exclusion.
+ *
+ * @generated from message croupier.wallet.v1.Exclusion
+ */
+export type Exclusion = Message<"croupier.wallet.v1.Exclusion"> & {
+  /**
+   * The kind.
+   *
+   * @generated from field: croupier.wallet.v1.ExclusionKind kind = 1;
+   */
+  kind: ExclusionKind;
+
+  /**
+   * When it ends; unset when permanent.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 2;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Whether it is in force now.
+   *
+   * @generated from field: bool active = 3;
+   */
+  active: boolean;
+
+  /**
+   * Why (free text).
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.Exclusion.
+ * Use `create(ExclusionSchema)` to create a new message.
+ */
+export const ExclusionSchema: GenMessage<Exclusion> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 35);
+
+/**
+ * Request for SetExclusion.
+ *
+ * @generated from message croupier.wallet.v1.SetExclusionRequest
+ */
+export type SetExclusionRequest = Message<"croupier.wallet.v1.SetExclusionRequest"> & {
+  /**
+   * The tenant (operator or brand).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The player.
+   *
+   * @generated from field: string player_id = 2;
+   */
+  playerId: string;
+
+  /**
+   * Idempotency key, unique per tenant.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+
+  /**
+   * The kind.
+   *
+   * @generated from field: croupier.wallet.v1.ExclusionKind kind = 4;
+   */
+  kind: ExclusionKind;
+
+  /**
+   * When it ends (in the future); required for a cooling-off, unset for a closure or a
+   * permanent self-exclusion.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 5;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * Why (free text for the audit trail).
+   *
+   * @generated from field: string reason = 6;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.SetExclusionRequest.
+ * Use `create(SetExclusionRequestSchema)` to create a new message.
+ */
+export const SetExclusionRequestSchema: GenMessage<SetExclusionRequest> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 36);
+
+/**
+ * Response for SetExclusion.
+ *
+ * @generated from message croupier.wallet.v1.SetExclusionResponse
+ */
+export type SetExclusionResponse = Message<"croupier.wallet.v1.SetExclusionResponse"> & {
+  /**
+   * The exclusion now.
+   *
+   * @generated from field: croupier.wallet.v1.Exclusion exclusion = 1;
+   */
+  exclusion?: Exclusion | undefined;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.SetExclusionResponse.
+ * Use `create(SetExclusionResponseSchema)` to create a new message.
+ */
+export const SetExclusionResponseSchema: GenMessage<SetExclusionResponse> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 37);
+
+/**
+ * Request for GetExclusion.
+ *
+ * @generated from message croupier.wallet.v1.GetExclusionRequest
+ */
+export type GetExclusionRequest = Message<"croupier.wallet.v1.GetExclusionRequest"> & {
+  /**
+   * The tenant (operator or brand).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The player.
+   *
+   * @generated from field: string player_id = 2;
+   */
+  playerId: string;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.GetExclusionRequest.
+ * Use `create(GetExclusionRequestSchema)` to create a new message.
+ */
+export const GetExclusionRequestSchema: GenMessage<GetExclusionRequest> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 38);
+
+/**
+ * Response for GetExclusion.
+ *
+ * @generated from message croupier.wallet.v1.GetExclusionResponse
+ */
+export type GetExclusionResponse = Message<"croupier.wallet.v1.GetExclusionResponse"> & {
+  /**
+   * The exclusion.
+   *
+   * @generated from field: croupier.wallet.v1.Exclusion exclusion = 1;
+   */
+  exclusion?: Exclusion | undefined;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.GetExclusionResponse.
+ * Use `create(GetExclusionResponseSchema)` to create a new message.
+ */
+export const GetExclusionResponseSchema: GenMessage<GetExclusionResponse> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 39);
+
+/**
+ * Request for SetComplianceHold.
+ *
+ * @generated from message croupier.wallet.v1.SetComplianceHoldRequest
+ */
+export type SetComplianceHoldRequest = Message<"croupier.wallet.v1.SetComplianceHoldRequest"> & {
+  /**
+   * The tenant (operator or brand).
+   *
+   * @generated from field: string tenant_id = 1;
+   */
+  tenantId: string;
+
+  /**
+   * The player.
+   *
+   * @generated from field: string player_id = 2;
+   */
+  playerId: string;
+
+  /**
+   * Idempotency key, unique per tenant.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+
+  /**
+   * The cause.
+   *
+   * @generated from field: croupier.wallet.v1.ComplianceHold hold = 4;
+   */
+  hold: ComplianceHold;
+
+  /**
+   * True to raise it, false to lift it.
+   *
+   * @generated from field: bool active = 5;
+   */
+  active: boolean;
+
+  /**
+   * Why (free text for the audit trail).
+   *
+   * @generated from field: string reason = 6;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message croupier.wallet.v1.SetComplianceHoldRequest.
+ * Use `create(SetComplianceHoldRequestSchema)` to create a new message.
+ */
+export const SetComplianceHoldRequestSchema: GenMessage<SetComplianceHoldRequest> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 40);
+
+/**
+ * Response for SetComplianceHold.
+ *
+ * @generated from message croupier.wallet.v1.SetComplianceHoldResponse
+ */
+export type SetComplianceHoldResponse = Message<"croupier.wallet.v1.SetComplianceHoldResponse"> & {
+  /**
+   * Every hold raised on the player after the change.
+   *
+   * @generated from field: repeated croupier.wallet.v1.ComplianceHold holds = 1;
+   */
+  holds: ComplianceHold[];
+};
+
+/**
+ * Describes the message croupier.wallet.v1.SetComplianceHoldResponse.
+ * Use `create(SetComplianceHoldResponseSchema)` to create a new message.
+ */
+export const SetComplianceHoldResponseSchema: GenMessage<SetComplianceHoldResponse> = /*@__PURE__*/
+  messageDesc(file_croupier_wallet_v1_wallet_service, 41);
+
+/**
  * The kind of a ledger transaction.
  *
  * @generated from enum croupier.wallet.v1.TransactionKind
@@ -1185,6 +1899,97 @@ export const TransactionKindSchema: GenEnum<TransactionKind> = /*@__PURE__*/
   enumDesc(file_croupier_wallet_v1_wallet_service, 0);
 
 /**
+ * Why money is credited.
+ *
+ * @generated from enum croupier.wallet.v1.CreditReason
+ */
+export enum CreditReason {
+  /**
+   * Not set: neither a deposit nor a win (never limited).
+   *
+   * @generated from enum value: CREDIT_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Money the player pays in: checked against deposit limits (`DEPOSIT_LIMIT_EXCEEDED`).
+   *
+   * @generated from enum value: CREDIT_REASON_DEPOSIT = 1;
+   */
+  DEPOSIT = 1,
+
+  /**
+   * A game or sportsbook win: reduces the loss counted against loss limits; never refused.
+   *
+   * @generated from enum value: CREDIT_REASON_WIN = 2;
+   */
+  WIN = 2,
+
+  /**
+   * A refund: never limited.
+   *
+   * @generated from enum value: CREDIT_REASON_REFUND = 3;
+   */
+  REFUND = 3,
+
+  /**
+   * A bonus: never limited.
+   *
+   * @generated from enum value: CREDIT_REASON_BONUS = 4;
+   */
+  BONUS = 4,
+
+  /**
+   * A jackpot or other payout: never limited. Above the tenant's AML review threshold it is not
+   * credited: FAILED_PRECONDITION `PAYOUT_UNDER_REVIEW` (metadata `review_id`) until an admin
+   * approves the review (JackpotService.ApproveReview), which credits it once.
+   *
+   * @generated from enum value: CREDIT_REASON_PAYOUT = 5;
+   */
+  PAYOUT = 5,
+}
+
+/**
+ * Describes the enum croupier.wallet.v1.CreditReason.
+ */
+export const CreditReasonSchema: GenEnum<CreditReason> = /*@__PURE__*/
+  enumDesc(file_croupier_wallet_v1_wallet_service, 1);
+
+/**
+ * Why money is debited.
+ *
+ * @generated from enum croupier.wallet.v1.DebitReason
+ */
+export enum DebitReason {
+  /**
+   * Not set: a stake, as a bet (counts against loss and wager limits).
+   *
+   * @generated from enum value: DEBIT_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A stake, said explicitly.
+   *
+   * @generated from enum value: DEBIT_REASON_STAKE = 1;
+   */
+  STAKE = 1,
+
+  /**
+   * A withdrawal of cash: not a stake, allowed on a closed account.
+   *
+   * @generated from enum value: DEBIT_REASON_WITHDRAWAL = 2;
+   */
+  WITHDRAWAL = 2,
+}
+
+/**
+ * Describes the enum croupier.wallet.v1.DebitReason.
+ */
+export const DebitReasonSchema: GenEnum<DebitReason> = /*@__PURE__*/
+  enumDesc(file_croupier_wallet_v1_wallet_service, 2);
+
+/**
  * What a rollback did.
  *
  * @generated from enum croupier.wallet.v1.RollbackOutcome
@@ -1223,7 +2028,178 @@ export enum RollbackOutcome {
  * Describes the enum croupier.wallet.v1.RollbackOutcome.
  */
 export const RollbackOutcomeSchema: GenEnum<RollbackOutcome> = /*@__PURE__*/
-  enumDesc(file_croupier_wallet_v1_wallet_service, 1);
+  enumDesc(file_croupier_wallet_v1_wallet_service, 3);
+
+/**
+ * What a limit bounds.
+ *
+ * @generated from enum croupier.wallet.v1.LimitKind
+ */
+export enum LimitKind {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: LIMIT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Deposits: the sum of credits with reason `CREDIT_REASON_DEPOSIT`.
+   *
+   * @generated from enum value: LIMIT_KIND_DEPOSIT = 1;
+   */
+  DEPOSIT = 1,
+
+  /**
+   * Losses: stakes minus wins.
+   *
+   * @generated from enum value: LIMIT_KIND_LOSS = 2;
+   */
+  LOSS = 2,
+
+  /**
+   * Wagers: the sum of stakes.
+   *
+   * @generated from enum value: LIMIT_KIND_WAGER = 3;
+   */
+  WAGER = 3,
+}
+
+/**
+ * Describes the enum croupier.wallet.v1.LimitKind.
+ */
+export const LimitKindSchema: GenEnum<LimitKind> = /*@__PURE__*/
+  enumDesc(file_croupier_wallet_v1_wallet_service, 4);
+
+/**
+ * The calendar window of a limit, in the tenant's time zone.
+ *
+ * @generated from enum croupier.wallet.v1.LimitWindow
+ */
+export enum LimitWindow {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: LIMIT_WINDOW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * From local midnight to the next.
+   *
+   * @generated from enum value: LIMIT_WINDOW_DAY = 1;
+   */
+  DAY = 1,
+
+  /**
+   * From Monday 00:00 local time, seven days.
+   *
+   * @generated from enum value: LIMIT_WINDOW_WEEK = 2;
+   */
+  WEEK = 2,
+
+  /**
+   * From the first of the month 00:00 local time to the next first.
+   *
+   * @generated from enum value: LIMIT_WINDOW_MONTH = 3;
+   */
+  MONTH = 3,
+}
+
+/**
+ * Describes the enum croupier.wallet.v1.LimitWindow.
+ */
+export const LimitWindowSchema: GenEnum<LimitWindow> = /*@__PURE__*/
+  enumDesc(file_croupier_wallet_v1_wallet_service, 5);
+
+/**
+ * How a player is excluded.
+ *
+ * @generated from enum croupier.wallet.v1.ExclusionKind
+ */
+export enum ExclusionKind {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: EXCLUSION_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Self-exclusion: until `end_time`, or permanent.
+   *
+   * @generated from enum value: EXCLUSION_KIND_SELF_EXCLUSION = 1;
+   */
+  SELF_EXCLUSION = 1,
+
+  /**
+   * A short cooling-off period, until `end_time`.
+   *
+   * @generated from enum value: EXCLUSION_KIND_COOLING_OFF = 2;
+   */
+  COOLING_OFF = 2,
+
+  /**
+   * The account is closed: no bets, no deposits; withdrawals allowed. Permanent.
+   *
+   * @generated from enum value: EXCLUSION_KIND_CLOSURE = 3;
+   */
+  CLOSURE = 3,
+}
+
+/**
+ * Describes the enum croupier.wallet.v1.ExclusionKind.
+ */
+export const ExclusionKindSchema: GenEnum<ExclusionKind> = /*@__PURE__*/
+  enumDesc(file_croupier_wallet_v1_wallet_service, 6);
+
+/**
+ * A compliance cause that withholds a player's payouts.
+ *
+ * @generated from enum croupier.wallet.v1.ComplianceHold
+ */
+export enum ComplianceHold {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: COMPLIANCE_HOLD_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A sanctions list match: `SANCTIONS_HIT`.
+   *
+   * @generated from enum value: COMPLIANCE_HOLD_SANCTIONS = 1;
+   */
+  SANCTIONS = 1,
+
+  /**
+   * The player is in a blocked jurisdiction: `GEO_BLOCKED`.
+   *
+   * @generated from enum value: COMPLIANCE_HOLD_GEO_BLOCK = 2;
+   */
+  GEO_BLOCK = 2,
+
+  /**
+   * The player's withdrawal limit is reached: `WITHDRAWAL_LIMIT_EXCEEDED`.
+   *
+   * @generated from enum value: COMPLIANCE_HOLD_WITHDRAWAL_LIMIT = 3;
+   */
+  WITHDRAWAL_LIMIT = 3,
+
+  /**
+   * An AML investigation is open: `AML_HOLD`.
+   *
+   * @generated from enum value: COMPLIANCE_HOLD_AML = 4;
+   */
+  AML = 4,
+}
+
+/**
+ * Describes the enum croupier.wallet.v1.ComplianceHold.
+ */
+export const ComplianceHoldSchema: GenEnum<ComplianceHold> = /*@__PURE__*/
+  enumDesc(file_croupier_wallet_v1_wallet_service, 7);
 
 /**
  * WalletService holds player balances in integer minor units over a double-entry ledger.
@@ -1361,6 +2337,112 @@ export const WalletService: GenService<{
     methodKind: "unary";
     input: typeof ListTransactionsRequestSchema;
     output: typeof ListTransactionsResponseSchema;
+  },
+  /**
+   * Sets, lowers, raises or removes one of the player's deposit, loss or wager limits
+   * (docs/responsible-gaming.md). A new or lower limit applies at once; a higher limit or a
+   * removal applies only after the tenant's cooling-off period (default 24 h) and is returned
+   * as pending until then. Every change is recorded in an append-only audit table and
+   * published as `rg.limit.changed`.
+   * Errors: INVALID_ARGUMENT for a zero or negative amount, an unset kind or window, a
+   * currency the player holds no account in (`CURRENCY_NOT_HELD`); NOT_FOUND
+   * `PLAYER_NOT_FOUND`.
+   *
+   * @generated from rpc croupier.wallet.v1.WalletService.SetLimit
+   */
+  setLimit: {
+    methodKind: "unary";
+    input: typeof SetLimitRequestSchema;
+    output: typeof SetLimitResponseSchema;
+  },
+  /**
+   * Returns one limit of the player with what the current window used and what remains.
+   * Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `LIMIT_NOT_FOUND`.
+   *
+   * @generated from rpc croupier.wallet.v1.WalletService.GetLimit
+   */
+  getLimit: {
+    methodKind: "unary";
+    input: typeof GetLimitRequestSchema;
+    output: typeof GetLimitResponseSchema;
+  },
+  /**
+   * Lists the player's limits (optionally of one currency) with their usage.
+   * Errors: NOT_FOUND `PLAYER_NOT_FOUND`.
+   *
+   * @generated from rpc croupier.wallet.v1.WalletService.ListLimits
+   */
+  listLimits: {
+    methodKind: "unary";
+    input: typeof ListLimitsRequestSchema;
+    output: typeof ListLimitsResponseSchema;
+  },
+  /**
+   * Sets the tenant's player-protection settings: the time zone its limit windows follow and
+   * the cooling-off period before a raised or removed limit applies.
+   * Errors: INVALID_ARGUMENT for an unknown time zone or a negative period.
+   *
+   * @generated from rpc croupier.wallet.v1.WalletService.SetProtectionSettings
+   */
+  setProtectionSettings: {
+    methodKind: "unary";
+    input: typeof SetProtectionSettingsRequestSchema;
+    output: typeof SetProtectionSettingsResponseSchema;
+  },
+  /**
+   * Returns the tenant's player-protection settings (the defaults when never set).
+   *
+   * @generated from rpc croupier.wallet.v1.WalletService.GetProtectionSettings
+   */
+  getProtectionSettings: {
+    methodKind: "unary";
+    input: typeof GetProtectionSettingsRequestSchema;
+    output: typeof GetProtectionSettingsResponseSchema;
+  },
+  /**
+   * Excludes the player: a self-exclusion (until `end_time`, or permanent without it), a
+   * cooling-off (until `end_time`), or a closure of the account (permanent). While it is in
+   * force bets, stake debits and deposits are refused (`PLAYER_SELF_EXCLUDED`,
+   * `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`); a withdrawal debit and every credit the player
+   * is owed still land. A timed exclusion lifts itself at `end_time`. An exclusion in force can
+   * only be extended, never shortened, and a closure is final. Published as
+   * `rg.exclusion.changed`.
+   * Errors: INVALID_ARGUMENT for an unset kind, an `end_time` in the past (`END_TIME_IN_PAST`),
+   * missing for a cooling-off or set for a closure; NOT_FOUND `PLAYER_NOT_FOUND`;
+   * FAILED_PRECONDITION `EXCLUSION_CANNOT_BE_SHORTENED`, `ACCOUNT_CLOSED`.
+   *
+   * @generated from rpc croupier.wallet.v1.WalletService.SetExclusion
+   */
+  setExclusion: {
+    methodKind: "unary";
+    input: typeof SetExclusionRequestSchema;
+    output: typeof SetExclusionResponseSchema;
+  },
+  /**
+   * Returns the player's exclusion (`active` false once a timed one ended).
+   * Errors: NOT_FOUND `PLAYER_NOT_FOUND`, `EXCLUSION_NOT_FOUND`.
+   *
+   * @generated from rpc croupier.wallet.v1.WalletService.GetExclusion
+   */
+  getExclusion: {
+    methodKind: "unary";
+    input: typeof GetExclusionRequestSchema;
+    output: typeof GetExclusionResponseSchema;
+  },
+  /**
+   * Raises or lifts a compliance hold on the player's payouts (docs/aml-review.md): while one is
+   * raised, a jackpot payout to the player is not credited and is recorded as
+   * `PAYOUT_STATE_FAILED` with the hold's reason (`SANCTIONS_HIT`, `GEO_BLOCKED`,
+   * `WITHDRAWAL_LIMIT_EXCEEDED`, `AML_HOLD`); the win stays owed and is retried by itself once
+   * every cause is lifted. Errors: INVALID_ARGUMENT for an unset flag; NOT_FOUND
+   * `PLAYER_NOT_FOUND`.
+   *
+   * @generated from rpc croupier.wallet.v1.WalletService.SetComplianceHold
+   */
+  setComplianceHold: {
+    methodKind: "unary";
+    input: typeof SetComplianceHoldRequestSchema;
+    output: typeof SetComplianceHoldResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_croupier_wallet_v1_wallet_service, 0);

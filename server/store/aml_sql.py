@@ -1,0 +1,305 @@
+"""AML review SQL: thresholds per tenant and currency, reviews of withheld jackpot payouts.
+
+Functions take an open connection inside the caller's transaction; no business rules here
+(those are in server/jackpot/review.py).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from server.store.wallet_sql import Conn
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRow:
+    """One AML review (amounts in minor units of `currency`)."""
+
+    tenant_id: str
+    review_id: uuid.UUID
+    win_id: uuid.UUID | None
+    player_id: str
+    currency: str
+    amount: int
+    threshold: int
+    state: str
+    decision_reason: str
+    opened_at: datetime
+    decided_at: datetime | None
+    # a held Credit: idempotency_key, round_id, bet_id, game_id, metadata (win_id is None)
+    credit_request: dict[str, Any] | None = None
+
+
+_COLUMNS = (
+    "tenant_id, review_id, win_id, player_id, currency, amount, threshold, state,"
+    " decision_reason, opened_at, decided_at, credit_request"
+)
+
+
+def _review(row: tuple[Any, ...]) -> ReviewRow:
+    return ReviewRow(
+        str(row[0]),
+        row[1],
+        row[2],
+        str(row[3]),
+        str(row[4]),
+        int(row[5]),
+        int(row[6]),
+        str(row[7]),
+        str(row[8]),
+        row[9],
+        row[10],
+        row[11],
+    )
+
+
+async def thresholds(conn: Conn, tenant_id: str) -> dict[str, int]:
+    """The tenant's thresholds: currency -> minor units."""
+    cur = await conn.execute(
+        "SELECT currency, threshold FROM aml_thresholds WHERE tenant_id = %s ORDER BY currency",
+        (tenant_id,),
+    )
+    return {str(c): int(t) for c, t in await cur.fetchall()}
+
+
+async def put_thresholds(conn: Conn, tenant_id: str, values: dict[str, int]) -> None:
+    """Replace the tenant's thresholds."""
+    await conn.execute("DELETE FROM aml_thresholds WHERE tenant_id = %s", (tenant_id,))
+    for currency, threshold in sorted(values.items()):
+        await conn.execute(
+            "INSERT INTO aml_thresholds (tenant_id, currency, threshold) VALUES (%s, %s, %s)",
+            (tenant_id, currency, threshold),
+        )
+
+
+async def review_of_win(conn: Conn, tenant_id: str, win_id: uuid.UUID) -> ReviewRow | None:
+    """The review of a win, if any."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM aml_reviews WHERE tenant_id = %s AND win_id = %s",
+        (tenant_id, win_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _review(row)
+
+
+async def open_review(
+    conn: Conn,
+    *,
+    tenant_id: str,
+    win_id: uuid.UUID,
+    player_id: str,
+    currency: str,
+    amount: int,
+    threshold: int,
+) -> ReviewRow | None:
+    """Open the review of a `requested` win and move the win to `review`; None when the win
+    has a review already or is no longer `requested` (a concurrent saga run)."""
+    cur = await conn.execute(
+        "WITH w AS (UPDATE jp_wins SET payout_state = 'review', next_attempt_at = NULL"
+        "           WHERE win_id = %(w)s AND payout_state = 'requested' RETURNING win_id)"
+        " INSERT INTO aml_reviews (tenant_id, review_id, win_id, player_id, currency, amount,"
+        "  threshold, state)"
+        " SELECT %(t)s, %(r)s, w.win_id, %(p)s, %(c)s, %(a)s, %(th)s, 'open' FROM w"
+        " ON CONFLICT DO NOTHING"
+        f" RETURNING {_COLUMNS}",
+        {
+            "t": tenant_id,
+            "w": win_id,
+            "r": uuid.uuid4(),
+            "p": player_id,
+            "c": currency,
+            "a": amount,
+            "th": threshold,
+        },
+    )
+    row = await cur.fetchone()
+    return None if row is None else _review(row)
+
+
+async def open_credit_review(
+    conn: Conn,
+    *,
+    tenant_id: str,
+    player_id: str,
+    currency: str,
+    amount: int,
+    threshold: int,
+    credit_request: dict[str, Any],
+) -> ReviewRow:
+    """Open the review of a held Credit."""
+    cur = await conn.execute(
+        "INSERT INTO aml_reviews (tenant_id, review_id, player_id, currency, amount, threshold,"
+        " state, credit_request) VALUES (%s, %s, %s, %s, %s, %s, 'open', %s)"
+        f" RETURNING {_COLUMNS}",
+        (
+            tenant_id,
+            uuid.uuid4(),
+            player_id,
+            currency,
+            amount,
+            threshold,
+            json.dumps(credit_request, sort_keys=True),
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return _review(row)
+
+
+async def threshold(conn: Conn, tenant_id: str, currency: str) -> int | None:
+    """The tenant's threshold in `currency`, if any."""
+    cur = await conn.execute(
+        "SELECT threshold FROM aml_thresholds WHERE tenant_id = %s AND currency = %s",
+        (tenant_id, currency),
+    )
+    row = await cur.fetchone()
+    return None if row is None else int(row[0])
+
+
+async def lock_review(conn: Conn, tenant_id: str, review_id: uuid.UUID) -> ReviewRow | None:
+    """Lock (FOR UPDATE) one review."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM aml_reviews WHERE tenant_id = %s AND review_id = %s FOR UPDATE",
+        (tenant_id, review_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _review(row)
+
+
+async def decide(
+    conn: Conn, tenant_id: str, review_id: uuid.UUID, state: str, reason: str, key: str
+) -> ReviewRow:
+    """Record a decision on a locked review; return it."""
+    cur = await conn.execute(
+        "UPDATE aml_reviews SET state = %s, decision_reason = %s, decision_key = %s,"
+        " decided_at = now() WHERE tenant_id = %s AND review_id = %s"
+        f" RETURNING {_COLUMNS}",
+        (state, reason, key, tenant_id, review_id),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return _review(row)
+
+
+async def release_win(conn: Conn, win_id: uuid.UUID, step: str, detail: str) -> None:
+    """Put a reviewed (or rejected) win back to `requested`, due now, with a saga step."""
+    await conn.execute(
+        "UPDATE jp_wins SET payout_state = 'requested', failure_reason = '',"
+        " next_attempt_at = clock_timestamp() WHERE win_id = %s AND payout_state <> 'credited'",
+        (win_id,),
+    )
+    await conn.execute(
+        "INSERT INTO jp_payout_steps (win_id, step, detail) VALUES (%s, %s, %s)",
+        (win_id, step, detail),
+    )
+
+
+async def reject_win(conn: Conn, win_id: uuid.UUID, failure_reason: str, detail: str) -> None:
+    """Mark a reviewed win `failed` (still owed) with a saga step."""
+    await conn.execute(
+        "UPDATE jp_wins SET payout_state = 'failed', failure_reason = %s,"
+        " next_attempt_at = NULL WHERE win_id = %s AND payout_state <> 'credited'",
+        (failure_reason, win_id),
+    )
+    await conn.execute(
+        "INSERT INTO jp_payout_steps (win_id, step, detail) VALUES (%s, 'review_rejected', %s)",
+        (win_id, detail),
+    )
+
+
+async def list_reviews(
+    conn: Conn, tenant_id: str, state: str | None, limit: int
+) -> list[ReviewRow]:
+    """The tenant's reviews, newest first."""
+    cur = await conn.execute(
+        f"SELECT {_COLUMNS} FROM aml_reviews WHERE tenant_id = %s"
+        " AND (%s::text IS NULL OR state = %s) ORDER BY opened_at DESC, review_id LIMIT %s",
+        (tenant_id, state, state, limit),
+    )
+    return [_review(r) for r in await cur.fetchall()]
+
+
+# -- compliance holds ---------------------------------------------------------------------------
+
+# Failure reasons of a win that the retrier re-queues once the player has no hold left and is
+# active.
+LIFTABLE_REASONS = (
+    "PLAYER_BLOCKED",
+    "PLAYER_SELF_EXCLUDED",
+    "SANCTIONS_HIT",
+    "GEO_BLOCKED",
+    "WITHDRAWAL_LIMIT_EXCEEDED",
+    "AML_HOLD",
+)
+
+
+async def player_exists(conn: Conn, tenant_id: str, player_id: str) -> bool:
+    """Whether the tenant knows the player."""
+    cur = await conn.execute(
+        "SELECT 1 FROM players WHERE tenant_id = %s AND player_id = %s", (tenant_id, player_id)
+    )
+    return await cur.fetchone() is not None
+
+
+async def holds_of(conn: Conn, tenant_id: str, player_id: str) -> list[str]:
+    """The holds raised on the player, in a fixed order."""
+    cur = await conn.execute(
+        "SELECT hold FROM compliance_holds WHERE tenant_id = %s AND player_id = %s"
+        " ORDER BY array_position(ARRAY['sanctions', 'geo_block', 'withdrawal_limit', 'aml'],"
+        "                         hold)",
+        (tenant_id, player_id),
+    )
+    return [str(r[0]) for r in await cur.fetchall()]
+
+
+async def set_hold(
+    conn: Conn, tenant_id: str, player_id: str, hold: str, active: bool, reason: str, key: str
+) -> None:
+    """Raise or lift one hold and append its audit row (no result read)."""
+    if active:
+        await conn.execute(
+            "INSERT INTO compliance_holds (tenant_id, player_id, hold, reason)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id, player_id, hold)"
+            " DO UPDATE SET reason = EXCLUDED.reason",
+            (tenant_id, player_id, hold, reason),
+        )
+    else:
+        await conn.execute(
+            "DELETE FROM compliance_holds WHERE tenant_id = %s AND player_id = %s AND hold = %s",
+            (tenant_id, player_id, hold),
+        )
+    await conn.execute(
+        "INSERT INTO compliance_hold_changes (tenant_id, change_id, player_id, hold, active,"
+        " idempotency_key, reason) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (tenant_id, uuid.uuid4(), player_id, hold, active, key, reason),
+    )
+
+
+async def requeue_lifted(conn: Conn, limit: int) -> list[uuid.UUID]:
+    """Put back to `requested` (due now) up to `limit` failed wins whose failure reason is one
+    of LIFTABLE_REASONS and whose player now has no hold and is active (or unknown)."""
+    cur = await conn.execute(
+        "WITH lifted AS (SELECT w.win_id FROM jp_wins w"
+        "  WHERE w.payout_state = 'failed' AND w.failure_reason = ANY(%s)"
+        "    AND NOT EXISTS (SELECT 1 FROM compliance_holds h"
+        "                     WHERE h.tenant_id = w.tenant_id AND h.player_id = w.player_id)"
+        "    AND coalesce((SELECT p.status FROM players p WHERE p.tenant_id = w.tenant_id"
+        "                  AND p.player_id = w.player_id), 'active') = 'active'"
+        "  LIMIT %s FOR UPDATE SKIP LOCKED)"
+        " UPDATE jp_wins w SET payout_state = 'requested', failure_reason = '',"
+        "   next_attempt_at = clock_timestamp()"
+        "  FROM lifted WHERE w.win_id = lifted.win_id RETURNING w.win_id",
+        (list(LIFTABLE_REASONS), limit),
+    )
+    ids = [r[0] for r in await cur.fetchall()]
+    for win_id in ids:
+        await conn.execute(
+            "INSERT INTO jp_payout_steps (win_id, step, detail)"
+            " VALUES (%s, 'requested', 'cause lifted')",
+            (win_id,),
+        )
+    return ids
