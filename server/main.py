@@ -73,7 +73,9 @@ async def serve(settings: Settings, database_url: str, worker_index: int = 0) ->
     applied = await migrate(database_url)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
-    pool = await open_pool(database_url, settings.pool_min, settings.pool_max)
+    pool = await open_pool(
+        database_url, settings.pool_min, settings.pool_max, wait_seconds=settings.pool_timeout
+    )
     setup_tracing()
     start_metrics_server(settings.metrics_addr, worker_index)
     app = await build_server(

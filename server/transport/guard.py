@@ -8,10 +8,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-import psycopg
-import psycopg_pool
 
 from server.errors import DomainError, ErrorCode
+from server.store.database import DATABASE_OUTAGE
 from server.transport.status import abort_with_status, internal_status, to_status_proto
 
 log = logging.getLogger("croupier.rpc")
@@ -23,6 +22,16 @@ Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Res
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: DomainError) -> None:
     await abort_with_status(context, to_status_proto(err))
+
+
+def database_unavailable() -> DomainError:
+    """UNAVAILABLE / DATABASE_UNAVAILABLE: the primary is down, restarting or being failed
+    over; the same call with the same idempotency key is safe to retry."""
+    return DomainError(
+        ErrorCode.UNAVAILABLE,
+        "DATABASE_UNAVAILABLE",
+        "the ledger database is unavailable; retry with the same idempotency key",
+    )
 
 
 def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -37,16 +46,9 @@ def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
             raise
         except DomainError as err:
             await _abort(context, err)
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        except DATABASE_OUTAGE as exc:
             log.warning("database unavailable in %s: %s", handler.__name__, exc)
-            await _abort(
-                context,
-                DomainError(
-                    ErrorCode.UNAVAILABLE,
-                    "DATABASE_UNAVAILABLE",
-                    "the ledger database is unavailable; retry with the same idempotency key",
-                ),
-            )
+            await _abort(context, database_unavailable())
         except Exception:
             log.exception("internal error in %s", handler.__name__)
             await abort_with_status(context, internal_status())

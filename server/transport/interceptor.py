@@ -5,6 +5,8 @@
   new one; it is put in `server.events.context.current_trace_id` so events written by the call
   carry it, and returned to the caller as `x-trace-id` initial metadata.
 - Metrics: latency per method and code, errors per method, code and ErrorInfo reason.
+- A database outage that escapes a handler (a stream such as WatchPools, or the API-key
+  lookup) is answered UNAVAILABLE / DATABASE_UNAVAILABLE (retryable), never UNKNOWN.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import grpc
 from server.auth import KeyStore, authorize
 from server.errors import DomainError
 from server.events.context import current_trace_id
+from server.store.database import DATABASE_OUTAGE
 from server.telemetry import RPC_ERRORS, RPC_LATENCY
 from server.telemetry import current_trace_id as otel_trace_id
+from server.transport.guard import database_unavailable
 from server.transport.status import abort_with_status, error_reason, to_status_proto
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -103,6 +107,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 try:
                     await self._admit(method, request, context)
                     return await inner(request, context)
+                except DATABASE_OUTAGE:
+                    await abort_with_status(context, to_status_proto(database_unavailable()))
+                    raise
                 finally:
                     self._record(method, context, started)
 
@@ -120,6 +127,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     await self._admit(method, request, context)
                     async for item in inner_stream(request, context):
                         yield item
+                except DATABASE_OUTAGE:
+                    await abort_with_status(context, to_status_proto(database_unavailable()))
+                    raise
                 finally:
                     self._record(method, context, started)
 
