@@ -373,8 +373,11 @@ class Cluster:
             primaries = [s.name for s in states if s.settled_primary]
             secondaries = [s for s in states if s.settled_secondary]
             if len(states) == 2 and len(primaries) == 1 and len(secondaries) == 1:
-                with psycopg.connect(self.url) as conn:
-                    row = conn.execute("SHOW synchronous_standby_names").fetchone()
+                try:
+                    with psycopg.connect(self.url) as conn:
+                        row = conn.execute("SHOW synchronous_standby_names").fetchone()
+                except psycopg.Error:  # the monitor's view is a moment ahead of PostgreSQL
+                    row = None
                 if row and str(row[0]):
                     return primaries[0]
             if time.monotonic() > deadline:
