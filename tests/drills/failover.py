@@ -96,10 +96,15 @@ class LoadClient(Drill):
         self.hits = 0
         self.acks: list[tuple[float, float]] = []  # (attempt started, answered) of OK writes
         self.codes: Counter[str] = Counter()
+        self.first_try: dict[str, float] = {}  # write key -> wall clock of its first attempt
+        self.acked_at: dict[str, float] = {}  # write key -> wall clock of its OK answer
 
     async def call(self, stub: Any, method: str, req: Any) -> tuple[str, Any]:
         """Call until answered (same request, same key): ("ok", resp) or ("err", reason)."""
         delay = 0.05
+        key = str(getattr(req, "idempotency_key", ""))
+        if method in WRITES:
+            self.first_try.setdefault(key, time.time())
         while True:
             started = time.monotonic()
             try:
@@ -128,6 +133,7 @@ class LoadClient(Drill):
             self.stats.operations[method] += 1
             if method in WRITES:
                 self.acks.append((started, time.monotonic()))
+                self.acked_at[key] = time.time()
             return "ok", resp
 
     async def run_players(self, first: int, count: int, seconds: float) -> None:
