@@ -23,6 +23,7 @@ from server.auth import KeyStore
 from server.jackpot.batching import ContributionBatcher
 from server.jackpot.engine import Jackpots
 from server.jackpot.payout import PayoutSaga
+from server.store.replica import ReadRouter
 from server.telemetry import tracing_interceptors
 from server.transport.interceptor import CallInterceptor
 from server.transport.jackpot_servicer import JackpotServicer
@@ -103,6 +104,7 @@ async def build_server(
     credentials: grpc.ServerCredentials | None = None,
     contribution_batch: int = 64,
     wallet_batch: int = 32,
+    reads: ReadRouter | None = None,
 ) -> App:
     """Create and start the server on `addr` (port 0 = any free port); returns the App.
 
@@ -110,7 +112,8 @@ async def build_server(
     `credentials` (server.tls.server_credentials) serves TLS or mutual TLS instead of plain text.
     `contribution_batch`: most contributions group-committed in one transaction
     (server.jackpot.batching); `wallet_batch`: most wallet writes group-committed in one
-    transaction (server.group_commit); 1 turns either off.
+    transaction (server.group_commit); 1 turns either off. `reads` (server.store.replica)
+    serves the stale-tolerant reads off a standby; it is probed by a task of the App.
     """
     server = grpc.aio.server(
         interceptors=[*tracing_interceptors(), CallInterceptor(keys)],
@@ -118,8 +121,10 @@ async def build_server(
         options=[("grpc.so_reuseport", 1), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
     )
     wallet = Wallet(pool, batch=wallet_batch)
-    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(wallet), server)
     jackpots = Jackpots(pool)
+    if reads is not None:
+        wallet.reads = jackpots.reads = reads
+    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(wallet), server)
     payouts = PayoutSaga(pool, wallet, start_delay_seconds=payout_start_delay_seconds)
     jackpot_service_pb2_grpc.add_JackpotServiceServicer_to_server(
         JackpotServicer(
@@ -157,4 +162,6 @@ async def build_server(
     # the payout saga's retrier: resumes requested wins (also after a crash), with backoff
     app.tasks.append(asyncio.create_task(payouts.retry_forever(payout_retry_seconds)))
     app.tasks.append(asyncio.create_task(_drop_deadlines(jackpots, payouts, deadline_seconds)))
+    if reads is not None:
+        app.tasks.append(asyncio.create_task(reads.watch()))
     return app

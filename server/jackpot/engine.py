@@ -57,6 +57,7 @@ from server.store import jackpot_sql as sql
 from server.store import outbox_sql
 from server.store.jackpot_sql import PoolRow, ShardRow
 from server.store.outbox_sql import NewEvent
+from server.store.replica import ReadSource
 from server.store.wallet_sql import Conn
 
 R = TypeVar("R")
@@ -89,6 +90,8 @@ class Jackpots:
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
+        # stale-tolerant reads (pools, reports): server.store.replica.ReadRouter, else primary
+        self.reads: ReadSource = pool
         # Process-local caches of what the hot path reads. Jackpot rows never change; a pool
         # row is checked by every contribution's counter update (cycle and config_version in
         # its WHERE clause) and read again when stale, so a stale entry costs one retry.
@@ -806,8 +809,9 @@ class Jackpots:
         return out
 
     async def get_pool(self, tenant_id: str, pool_id: str) -> PoolState:
-        """A pool the tenant owns or is listed on. Errors: NOT_FOUND POOL_NOT_FOUND."""
-        async with self.pool.connection() as conn:
+        """A pool the tenant owns or is listed on (may be read on a standby, see
+        server.store.replica). Errors: NOT_FOUND POOL_NOT_FOUND."""
+        async with self.reads.connection() as conn:
             state = await sql.pool_state(conn, pool_id)
         if state is None or not state.jackpot.sees(tenant_id):
             raise _not_found("POOL_NOT_FOUND", "no such pool for this tenant")
@@ -824,8 +828,8 @@ class Jackpots:
         after: str = "",
         limit: int = 500,
     ) -> list[PoolState]:
-        """Pools the tenant owns or is listed on, by pool_id."""
-        async with self.pool.connection() as conn:
+        """Pools the tenant owns or is listed on, by pool_id (may be read on a standby)."""
+        async with self.reads.connection() as conn:
             return await sql.list_pool_states(
                 conn,
                 tenant_id,
@@ -888,8 +892,8 @@ class Jackpots:
         ]
 
     async def reconcile(self, tenant_id: str, pool_id: str = "") -> list[Reconciliation]:
-        """Reconcile the tenant's pools (PRODUCT.md invariant 5)."""
-        async with self.pool.connection() as conn:
+        """Reconcile the tenant's pools (may be read on a standby, server.store.replica)."""
+        async with self.reads.connection() as conn:
             return await sql.reconcile(conn, tenant_id, pool_id)
 
 

@@ -97,8 +97,9 @@ class Instance:
         """libpq URL over TCP loopback."""
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/{dbname}"
 
-    def init(self, archive_command: str, archive_timeout: int = 1) -> None:
-        """initdb with WAL archiving on (`archive_command`, `archive_timeout` seconds)."""
+    def init(self, archive_command: str | None, archive_timeout: int = 1) -> None:
+        """initdb; WAL archiving on with `archive_command` (`archive_timeout` seconds), off
+        when None."""
         make_dir(self.pgdata.parent, 0o755)
         run(
             str(self.bindir / "initdb"),
@@ -114,12 +115,32 @@ class Instance:
             conf.write(
                 "\n# croupier (server/ops/backup.py)\n"
                 "wal_level = replica\n"
-                "archive_mode = on\n"
-                f"archive_command = '{archive_command}'\n"
-                f"archive_timeout = {archive_timeout}\n"
-                "max_connections = 200\n"
+                + (
+                    "archive_mode = on\n"
+                    f"archive_command = '{archive_command}'\n"
+                    f"archive_timeout = {archive_timeout}\n"
+                    if archive_command
+                    else ""
+                )
+                + "max_connections = 200\n"
                 "shared_buffers = 128MB\n"
             )
+
+    def clone_standby(self, source: Instance) -> None:
+        """Make this instance a streaming standby of `source` (pg_basebackup -R)."""
+        make_dir(self.pgdata.parent, 0o755)
+        run(
+            str(self.bindir / "pg_basebackup"),
+            "-D",
+            str(self.pgdata),
+            "-d",
+            source.url(),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+        )
 
     def start(self, *extra: str) -> None:
         """Start on the instance's port and socket; `extra`: more `-c name=value` options."""
