@@ -458,9 +458,8 @@ class Cluster:
             self.stop_node(name)
 
     def destroy(self) -> None:
-        """Stop everything and delete the cluster's files."""
-        with contextlib.suppress(ClusterError):
-            self.down()
+        """Kill every instance and keeper at once and delete the cluster's files (a throw-away
+        cluster: nothing to stop gracefully)."""
         for name in (*self.NODES, "monitor"):
             if self.running(name) or self.postmaster_pid(name) is not None:
                 self.kill_node(name)

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import os
 import random
 import signal
@@ -63,6 +64,22 @@ RETRYABLE = {
     grpc.StatusCode.ABORTED,
 }
 NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
+class UntilStopped(float):
+    """The harness's player loop runs `while time.monotonic() < deadline`; with this as the
+    deadline it runs until `stop_file` exists (the comparison is answered by this subclass's
+    reflected `__gt__`), so the parent ends the load once every fault has run."""
+
+    stop_file: Path
+
+    def __new__(cls, stop_file: Path) -> UntilStopped:
+        obj = super().__new__(cls, math.inf)
+        obj.stop_file = stop_file
+        return obj
+
+    def __gt__(self, other: object) -> bool:
+        return not self.stop_file.exists()
 
 
 def free_port_range(n: int) -> int:
@@ -136,11 +153,16 @@ class LoadClient(Drill):
                 self.acked_at[key] = time.time()
             return "ok", resp
 
-    async def run_players(self, first: int, count: int, seconds: float) -> None:
+    async def run_players(
+        self, first: int, count: int, seconds: float, stop_file: Path | None = None
+    ) -> None:
+        """Players `first`.. `first + count - 1` for `seconds`, or until `stop_file` exists."""
         async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as ch:
             stub = WalletServiceStub(ch)
             jackpot = JackpotServiceStub(ch)
-            deadline = time.monotonic() + seconds
+            deadline = (
+                UntilStopped(stop_file) if stop_file is not None else time.monotonic() + seconds
+            )
             await asyncio.gather(
                 *(self.player(stub, first + i, deadline, jackpot) for i in range(count))
             )
@@ -204,6 +226,7 @@ class FailoverDrill(Drill):
         self.warmup = warmup
         self.cluster = Cluster(ROOT / ".data" / f"ha-drill-{os.getpid()}", base=free_port_range(3))
         self.report = Report()
+        self.phases: dict[str, float] = {}
         self.acks: list[tuple[float, float]] = []
         self.workdir = Path(tempfile.mkdtemp(prefix="croupier-failover-"))
 
@@ -252,6 +275,7 @@ class FailoverDrill(Drill):
                                 "first": c * per,
                                 "count": per,
                                 "seconds": self.seconds,
+                                "stop_file": str(self.workdir / "stop"),
                                 "out": str(self.workdir / f"client-{c}.json"),
                             }
                         ),
@@ -316,15 +340,12 @@ class FailoverDrill(Drill):
         self.stats.faults[fault.kind] += 1
 
     async def inject(self, stop: asyncio.Event) -> None:  # type: ignore[override]
-        """The planned faults, spread over the run; the load goes on until `seconds` pass."""
+        """The planned faults one after the other, each once the cluster is healthy again."""
         plan = ["kill"] * self.kills + ["postmaster"] * self.postmaster_kills
         if self.with_switchover:
             plan.append("switchover")
         await asyncio.sleep(self.warmup)
         for step in plan:
-            if stop.is_set():
-                self.stats.anomalies.append(f"load ended before fault {step!r} ran")
-                continue
             if step == "kill":
                 await self.kill_primary()
             elif step == "postmaster":
@@ -346,7 +367,9 @@ class FailoverDrill(Drill):
                 self.stats.anomalies.append(f"no write succeeded after the {f.kind} of {f.node}")
 
     async def run(self) -> Stats:
+        t0 = time.monotonic()
         await asyncio.to_thread(self.cluster.up)
+        self.phases["cluster up"] = time.monotonic() - t0
         self.url = self.cluster.url
         await migrate(self.url)
         self.start_processes()
@@ -361,11 +384,15 @@ class FailoverDrill(Drill):
                 )
                 await self.create_jackpot(JackpotServiceStub(ch))
             procs = self.spawn_clients()
-            stop = asyncio.Event()
-            injector = asyncio.create_task(self.inject(stop))
+            started = time.monotonic()
+            self.phases["setup"] = started - t0
+            await self.inject(asyncio.Event())
+            # the load goes on for at least `seconds`, and until every fault has run
+            await asyncio.sleep(max(0.0, self.seconds - (time.monotonic() - started)))
+            (self.workdir / "stop").touch()
             await asyncio.gather(*(asyncio.to_thread(p.wait) for p in procs))
-            stop.set()
-            await injector
+            self.phases["load"] = time.monotonic() - started
+            t1 = time.monotonic()
             for i, p in enumerate(procs):
                 if p.returncode != 0:
                     self.stats.anomalies.append(f"client {i} exited with {p.returncode}")
@@ -375,7 +402,9 @@ class FailoverDrill(Drill):
                 if p.poll() is not None:
                     self.stats.anomalies.append(f"{name} exited ({p.returncode}) during the drill")
             await self.audit()
+            self.phases["audit"] = time.monotonic() - t1
         finally:
+            t2 = time.monotonic()
             await consumer.close()
             self.stop_processes()
             with contextlib.suppress(Exception):
@@ -385,6 +414,7 @@ class FailoverDrill(Drill):
                 await ch2.queue_delete(f"{self.tenant}-webhooks")
                 await conn.close()
             await asyncio.to_thread(self.cluster.destroy)
+            self.phases["teardown"] = time.monotonic() - t2
         return self.stats
 
     def summary(self) -> str:
@@ -399,6 +429,7 @@ class FailoverDrill(Drill):
             f"jackpot: {self.contributions} contributions, {self.hits} hits, "
             f"{self.wins_paid} wins paid exactly once",
             f"events committed and received: {getattr(self, 'events', 0)}",
+            "phases: " + ", ".join(f"{k} {v:.0f}s" for k, v in self.phases.items()),
         ]
         for f in self.report.faults:
             fw = "none" if f.first_write_after is None else f"{f.first_write_after:.2f}s"
@@ -428,14 +459,14 @@ def client_main(spec: str) -> int:
     """A client process: play rounds, write the model of the answers as JSON."""
     d = json.loads(spec)
     client = LoadClient(d["tenant"], d["port"], d["jackpot_id"])
-    asyncio.run(client.run_players(d["first"], d["count"], d["seconds"]))
+    asyncio.run(client.run_players(d["first"], d["count"], d["seconds"], Path(d["stop_file"])))
     Path(d["out"]).write_text(json.dumps(client.dump()))
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Croupier failover drill")
-    parser.add_argument("--seconds", type=float, default=150)
+    parser.add_argument("--seconds", type=float, default=60, help="least load duration")
     parser.add_argument("--players", type=int, default=12)
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--kills", type=int, default=5)
