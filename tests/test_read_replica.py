@@ -17,6 +17,8 @@ import pytest
 from croupier.common.v1 import money_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from server.app import App, build_server
 from server.ops.backup import Instance
@@ -149,3 +151,31 @@ async def test_stale_reads_use_the_standby_and_bypass_it_when_behind(
         before = dict(reads.served)
         assert await _history(stub, tenant) == 3
         assert reads.served["replica"] == before["replica"] + 1
+
+
+async def test_a_write_that_lands_on_a_standby_is_unavailable_not_internal(
+    pair: tuple[Instance, Instance],
+) -> None:
+    """A session on a node that is (or just became) a standby refuses writes with
+    ReadOnlySqlTransaction: the caller gets UNAVAILABLE / DATABASE_UNAVAILABLE (retry with
+    the same key), as during a failover."""
+    _, standby = pair
+    on_standby = await open_pool(standby.url("croupier"), 1, 2)
+    app = await build_server(on_standby, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
+            stub = WalletServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Credit(
+                    pb.CreditRequest(
+                        tenant_id="t-ro", player_id="p", idempotency_key="k", amount=_eur(1)
+                    )
+                )
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            status = rpc_status.from_call(err.value)  # type: ignore[arg-type]
+            assert status is not None
+            info = error_details_pb2.ErrorInfo()
+            status.details[0].Unpack(info)
+            assert info.reason == "DATABASE_UNAVAILABLE"
+    finally:
+        await app.stop(0)
