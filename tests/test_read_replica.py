@@ -21,7 +21,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from server.app import App, build_server
-from server.ops.backup import Instance
+from server.ops.backup import Instance, reachable_dir
 from server.store.database import migrate, open_pool
 from server.store.replica import ReadRouter
 from tests.conftest import ROOT
@@ -33,7 +33,7 @@ MAX_LAG = 1.0
 @pytest.fixture(scope="module")
 async def pair() -> AsyncIterator[tuple[Instance, Instance]]:
     """A primary and its streaming standby on loopback ports."""
-    root = ROOT / ".data" / f"replica-test-{os.getpid()}"
+    root = reachable_dir(ROOT / ".data" / f"replica-test-{os.getpid()}")
     base = free_port_range(2)
     primary, standby = Instance(root / "primary", base), Instance(root / "standby", base + 1)
     try:

@@ -11,6 +11,7 @@ exercises all of it. As root everything runs as the `postgres` system user.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -62,6 +63,18 @@ def run(*cmd: str, timeout: float = 600) -> str:
             f"{proc.stdout[-1000:]}"
         )
     return proc.stdout
+
+
+def reachable_dir(path: Path) -> Path:
+    """`path`, created and owned by the user PostgreSQL runs as; when that user cannot reach
+    it (e.g. a checkout under /root, mode 700, as root on CI) a private directory under /tmp
+    named after it instead."""
+    path = path.resolve()
+    make_dir(path, 0o755)
+    if _run_as() and subprocess.run(_cmd("test", "-w", str(path)), check=False).returncode:
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        path = make_dir(Path(tempfile.gettempdir()) / f"croupier-{path.name}-{digest}", 0o755)
+    return path
 
 
 def make_dir(path: Path, mode: int = 0o700) -> Path:

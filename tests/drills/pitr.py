@@ -36,7 +36,7 @@ from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
 
-from server.ops.backup import Backup, Instance, make_dir
+from server.ops.backup import Backup, Instance, make_dir, reachable_dir
 from server.reconcile import reconcile_ledger
 from server.store.database import migrate, open_pool
 from tests.chaos.harness import BIN, ROOT, free_port
@@ -71,7 +71,7 @@ class PitrDrill:
     def __init__(self, seconds: float, players: int) -> None:
         self.seconds = seconds
         self.players = players
-        self.root = ROOT / ".data" / f"pitr-drill-{os.getpid()}"
+        self.root = reachable_dir(ROOT / ".data" / f"pitr-drill-{os.getpid()}")
         base = free_port_range(3)
         self.source = Instance(self.root / "pgdata", base)
         self.backup = Backup(self.root / "backup", self.source)
