@@ -2,6 +2,10 @@
 
     CROUPIER_DATABASE_URL=... croupier reconcile
 
+With CROUPIER_READ_DATABASE_URL set (a standby) the report runs there, off the primary: it reads
+one consistent snapshot, so it is exact whatever the standby's lag (it describes the ledger as
+of that snapshot).
+
 Prints, per currency, the net of all postings (must be 0), the posted volume and the drift in
 ppm of it; per pool, seed + contributions + carried - wins against the pool's amount. Exits 0
 when everything reconciles exactly, 3 on any drift.
@@ -35,7 +39,11 @@ async def _reconcile(url: str) -> Report:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    url = args.database_url or os.environ.get("CROUPIER_DATABASE_URL")
+    url = (
+        args.database_url
+        or os.environ.get("CROUPIER_READ_DATABASE_URL")
+        or os.environ.get("CROUPIER_DATABASE_URL")
+    )
     if not url:
         raise SystemExit("croupier reconcile: set CROUPIER_DATABASE_URL or --database-url")
     report = asyncio.run(_reconcile(str(url)))
