@@ -179,3 +179,14 @@ async def test_a_write_that_lands_on_a_standby_is_unavailable_not_internal(
             assert info.reason == "DATABASE_UNAVAILABLE"
     finally:
         await app.stop(0)
+
+
+async def test_reconciliation_report_runs_on_the_standby(
+    pair: tuple[Instance, Instance],
+) -> None:
+    """`croupier reconcile` with CROUPIER_READ_DATABASE_URL: the whole report on the standby."""
+    from client.reconcile_cli import _reconcile
+
+    _, standby = pair
+    report = await _reconcile(standby.url("croupier"))
+    assert report.ok, report
