@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -46,14 +47,16 @@ from typing import Any
 
 import aio_pika
 import grpc
+import psycopg
 from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
+from google.protobuf import duration_pb2
 from grpc_status import rpc_status
 
 from server.ops.ha import Cluster
 from server.store.database import migrate
-from tests.chaos.harness import AMQP, BIN, ROOT, Drill, Ledger, Stats
+from tests.chaos.harness import AMQP, BIN, ROOT, Drill, Ledger, Stats, eur
 
 WRITES = {"Credit", "AuthorizeBet", "SettleBet", "Contribute", "CreateJackpot"}
 RETRYABLE = {
@@ -115,6 +118,7 @@ class LoadClient(Drill):
         self.codes: Counter[str] = Counter()
         self.first_try: dict[str, float] = {}  # write key -> wall clock of its first attempt
         self.acked_at: dict[str, float] = {}  # write key -> wall clock of its OK answer
+        self.abandoned = 0  # holds left to expire
 
     async def call(self, stub: Any, method: str, req: Any) -> tuple[str, Any]:
         """Call until answered (same request, same key): ("ok", resp) or ("err", reason)."""
@@ -153,6 +157,47 @@ class LoadClient(Drill):
                 self.acked_at[key] = time.time()
             return "ok", resp
 
+    async def abandon_holds(self, stub: WalletServiceStub, who: int, deadline: float) -> None:
+        """A player whose bets are never settled: each hold (TTL 1 s) must be voided by the
+        server's hold sweeper, also across failovers; its balance ends where it started."""
+        player = f"x{who}"
+        k = f"{self.tenant}-dep-{player}"
+        status, _ = await self.call(
+            stub,
+            "Credit",
+            pb.CreditRequest(
+                tenant_id=self.tenant, player_id=player, idempotency_key=k, amount=eur(10_000)
+            ),
+        )
+        assert status == "ok"
+        self.model.deposits[player] = 10_000
+        self.model.ok_keys.add(k)
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            bet = f"{player}-r{n}"
+            ak = f"{self.tenant}-auth-{bet}"
+            status, _ = await self.call(
+                stub,
+                "AuthorizeBet",
+                pb.AuthorizeBetRequest(
+                    tenant_id=self.tenant,
+                    player_id=player,
+                    idempotency_key=ak,
+                    bet_id=bet,
+                    round_id=bet,
+                    game_id="chaos-slot",
+                    amount=eur(100),
+                    hold_ttl=duration_pb2.Duration(seconds=1),
+                ),
+            )
+            if status == "ok":
+                self.model.ok_keys.add(ak)
+                self.abandoned += 1
+            else:
+                self.model.refused_keys.add(ak)
+            await asyncio.sleep(2)
+
     async def run_players(
         self, first: int, count: int, seconds: float, stop_file: Path | None = None
     ) -> None:
@@ -164,7 +209,8 @@ class LoadClient(Drill):
                 UntilStopped(stop_file) if stop_file is not None else time.monotonic() + seconds
             )
             await asyncio.gather(
-                *(self.player(stub, first + i, deadline, jackpot) for i in range(count))
+                *(self.player(stub, first + i, deadline, jackpot) for i in range(count)),
+                self.abandon_holds(stub, first, deadline),
             )
 
     def dump(self) -> dict[str, Any]:
@@ -180,6 +226,7 @@ class LoadClient(Drill):
             "hits": self.hits,
             "acks": self.acks,
             "codes": dict(self.codes),
+            "abandoned": self.abandoned,
         }
 
 
@@ -227,6 +274,8 @@ class FailoverDrill(Drill):
         self.cluster = Cluster(ROOT / ".data" / f"ha-drill-{os.getpid()}", base=free_port_range(3))
         self.report = Report()
         self.phases: dict[str, float] = {}
+        self.abandoned = 0
+        self.expired = 0
         self.acks: list[tuple[float, float]] = []
         self.workdir = Path(tempfile.mkdtemp(prefix="croupier-failover-"))
 
@@ -303,6 +352,7 @@ class FailoverDrill(Drill):
             self.hits += d["hits"]
             self.acks += [(float(a), float(b)) for a, b in d["acks"]]
             self.report.codes.update(d["codes"])
+            self.abandoned += d["abandoned"]
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -356,6 +406,34 @@ class FailoverDrill(Drill):
 
     # -- the run -----------------------------------------------------------------------------
 
+    async def expiries(self) -> None:
+        """Every abandoned hold is voided by the sweeper exactly once (one `expire`
+        transaction each); waits up to 60 s for the last ones."""
+        deadline = time.monotonic() + 60
+        while True:
+            async with await psycopg.AsyncConnection.connect(self.url) as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FILTER (WHERE state = 'open'),"
+                    " count(*) FILTER (WHERE state = 'expired'),"
+                    " (SELECT count(*) FROM transactions WHERE tenant_id = %s"
+                    "   AND kind = 'expire')"
+                    " FROM holds WHERE tenant_id = %s",
+                    (self.tenant, self.tenant),
+                )
+                row = await cur.fetchone()
+            assert row is not None
+            still_open, expired, expire_txs = (int(x) for x in row)
+            if still_open == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        self.expired = expired
+        if still_open:
+            self.stats.anomalies.append(f"{still_open} holds still open after the sweeper ran")
+        if expired != self.abandoned or expire_txs != expired:
+            self.stats.anomalies.append(
+                f"{self.abandoned} holds abandoned, {expired} expired, {expire_txs} expiries"
+            )
+
     def measure(self) -> None:
         for f in self.report.faults:
             after = [ack - f.at for started, ack in self.acks if started >= f.at]
@@ -401,7 +479,14 @@ class FailoverDrill(Drill):
             for name, p in self.procs.items():
                 if p.poll() is not None:
                     self.stats.anomalies.append(f"{name} exited ({p.returncode}) during the drill")
+            await self.expiries()
             await self.audit()
+            # expiries are the ledger's only transactions without a key: counted above
+            self.stats.anomalies = [
+                a
+                for a in self.stats.anomalies
+                if a != f"None is in the ledger {self.expired} times"
+            ]
             self.phases["audit"] = time.monotonic() - t1
         finally:
             t2 = time.monotonic()
@@ -413,6 +498,11 @@ class FailoverDrill(Drill):
                 await ch2.queue_delete(f"chaos-{self.tenant}")
                 await ch2.queue_delete(f"{self.tenant}-webhooks")
                 await conn.close()
+            if self.stats.anomalies:  # keep the logs for a look
+                for name in ("processes.log", "monitor.log", "node1.log", "node2.log"):
+                    with contextlib.suppress(OSError):
+                        shutil.copy(self.cluster.root / name, self.workdir / name)
+                print(f"logs kept in {self.workdir}")
             await asyncio.to_thread(self.cluster.destroy)
             self.phases["teardown"] = time.monotonic() - t2
         return self.stats
@@ -426,6 +516,8 @@ class FailoverDrill(Drill):
             f"unacknowledged attempts retried with the same key: {s.unacked_attempts}",
             "error codes seen by clients: "
             + (", ".join(f"{k} {v}" for k, v in sorted(self.report.codes.items())) or "none"),
+            f"holds left to expire: {self.abandoned}, voided by the sweeper once each: "
+            f"{self.expired}",
             f"jackpot: {self.contributions} contributions, {self.hits} hits, "
             f"{self.wins_paid} wins paid exactly once",
             f"events committed and received: {getattr(self, 'events', 0)}",
