@@ -4,8 +4,10 @@ Three PostgreSQL instances on 127.0.0.1, each run by its own `pg_autoctl` proces
 
 - the monitor (port `base`), which holds the cluster's state and decides failovers;
 - node1 and node2 (ports `base + 1`, `base + 2`): a primary and a synchronous standby. A
-  commit is acknowledged only once the standby has flushed it (`synchronous_standby_names`
-  set by pg_auto_failover while the standby is healthy, `number_sync_standbys = 1`).
+  commit is acknowledged only once the standby has flushed it: the standby is in the
+  replication quorum, so pg_auto_failover runs the primary with
+  `synchronous_standby_names = 'ANY 1 (pgautofailover_standby_N)'` while the standby is healthy
+  (and, losing the standby, goes `wait_primary` with it off: docs/operations.md).
 
 The server connects with a libpq multi-host URL and `target_session_attrs=read-write`, so a
 new connection finds whichever node is the primary (`Cluster.url`).
