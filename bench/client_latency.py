@@ -43,7 +43,9 @@ from client.errors import CroupierError
 from client.retry import RetryPolicy
 from client.wallet import CHANNEL_OPTIONS, AsyncWalletClient
 from server.store.database import migrate
-from server.store.scratch import scratch_database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ helpers
+from tests.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

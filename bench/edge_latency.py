@@ -44,7 +44,9 @@ from croupier.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 
 from server.edge.signature import sign
 from server.store.database import migrate
-from server.store.scratch import scratch_database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ helpers
+from tests.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

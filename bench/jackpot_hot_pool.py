@@ -43,7 +43,9 @@ from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.store.database import migrate
-from server.store.scratch import scratch_database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ helpers
+from tests.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

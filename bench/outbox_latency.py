@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import time
 import uuid
 from datetime import datetime
@@ -30,7 +31,9 @@ from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
 from server.app import build_server
 from server.events.relay import EVENTS_EXCHANGE, Relay
 from server.store.database import migrate, open_pool
-from server.store.scratch import scratch_database
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/ helpers
+from tests.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 AMQP = os.environ.get("CROUPIER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

@@ -12,6 +12,7 @@
     wins        ListWins [--pool ID] [--player P] [--state requested|credited|failed]
     watch       WatchPools [--pool ID...] [--count N] (one JSON line per update)
     verify      recompute an ended cycle's draws and must-drop point from its revealed seed
+                (exit status 3 when it does not verify, as `audit verify`)
     reconcile   Reconcile [--pool ID]: seed + carried + contributions - wins = amount
     audit show | audit verify   the tenant's hash-chained audit log, and its verification
 
@@ -275,17 +276,31 @@ def _replace(proof: fairness.CycleProof, **changes: Any) -> fairness.CycleProof:
     return dataclasses.replace(proof, **changes)
 
 
+VERIFY_FAILED_EXIT = 3  # the exit status of a failed verification, as `croupier reconcile`
+
+
+def _verified_or_exit(body: dict[str, Any]) -> dict[str, Any]:
+    """`body` when `body["verified"]`; otherwise print it and exit with VERIFY_FAILED_EXIT, so
+    cron jobs and alerting see the failure in the exit status."""
+    if not body["verified"]:
+        print(json.dumps(body, indent=2))
+        raise SystemExit(VERIFY_FAILED_EXIT)
+    return body
+
+
 def _verify(stub: JackpotServiceStub, a: argparse.Namespace) -> dict[str, Any]:
     proof = cycle_proof(stub, a.tenant, a.pool, a.cycle, a.timeout)
     problems = fairness.verify_cycle(proof)
-    return {
-        "pool_id": a.pool,
-        "cycle": a.cycle,
-        "verified": not problems,
-        "draws": len(proof.draws),
-        "must_drop_point": proof.must_drop_point,
-        "problems": problems,
-    }
+    return _verified_or_exit(
+        {
+            "pool_id": a.pool,
+            "cycle": a.cycle,
+            "verified": not problems,
+            "draws": len(proof.draws),
+            "must_drop_point": proof.must_drop_point,
+            "problems": problems,
+        }
+    )
 
 
 def _reconcile(stub: JackpotServiceStub, a: argparse.Namespace) -> Message:
@@ -341,12 +356,14 @@ def _audit_show(stub: JackpotServiceStub, a: argparse.Namespace) -> dict[str, An
 
 def _audit_verify(stub: JackpotServiceStub, a: argparse.Namespace) -> dict[str, Any]:
     check = audit.verify_chain(audit_records(stub, a.tenant, a.timeout))
-    return {
-        "verified": check.ok,
-        "records": check.records,
-        "bad_sequence": check.bad_sequence,
-        "problem": check.problem,
-    }
+    return _verified_or_exit(
+        {
+            "verified": check.ok,
+            "records": check.records,
+            "bad_sequence": check.bad_sequence,
+            "problem": check.problem,
+        }
+    )
 
 
 # -- wiring -------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 
 from server.auth import KeyStore
+from server.events.context import background_trace
 from server.jackpot.batching import ContributionBatcher
 from server.jackpot.engine import Jackpots
 from server.jackpot.payout import PayoutSaga
@@ -73,8 +74,10 @@ async def _sweep_expired_holds(wallet: Wallet, every: float) -> None:
     while True:
         await asyncio.sleep(every)
         try:
-            while await wallet.expire_holds(limit=200) == 200:
-                pass
+            while True:
+                with background_trace("wallet.expire_holds"):
+                    if await wallet.expire_holds(limit=200) < 200:
+                        break
         except Exception:  # keep sweeping after a database hiccup
             log.exception("expired-hold sweep failed")
 
@@ -85,8 +88,9 @@ async def _drop_deadlines(jackpots: Jackpots, payouts: PayoutSaga, every: float)
     while True:
         await asyncio.sleep(every)
         try:
-            for win_id in await jackpots.drop_due_deadlines():
-                payouts.kick(win_id)
+            with background_trace("jackpot.drop_due_deadlines"):
+                for win_id in await jackpots.drop_due_deadlines():
+                    payouts.kick(win_id)  # the payout task inherits the pass's trace
         except Exception:  # keep scheduling after a database hiccup
             log.exception("deadline drop pass failed")
 

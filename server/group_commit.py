@@ -36,7 +36,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError
 from server.events.context import current_trace_id
-from server.idempotency import RequestKey, StoredReply
+from server.idempotency import RefusedAfterWriteError, RequestKey, StoredReply
 from server.store import idempotency_sql
 from server.store.wallet_sql import Conn
 from server.telemetry import BATCH_FALLBACKS, BATCH_SIZE
@@ -222,6 +222,8 @@ class WalletGroupCommit(Batcher[_WalletEntry]):
                 current_trace_id.set(entry.trace_id)  # the events it writes carry its trace
                 try:
                     code, payload = 0, entry.encode_ok(await entry.operation(conn))
+                except RefusedAfterWriteError:
+                    raise  # its writes are in the batch: the batch goes the one-request way
                 except DomainError as err:
                     code, payload = int(err.code), entry.encode_error(err)
                 outcomes.append(outcome_of(entry.key, code, payload))

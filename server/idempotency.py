@@ -7,9 +7,11 @@ gets those bytes back with no new effect; a different fingerprint is `ALREADY_EX
 `IDEMPOTENCY_KEY_REUSED`. Keys are scoped by tenant and kept as long as the ledger.
 
 Operations must raise `DomainError` only before their first write, so a refused request's
-transaction holds nothing but its idempotency record. Operations run in pipeline mode: a
-statement whose result is not read costs no round trip, so they read first (one round trip)
-and then queue their writes, using ids generated here rather than by the database.
+transaction holds nothing but its idempotency record; a refusal found after a write is raised
+as `RefusedAfterWriteError`, which rolls the transaction back before the refusal is stored.
+Operations run in pipeline mode: a statement whose result is not read costs no round trip, so
+they read first (one round trip) and then queue their writes, using ids generated here rather
+than by the database.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ _RETRYABLE = (
     psycopg.errors.SerializationFailure,
     RetryTransactionError,
 )
+
+
+class RefusedAfterWriteError(DomainError):
+    """A refusal an operation can only decide after it wrote (e.g. a sum the database
+    returned passes int64): the transaction is rolled back and the refusal alone is stored as
+    the request's outcome, so nothing of the request is committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,15 +128,24 @@ async def _attempt(
     encode_ok: Callable[[R], bytes],
     encode_error: Callable[[DomainError], bytes],
 ) -> StoredReply:
-    async with pool.connection() as conn, conn.pipeline(), conn.transaction():
-        try:
-            result = await operation(conn)
-            code, payload = 0, encode_ok(result)
-        except DomainError as err:
-            code, payload = int(err.code), encode_error(err)
-        await idempotency_sql.record(
-            conn, key.tenant_id, key.idempotency_key, key.method, key.fingerprint, code, payload
-        )
+    try:
+        async with pool.connection() as conn, conn.pipeline(), conn.transaction():
+            try:
+                result = await operation(conn)
+                code, payload = 0, encode_ok(result)
+            except RefusedAfterWriteError:
+                raise  # roll the writes back first
+            except DomainError as err:
+                code, payload = int(err.code), encode_error(err)
+            await idempotency_sql.record(
+                conn, key.tenant_id, key.idempotency_key, key.method, key.fingerprint, code, payload
+            )
+    except RefusedAfterWriteError as err:
+        code, payload = int(err.code), encode_error(err)
+        async with pool.connection() as conn, conn.transaction():
+            await idempotency_sql.record(
+                conn, key.tenant_id, key.idempotency_key, key.method, key.fingerprint, code, payload
+            )
     return StoredReply(code, payload, False)
 
 

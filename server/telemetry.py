@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -74,6 +74,12 @@ BATCH_FALLBACKS = Counter(
     "croupier_batch_fallbacks_total",
     "Batched requests sent back to the one-request path, by kind and cause",
     ["kind", "cause"],
+)
+BACKGROUND_ROWS_SET_ASIDE = Counter(
+    "croupier_background_rows_set_aside_total",
+    "Rows a background job (hold expiry, payout retry, deadline drop) could not process and"
+    " set aside, by job and reason; the job goes on with the other rows",
+    ["job", "reason"],
 )
 
 
@@ -169,6 +175,23 @@ def publish_span(event_type: str, trace_id: str) -> contextlib.AbstractContextMa
     return tracer.start_as_current_span(
         f"publish {event_type}", context=ctx, kind=trace.SpanKind.PRODUCER
     )
+
+
+@contextlib.contextmanager
+def root_span(name: str) -> Iterator[str]:
+    """A new root span (a new trace, whatever span is active) for one pass or row of a
+    background job, when tracing is on; yields its hex trace id, or "" when tracing is off."""
+    if not tracing_enabled():
+        yield ""
+        return
+    from opentelemetry import context, trace
+
+    tracer = trace.get_tracer("croupier.background")
+    with tracer.start_as_current_span(
+        name, context=context.Context(), kind=trace.SpanKind.INTERNAL
+    ) as span:
+        ctx = span.get_span_context()
+        yield format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
 
 def current_trace_id() -> str:

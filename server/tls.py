@@ -7,7 +7,7 @@
 
 Neither set: the server listens in plain text (development, `make run`). `make certs` writes a
 development CA, a server certificate and a client certificate under `.data/certs/`
-(`server/certs.py`).
+(`tests/certs.py`).
 
 Rotation: the files are watched. When one changes (size, mtime or inode, checked at each new
 TLS handshake), the set is re-read and, if the key matches the certificate, used for every new

@@ -20,8 +20,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.app import App, build_server
 from server.store.database import migrate, open_pool
-from server.store.scratch import scratch_database
 from tests.invariants import check_ledger_invariants
+from tests.scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parent.parent
 # CI runs every property test with a fixed seed, so a red build is always reproducible; locally

@@ -15,11 +15,14 @@ Field rules (ours, documented in docs/sportsbook.md): ids and amounts are JSON s
 numbers are accepted and read by their exact literal text, never through a float);
 `transaction_id` and `rollback_transaction_id` are 1-256 characters without control characters;
 `user_id` is the wallet player id (1-128 printable ASCII, no spaces); `currency` is an upper-case
-code the integration accepts; `amount` is a plain decimal ("12.50") converted exactly to minor
-units, more decimals than the currency has is `TOO_MANY_DECIMALS` (PRODUCT.md invariant 1, never
-rounded). A bet must be more than zero; a result may be zero (a lost bet's settlement); a
-rollback's amount is informational (the wallet reverses the target's recorded amount). Extra
-fields are ignored (they stay in the stored raw body). Duplicate keys are `MALFORMED_REQUEST`.
+code the integration accepts; `amount` is the canonical exact decimal ("12.50", "12.5", "12",
+"0.50") converted exactly to minor units: digits only, no sign, no exponent, no surrounding
+whitespace, no leading zero before another digit, a fraction of 1 to the currency's number of
+decimals; anything else is `INVALID_AMOUNT`, except more decimals than the currency has, which
+is `TOO_MANY_DECIMALS` (never rounded, also for "5.000" EUR). A bet must be more than zero; a
+result may be zero (a lost bet's settlement); a rollback's amount is informational (the wallet
+reverses the target's recorded amount). Extra fields are ignored (they stay in the stored raw
+body). Duplicate keys are `MALFORMED_REQUEST`.
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ from server.wallet.validation import check_id
 TRANSACTION = "transaction"
 ROLLBACK = "transaction-rollback"
 MAX_TRANSACTION_ID = 256
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# control characters, and lone surrogates (JSON "\ud800" decodes to one; it is not text)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+# the canonical exact decimal form: no sign, no leading zero, no exponent, no whitespace
+_CANONICAL_AMOUNT = re.compile(r"(0|[1-9][0-9]*)(\.[0-9]+)?", re.ASCII)
+MAX_AMOUNT_TEXT = 40
 
 
 class Code(enum.StrEnum):
@@ -182,6 +189,13 @@ def _amount(doc: dict[str, Any], integration: Integration, *, positive: bool) ->
     if exponent_of(currency) is None or not integration.accepts_currency(currency):
         raise EdgeError(Code.UNSUPPORTED_CURRENCY, f"currency {currency[:16]!r} not accepted")
     text = _text(doc, "amount")
+    if len(text) > MAX_AMOUNT_TEXT or not _CANONICAL_AMOUNT.fullmatch(text):
+        raise EdgeError(Code.INVALID_AMOUNT, f"amount {text[:MAX_AMOUNT_TEXT]!r} is not canonical")
+    decimals = len(text) - text.index(".") - 1 if "." in text else 0
+    if decimals > (exponent_of(currency) or 0):
+        raise EdgeError(
+            Code.TOO_MANY_DECIMALS, f"amount {text!r} has more decimals than {currency} allows"
+        )
     try:
         money = parse_decimal(text, currency)
     except DomainError as err:
@@ -194,7 +208,11 @@ def _amount(doc: dict[str, Any], integration: Integration, *, positive: bool) ->
 
 def _best_effort_id(doc: dict[str, Any]) -> str | None:
     value = doc.get("transaction_id")
-    if isinstance(value, str) and 0 < len(value) <= MAX_TRANSACTION_ID:
+    if (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_TRANSACTION_ID
+        and not _CONTROL.search(value)
+    ):
         return str(value)
     return None
 

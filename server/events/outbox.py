@@ -13,7 +13,7 @@ import zlib
 from typing import Any
 
 from server.events.catalog import EVENT_TYPES
-from server.events.context import current_trace_id
+from server.events.context import current_trace_id, new_trace_id
 from server.store import outbox_sql
 from server.store.outbox_sql import PARTITIONS
 from server.store.wallet_sql import Conn
@@ -38,8 +38,11 @@ def new_event(
     trace_id: str | None = None,
 ) -> outbox_sql.NewEvent:
     """An event ready for `outbox_sql.insert_events` (a batch writer's path; `append_event`
-    for one). `trace_id` defaults to the current request's. Raises KeyError for an event
+    for one). `trace_id` defaults to the current request's (or background pass's); an event
+    written outside any trace gets a fresh trace id, never "". Raises KeyError for an event
     type missing from server.events.catalog."""
+    if trace_id is None:
+        trace_id = current_trace_id.get()
     return outbox_sql.NewEvent(
         event_id=uuid.uuid4(),
         event_type=event_type,
@@ -47,7 +50,7 @@ def new_event(
         aggregate=aggregate,
         partition=partition_of(aggregate),
         tenant_id=tenant_id,
-        trace_id=current_trace_id.get() if trace_id is None else trace_id,
+        trace_id=trace_id or new_trace_id(),
         payload=payload,
     )
 
@@ -63,7 +66,9 @@ async def append_event(
     """Write one event in the caller's transaction and return its `event_id`.
 
     `aggregate` names the ordering scope ("account:<tenant>:<player>:<currency>",
-    "pool:<pool_id>"): events of one aggregate are published in commit order.
+    "pool:<pool_id>", "pool:<pool_id>:shard:<n>", "audit:<tenant>"): the event gets the next
+    `aggregate_seq` of its aggregate (under that aggregate's counter row lock, held until the
+    transaction ends), and events of one aggregate are published in that order (docs/events.md).
     Raises KeyError for an event type missing from server.events.catalog.
     """
     event = new_event(event_type, aggregate=aggregate, tenant_id=tenant_id, payload=payload)

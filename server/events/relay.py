@@ -6,9 +6,14 @@
   publishes that batch again; consumers de-duplicate by `event_id`).
 - CRM casino feed (seed 003): exchange `croupier.crm` (topic), routing key `casino`, property
   `type=CASINO`, published right after the wallet event it comes from.
-- Order: the outbox is split in 16 partitions by aggregate; a relay publishes a partition only
-  while holding its advisory lock, in seq order, one aggregate's events one after another, so
-  several relays may run at once without double work and each aggregate keeps commit order.
+- Order: every event carries `aggregate_seq`, its number within its aggregate (an account, a
+  pool, a pool shard, a tenant's audit chain), assigned under the aggregate's counter row lock
+  in the writing transaction (migration 0403), so it is the aggregate's commit order. The relay
+  publishes an aggregate's events in that order, one after another, and starts only at the
+  event whose predecessor is already published: no transaction ids or snapshots, so an open
+  transaction never holds back other aggregates' events. The outbox is split in 16 partitions
+  by aggregate; a relay publishes a partition only while holding its advisory lock, so several
+  relays may run at once without double work or reordering. See docs/events.md.
 - Wake-up: LISTEN croupier_outbox (NOTIFY at commit), with a 1 s poll as a safety net.
 - Broker down: the batch is not marked, the relay backs off (0.2 s doubling to 10 s) and
   reconnects, then catches up; nothing is lost.
@@ -23,7 +28,6 @@ import logging
 import os
 import signal
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,6 +59,7 @@ def envelope(row: OutboxRow) -> dict[str, Any]:
         "tenant_id": row.tenant_id,
         "trace_id": row.trace_id,
         "aggregate": row.aggregate,
+        "aggregate_seq": row.aggregate_seq,
         "payload": row.payload,
     }
 
@@ -112,6 +117,8 @@ class Relay:
                     "tenant_id": row.tenant_id,
                     "schema_version": row.schema_version,
                     "trace_id": row.trace_id,
+                    "aggregate": row.aggregate,
+                    "aggregate_seq": row.aggregate_seq,
                 },
             ),
             routing_key=row.event_type,
@@ -133,20 +140,24 @@ class Relay:
                 timeout=10,
             )
 
-    async def _publish(self, rows: Sequence[OutboxRow]) -> None:
-        by_aggregate: dict[str, list[OutboxRow]] = defaultdict(list)
-        for row in rows:
-            by_aggregate[row.aggregate].append(row)
+    async def _publish(self, rows: list[OutboxRow]) -> list[int]:
+        """Publish what may go now (outbox_sql.publishable), each aggregate in order and the
+        aggregates concurrently; return the seqs the broker confirmed."""
+        by_aggregate = outbox_sql.publishable(rows)
         await asyncio.gather(*(self._publish_aggregate(r) for r in by_aggregate.values()))
+        return [row.seq for run in by_aggregate.values() for row in run]
 
     async def drain(self, conn: psycopg.AsyncConnection[Any]) -> int:
         """Publish everything publishable now; return the count.
 
         Each pass is one transaction: take the free partition locks, read up to a batch of
-        their committed events in seq order, publish, mark, commit.
+        their committed events, publish each aggregate's in `aggregate_seq` order from its
+        first unpublished one, mark, commit. Events whose predecessor is not published yet wait
+        for the next pass.
         """
         total = 0
         while True:
+            done: list[int] = []
             async with conn.transaction():
                 partitions = await outbox_sql.lock_free_partitions(conn)
                 if not partitions:
@@ -154,10 +165,11 @@ class Relay:
                 rows = await outbox_sql.pending(conn, partitions, self.batch_size)
                 if rows:
                     await self._connect_broker()
-                    await self._publish(rows)
-                    await outbox_sql.mark_published(conn, [r.seq for r in rows])
-            total += len(rows)
-            if len(rows) < self.batch_size:
+                    done = await self._publish(rows)
+                    if done:
+                        await outbox_sql.mark_published(conn, done)
+            total += len(done)
+            if len(rows) < self.batch_size or not done:
                 break
         self.published += total
         return total

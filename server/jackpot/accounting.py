@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from server.money import INT64_MAX
+
 MICRO = 1_000_000
 PICO = MICRO * MICRO
 
@@ -69,3 +71,10 @@ def split_contribution(
         total_carry=total_carry,
         reseed_carry=reseed_carry,
     )
+
+
+def pool_value_fits(cycle_base: int, visible: int, hidden: int) -> bool:
+    """Whether a pool's whole value fits int64: its cycle's base plus the visible contributions
+    (the amount a hit wins) plus the hidden reseed and carried overflow (which, with the seed,
+    start the next cycle). Every contribution keeps this true; minor units."""
+    return cycle_base + visible + hidden <= INT64_MAX

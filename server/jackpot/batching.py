@@ -23,7 +23,7 @@ A batch (server.store.jackpot_sql read_batch / write_batch):
    (server.jackpot.accounting.split_contribution, the arithmetic of the one-request path), and
    each request's exact response bytes are encoded;
 3. one write statement, its own transaction: the counter rows, each only if still exactly as
-   read (optimistic concurrency; otherwise migration 0102's check fails the statement with
+   read (optimistic concurrency; otherwise migration 0008's check fails the statement with
    serialization_failure, nothing is written, and the batch reads again, three attempts), the
    contribution records, their `jp.contribution.recorded` events and the idempotency records.
 Every request of the batch commits or none does: if anything fails (a key used meanwhile, a
@@ -47,7 +47,7 @@ from server.errors import DomainError
 from server.events.context import current_trace_id
 from server.group_commit import Batcher, Pending, first_of_each_key, outcome_of
 from server.idempotency import RequestKey, StoredReply
-from server.jackpot.accounting import MICRO, split_contribution
+from server.jackpot.accounting import MICRO, pool_value_fits, split_contribution
 from server.jackpot.engine import (
     Jackpots,
     caller_contribution,
@@ -92,6 +92,32 @@ class _Entry(Pending):
 
 class _Stale(Exception):
     """A pool's cycle or config changed since the plan: the batch goes the normal way."""
+
+
+_COUNTERS = (
+    "visible",
+    "reseed",
+    "total_carry",
+    "reseed_carry",
+    "added",
+    "last_total",
+    "last_reseed",
+)
+
+
+def _counters(row: BatchShard) -> tuple[int, ...]:
+    """The counters `_apply` changes on a row, to undo a contribution that leaves the batch."""
+    return tuple(getattr(row, name) for name in _COUNTERS)
+
+
+def _restore(row: BatchShard, counters: tuple[int, ...]) -> None:
+    for name, value in zip(_COUNTERS, counters, strict=True):
+        setattr(row, name, value)
+
+
+class _PoolOverflow(Exception):
+    """This contribution would take a pool's value past int64: it leaves the batch (before
+    anything of it is applied) and the normal path refuses it with AMOUNT_OVERFLOW."""
 
 
 class ContributionBatcher(Batcher[_Entry]):
@@ -195,9 +221,19 @@ class ContributionBatcher(Batcher[_Entry]):
                 outcomes: list[idempotency_sql.Outcome] = []
                 for i in members:
                     entry = batch[i]
-                    payload = entry.encode_ok(self._apply(entry, read, contributions, events))
+                    saved = [(r, _counters(r)) for r in rows]
+                    queued = len(contributions), len(events)
+                    try:
+                        payload = entry.encode_ok(self._apply(entry, read, contributions, events))
+                    except _PoolOverflow:  # undone here; the normal path refuses it
+                        for r, counters in saved:
+                            _restore(r, counters)
+                        del contributions[queued[0] :], events[queued[1] :]
+                        continue
                     outcomes.append(outcome_of(entry.key, 0, payload))
                     replies[i] = StoredReply(0, payload, False)
+                if not replies:
+                    return {}
                 try:
                     await sql.write_batch(conn, rows, contributions, events, outcomes)
                 except psycopg.errors.SerializationFailure:
@@ -238,6 +274,12 @@ class ContributionBatcher(Batcher[_Entry]):
                 stop_growing=False,
                 conversion_micro=plan.conversion,
             )
+            if not pool_value_fits(
+                pool.cycle_base,
+                row.others + row.visible + split.to_pool,
+                row.hidden_others + row.reseed + split.to_reseed,
+            ):
+                raise _PoolOverflow(pool.pool_id)
             row.visible += split.to_pool
             row.reseed += split.to_reseed
             row.total_carry, row.reseed_carry = split.total_carry, split.reseed_carry
@@ -254,6 +296,7 @@ class ContributionBatcher(Batcher[_Entry]):
                 win_id=None,
                 currency=plan.jackpot.currency,
                 pool_amount=amount,
+                shard=row.shard,
                 trace_id=entry.trace_id,
             )
             contributions.append(values)

@@ -20,19 +20,27 @@ Each state change is one function (`_record_contribution`, `_hit`, `_start_cycle
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode, invalid
-from server.idempotency import RequestKey, RetryTransactionError, StoredReply, run_idempotent
+from server.idempotency import (
+    RefusedAfterWriteError,
+    RequestKey,
+    RetryTransactionError,
+    StoredReply,
+    run_idempotent,
+)
 from server.jackpot import audit, fairness
 from server.jackpot import events as jp_events
-from server.jackpot.accounting import MICRO, Split, split_contribution
+from server.jackpot.accounting import MICRO, Split, pool_value_fits, split_contribution
 from server.jackpot.model import (
     Contribute,
     ContributeResult,
@@ -52,22 +60,40 @@ from server.jackpot.model import (
     WinRow,
 )
 from server.jackpot.validation import check_tier
-from server.money import Money
+from server.money import INT64_MAX, Money
 from server.store import jackpot_sql as sql
 from server.store import outbox_sql
 from server.store.jackpot_sql import PoolRow, ShardRow
 from server.store.outbox_sql import NewEvent
 from server.store.replica import ReadSource
 from server.store.wallet_sql import Conn
+from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
 
 R = TypeVar("R")
 
 _MAX_CYCLE_RACES = 10
 
+log = logging.getLogger(__name__)
+
+# How long (seconds) a process skips a DEADLINE pool whose drop failed before trying it again.
+SET_ASIDE_SECONDS = 300.0
+
 
 class StalePoolError(RetryTransactionError):
     """The pool's cycle or configuration changed after it was read: run the transaction
     again (the failed counter update still holds that row's lock until it ends)."""
+
+
+def pool_overflow(pool_id: str) -> RefusedAfterWriteError:
+    """FAILED_PRECONDITION AMOUNT_OVERFLOW: the contribution would take the pool's whole value
+    (accounting.pool_value_fits) past 2^63-1 minor units. Raised after the pool's counter row
+    may have been written, so the request's transaction is rolled back."""
+    return RefusedAfterWriteError(
+        ErrorCode.FAILED_PRECONDITION,
+        "AMOUNT_OVERFLOW",
+        "this contribution would take the pool's value past 2^63-1 minor units",
+        {"pool_id": pool_id},
+    )
 
 
 def _not_found(reason: str, message: str) -> DomainError:
@@ -97,6 +123,8 @@ class Jackpots:
         # its WHERE clause) and read again when stale, so a stale entry costs one retry.
         self._jackpots: dict[str, JackpotRow] = {}
         self._pools: dict[str, list[PoolRow]] = {}
+        # DEADLINE pools whose drop failed -> monotonic time to try again (drop_due_deadlines)
+        self._set_aside: dict[str, float] = {}
 
     async def execute(
         self,
@@ -272,7 +300,9 @@ class Jackpots:
         and DEADLINE drops on the first round at or after the committed time.
         Errors (before any write): NOT_FOUND JACKPOT_NOT_FOUND; PERMISSION_DENIED
         TENANT_NOT_LISTED; INVALID_ARGUMENT CURRENCY_MISMATCH, CONTRIBUTION_EXCEEDS_BET,
-        CONTRIBUTION_NEEDS_SINGLE_TIER.
+        CONTRIBUTION_NEEDS_SINGLE_TIER, AMOUNT_OVERFLOW (the converted bet passes int64);
+        FAILED_PRECONDITION AMOUNT_OVERFLOW (the pool's whole value would pass int64, see
+        accounting.pool_value_fits; rolled back, then stored like any refusal).
         """
         jackpot = await self._member_jackpot(conn, cmd.tenant_id, cmd.jackpot_id)
         conversion = conversion_of(jackpot, cmd.bet.currency)
@@ -330,21 +360,26 @@ class Jackpots:
                     drawn_hit,
                     deadline_due,
                 )
-            added = await sql.add_to_shard(
-                conn,
-                pool_id=pool.pool_id,
-                shard=shard_for(cmd.idempotency_key, cfg.shards),
-                cycle=pool.cycle,
-                config_version=pool.config_version,
-                bet=bet,
-                rate_ppm=cfg.contribution_rate_ppm,
-                split_ppm=cfg.reseed_split_ppm,
-                given=given,
-                conversion_micro=conversion,
-            )
+            try:
+                added = await sql.add_to_shard(
+                    conn,
+                    pool_id=pool.pool_id,
+                    shard=shard_for(cmd.idempotency_key, cfg.shards),
+                    cycle=pool.cycle,
+                    config_version=pool.config_version,
+                    bet=bet,
+                    rate_ppm=cfg.contribution_rate_ppm,
+                    split_ppm=cfg.reseed_split_ppm,
+                    given=given,
+                    conversion_micro=conversion,
+                )
+            except psycopg.errors.NumericValueOutOfRange as exc:  # a counter row passed bigint
+                raise pool_overflow(pool.pool_id) from exc
             if added is None:  # a hit or a config change committed since our read
                 await self._reload(conn, jackpot.jackpot_id, pool.pool_id)
                 raise StalePoolError(pool.pool_id)
+            if not pool_value_fits(pool.cycle_base, added.contributed, added.hidden):
+                raise pool_overflow(pool.pool_id)
             split = Split(added.total, added.to_pool, added.to_reseed, 0, 0, 0, 0)
             await self._record_contribution(
                 conn,
@@ -433,6 +468,9 @@ class Jackpots:
             point_room = pool.must_drop_point - amount
             headroom = point_room if headroom is None else min(headroom, point_room)
         split = self._apply(shard, cfg, cmd.bet.minor_units, given, conversion, headroom)
+        hidden = sum(s.reseed + s.overflow for s in shards)
+        if not pool_value_fits(amount, split.to_pool, hidden):
+            raise pool_overflow(pool.pool_id)  # an earlier tier may have written
         await sql.save_shard(conn, pool.pool_id, shard)
         amount += split.to_pool
         reason = ""
@@ -513,6 +551,7 @@ class Jackpots:
             win_id=win_id,
             currency=currency,
             pool_amount=pool_amount,
+            shard=shard_for(cmd.idempotency_key, pool.config.shards),
         )
         await sql.insert_contribution(conn, **values)
         await outbox_sql.insert_events(conn, [event])
@@ -563,42 +602,63 @@ class Jackpots:
         drops at once, to the cycle's last qualifying contribution (the round that came
         closest to the deadline), without waiting for another bet. A cycle with no
         contribution yet drops on its next qualifying round. Returns the new wins; safe to run
-        in every worker (the pool row lock and one win per cycle decide)."""
+        in every worker (the pool row lock and one win per cycle decide). Each pool drops in
+        its own transaction; one whose drop fails for its data (e.g. its value past int64) is
+        logged, counted in `croupier_background_rows_set_aside_total{job="deadline_drop"}` and
+        skipped by this process for SET_ASIDE_SECONDS, never stopping the others."""
+        now = time.monotonic()
+        for pool_id, until in list(self._set_aside.items()):
+            if until <= now:
+                del self._set_aside[pool_id]
         async with self.pool.connection() as conn:
-            due = await sql.due_deadline_pools(conn, limit)
+            due = await sql.due_deadline_pools(conn, limit, list(self._set_aside))
         wins: list[uuid.UUID] = []
         for pool_id in due:
-            async with self.pool.connection() as conn, conn.transaction():
-                pool = await sql.pool_row(conn, pool_id, lock=True)
-                if (
-                    pool is None
-                    or pool.config.trigger is not TriggerKind.DEADLINE
-                    or pool.drop_at is None
-                    or _now() < pool.drop_at
-                ):
-                    continue  # another worker or a contribution dropped it meanwhile
-                last = await sql.last_contribution(conn, pool_id, pool.cycle)
-                jackpot = await sql.get_jackpot(conn, pool.jackpot_id)
-                if last is None or jackpot is None:
-                    continue
-                tenant_id, player_id, round_id, game_id, key = last
-                shards = await sql.lock_all_shards(conn, pool_id)
-                win_id = uuid.uuid4()
-                await self._hit(
-                    conn,
-                    jackpot,
-                    pool,
-                    shards,
-                    win_id=win_id,
-                    tenant_id=tenant_id,
-                    player_id=player_id,
-                    round_id=round_id,
-                    game_id=game_id,
-                    reason="deadline",
-                    trigger_key=key,
-                )
+            try:
+                win_id = await self._drop_deadline(pool_id)
+            except (DomainError, psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+                reason = exc.reason if isinstance(exc, DomainError) else type(exc).__name__
+                BACKGROUND_ROWS_SET_ASIDE.labels("deadline_drop", reason).inc()
+                log.error("deadline drop of pool %s failed, set aside: %s", pool_id, exc)
+                self._set_aside[pool_id] = now + SET_ASIDE_SECONDS
+                continue
+            if win_id is not None:
                 wins.append(win_id)
         return wins
+
+    async def _drop_deadline(self, pool_id: str) -> uuid.UUID | None:
+        """Drop one due DEADLINE pool in its own transaction; its win id, or None when there is
+        nothing to drop (dropped meanwhile, or no contribution yet this cycle)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            pool = await sql.pool_row(conn, pool_id, lock=True)
+            if (
+                pool is None
+                or pool.config.trigger is not TriggerKind.DEADLINE
+                or pool.drop_at is None
+                or _now() < pool.drop_at
+            ):
+                return None  # another worker or a contribution dropped it meanwhile
+            last = await sql.last_contribution(conn, pool_id, pool.cycle)
+            jackpot = await sql.get_jackpot(conn, pool.jackpot_id)
+            if last is None or jackpot is None:
+                return None
+            tenant_id, player_id, round_id, game_id, key = last
+            shards = await sql.lock_all_shards(conn, pool_id)
+            win_id = uuid.uuid4()
+            await self._hit(
+                conn,
+                jackpot,
+                pool,
+                shards,
+                win_id=win_id,
+                tenant_id=tenant_id,
+                player_id=player_id,
+                round_id=round_id,
+                game_id=game_id,
+                reason="deadline",
+                trigger_key=key,
+            )
+            return win_id
 
     async def _hit(
         self,
@@ -625,6 +685,8 @@ class Jackpots:
         self._pools.pop(jackpot.jackpot_id, None)
         amount = pool.cycle_base + sum(s.visible for s in shards)
         hidden = sum(s.reseed + s.overflow for s in shards)
+        if amount > INT64_MAX or pool.config.seed + hidden > INT64_MAX:
+            raise pool_overflow(pool.pool_id)  # the win or the next cycle's base
         await sql.insert_win(
             conn,
             win_id=win_id,
@@ -902,9 +964,16 @@ def caller_contribution(
 ) -> int | None:
     """The caller's own contribution amount (minor units), or None to compute it from the rate.
 
-    Raises INVALID_ARGUMENT CURRENCY_MISMATCH, CONTRIBUTION_EXCEEDS_BET,
-    CONTRIBUTION_NEEDS_SINGLE_TIER (issue 3: a given contribution is for one tier only).
+    Raises INVALID_ARGUMENT AMOUNT_OVERFLOW (the converted bet passes int64), CURRENCY_MISMATCH,
+    CONTRIBUTION_EXCEEDS_BET, CONTRIBUTION_NEEDS_SINGLE_TIER (a given contribution is for one
+    tier only).
     """
+    if bet_in_pool_currency > INT64_MAX:
+        raise invalid(
+            "bet.minor_units",
+            "AMOUNT_OVERFLOW",
+            "the bet converted to the jackpot's currency passes 2^63-1 minor units",
+        )
     if cmd.contribution is None:
         return None
     if cmd.contribution.currency != jackpot.currency:
@@ -983,11 +1052,13 @@ def contribution_record(
     win_id: uuid.UUID | None,
     currency: str,
     pool_amount: int,
+    shard: int,
     trace_id: str | None = None,
 ) -> tuple[dict[str, Any], NewEvent]:
     """One contribution to one tier as stored: its jp_contributions row (column -> value;
     amounts in minor units of the pool's `currency`, the draw's odds in ppb) and its
-    `jp.contribution.recorded` event (`trace_id`: the caller's, default the current one)."""
+    `jp.contribution.recorded` event (ordered within pool counter row `shard`; `trace_id`:
+    the caller's, default the current one)."""
     values: dict[str, Any] = {
         "tenant_id": cmd.tenant_id,
         "idempotency_key": cmd.idempotency_key,
@@ -1015,6 +1086,7 @@ def contribution_record(
     event = jp_events.contribution_recorded_event(
         tenant_id=cmd.tenant_id,
         pool_id=pool.pool_id,
+        shard=shard,
         tier=pool.config.tier,
         cycle=pool.cycle,
         key=cmd.idempotency_key,

@@ -3,9 +3,11 @@ the state change they describe. Aggregate: the pool (`pool:<pool_id>`), so a poo
 payout request and reset are published in commit order; config and audit events use the owner
 tenant's audit chain (`audit:<tenant>`). Money is `{"minor_units", "currency"}`.
 
-Contributions to a sharded (hot) pool do not serialize on one row, so their
-`jp.contribution.recorded` events may be published in any order among concurrent ones; each
-carries the pool amount it saw. A reset or config change is `jp.pool.updated`.
+`jp.contribution.recorded` has its own aggregate per pool shard (`pool:<pool_id>:shard:<n>`,
+the counter row the contribution was added to): contributions to a hot pool lock one shard row
+each and must not serialize on one sequence counter, so they are ordered per shard only (each
+event carries the pool amount it saw), while the pool's state changes (`pool:<pool_id>`) keep
+one order. A reset or config change is `jp.pool.updated`. See docs/events.md.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ def contribution_recorded_event(
     *,
     tenant_id: str,
     pool_id: str,
+    shard: int,
     tier: str,
     cycle: int,
     key: str,
@@ -38,10 +41,11 @@ def contribution_recorded_event(
     hit: bool,
     trace_id: str | None = None,
 ) -> NewEvent:
-    """`jp.contribution.recorded`: one qualifying contribution to one tier (minor units)."""
+    """`jp.contribution.recorded`: one qualifying contribution to one tier (minor units),
+    added to counter row `shard` of the pool (its aggregate)."""
     return new_event(
         "jp.contribution.recorded",
-        aggregate=f"pool:{pool_id}",
+        aggregate=f"pool:{pool_id}:shard:{shard}",
         tenant_id=tenant_id,
         trace_id=trace_id,
         payload={

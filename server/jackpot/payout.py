@@ -27,6 +27,7 @@ import uuid
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode
+from server.events.context import background_trace
 from server.idempotency import RequestKey
 from server.jackpot import events as jp_events
 from server.jackpot.model import PayoutState, WinRow
@@ -34,6 +35,7 @@ from server.money import Money
 from server.store import jackpot_sql as sql
 from server.store import wallet_sql
 from server.store.wallet_sql import Conn
+from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
 from server.wallet.ledger import Wallet
 from server.wallet.model import Caller, PlayerStatus, RoundRef, Transfer, TransferResult
 
@@ -165,10 +167,12 @@ class PayoutSaga:
         """Attempt every `requested` win whose next attempt is due; return how many."""
         async with self.pool.connection() as conn:
             due = await sql.due_wins(conn, limit)
-        for win_id in due:
+        for win_id in due:  # each win alone: one that fails never stops the others
             try:
-                await self.pay(win_id)
-            except Exception:
+                with background_trace("jackpot.payout_retry"):
+                    await self.pay(win_id)
+            except Exception as exc:
+                BACKGROUND_ROWS_SET_ASIDE.labels("payout_retry", type(exc).__name__).inc()
                 log.warning("payout of win %s failed; will retry with backoff", win_id)
         return len(due)
 

@@ -18,6 +18,9 @@ MAX_SHARDS = 64
 MAX_DEADLINE_SECONDS = 366 * 24 * 3600
 MICRO = 1_000_000
 MAX_CONVERSION_MICRO = 10**15
+# The largest seed, cap and must-drop amount (minor units): half of int64, so a pool starting
+# there can still take as much again before its value would pass 2^63-1.
+MAX_POOL_MINOR_UNITS = 2**62
 
 _TIER = re.compile(r"^[a-z0-9_-]{1,32}$")
 _JACKPOT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -38,6 +41,20 @@ def _amount(value: int, field: str) -> int:
     return value
 
 
+def _pool_amount(value: int, field: str) -> int:
+    """A pool amount (seed, cap, must-drop bound): zero to MAX_POOL_MINOR_UNITS, so a pool
+    configured at the limit still has room to grow within int64."""
+    _amount(value, field)
+    if value > MAX_POOL_MINOR_UNITS:
+        raise invalid(
+            field,
+            "AMOUNT_OVERFLOW",
+            f"{field} must be at most 2^62 ({MAX_POOL_MINOR_UNITS}) minor units, so the pool's"
+            " value (seed, contributions, reseed) stays within 2^63-1",
+        )
+    return value
+
+
 def _ppm(value: int, field: str) -> int:
     if not 0 <= value <= MICRO:
         raise invalid(field, "INVALID_RATE", f"{field} must be between 0 and 1000000 ppm")
@@ -45,8 +62,9 @@ def _ppm(value: int, field: str) -> int:
 
 
 def check_tier(cfg: TierConfig, field: str) -> TierConfig:
-    """One tier's rules (seed 000 sections 2 and 6, issue 3 sections 2-4):
-
+    """One tier's rules. Every field is range-checked whatever the trigger (amounts >= 0;
+    seed, cap and must-drop bounds at most 2^62 minor units, AMOUNT_OVERFLOW above;
+    0 <= p <= 10^9 ppb, must-drop min <= max, deadline 0 <= min <= max <= 366 days); then
     FIXED pools take no contributions and cannot be MUST_DROP; a cap is at least the seed;
     MUST_DROP needs seed <= min <= max (and max <= cap when capped); RANDOM needs
     0 < p <= 10^9 ppb; DEADLINE needs 0 <= min <= max <= 366 days with max > 0; more than one
@@ -55,11 +73,44 @@ def check_tier(cfg: TierConfig, field: str) -> TierConfig:
     """
     if not _TIER.match(cfg.tier):
         raise invalid(f"{field}.tier", "INVALID_TIER", "tier must be 1..32 of [a-z0-9_-]")
-    _amount(cfg.seed, f"{field}.seed_minor_units")
+    _pool_amount(cfg.seed, f"{field}.seed_minor_units")
     _ppm(cfg.contribution_rate_ppm, f"{field}.contribution_rate_ppm")
     _ppm(cfg.reseed_split_ppm, f"{field}.reseed_split_ppm")
-    _amount(cfg.cap, f"{field}.cap_minor_units")
+    _pool_amount(cfg.cap, f"{field}.cap_minor_units")
     _amount(cfg.min_bet, f"{field}.min_bet_minor_units")
+    # every field is range-checked whatever the trigger: a value the trigger ignores is still
+    # stored and shown, and would apply as-is if the trigger changed later
+    _amount(cfg.reference_bet, f"{field}.reference_bet_minor_units")
+    if not 0 <= cfg.hit_probability_ppb <= PPB:
+        raise invalid(
+            f"{field}.hit_probability_ppb",
+            "INVALID_PROBABILITY",
+            "hit_probability_ppb must be between 0 and 1000000000",
+        )
+    _pool_amount(cfg.must_drop_min, f"{field}.must_drop_min_minor_units")
+    _pool_amount(cfg.must_drop_max, f"{field}.must_drop_max_minor_units")
+    if cfg.must_drop_min > cfg.must_drop_max:
+        raise invalid(
+            f"{field}.must_drop_min_minor_units",
+            "INVALID_MUST_DROP_RANGE",
+            "must_drop_min_minor_units exceeds must_drop_max_minor_units",
+        )
+    for name, seconds in (
+        ("deadline_min_seconds", cfg.deadline_min_seconds),
+        ("deadline_max_seconds", cfg.deadline_max_seconds),
+    ):
+        if not 0 <= seconds <= MAX_DEADLINE_SECONDS:
+            raise invalid(
+                f"{field}.{name}",
+                "INVALID_DEADLINE_WINDOW",
+                f"{name} must be between 0 and {MAX_DEADLINE_SECONDS} seconds (366 days)",
+            )
+    if cfg.deadline_min_seconds > cfg.deadline_max_seconds:
+        raise invalid(
+            f"{field}.deadline_min_seconds",
+            "INVALID_DEADLINE_WINDOW",
+            "deadline_min_seconds exceeds deadline_max_seconds",
+        )
     if cfg.cap and cfg.cap < cfg.seed:
         raise invalid(f"{field}.cap_minor_units", "CAP_BELOW_SEED", "the cap is below the seed")
     if cfg.kind is PoolKind.FIXED:
@@ -78,9 +129,7 @@ def check_tier(cfg: TierConfig, field: str) -> TierConfig:
                 "INVALID_PROBABILITY",
                 "hit_probability_ppb must be between 1 and 1000000000",
             )
-        _amount(cfg.reference_bet, f"{field}.reference_bet_minor_units")
     if cfg.trigger is TriggerKind.MUST_DROP:
-        _amount(cfg.must_drop_max, f"{field}.must_drop_max_minor_units")
         if not cfg.seed <= cfg.must_drop_min <= cfg.must_drop_max or cfg.must_drop_max == 0:
             raise invalid(
                 f"{field}.must_drop_min_minor_units",

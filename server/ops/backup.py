@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psycopg
 
-from server.store.embedded import find_pg_bindir
+from server.store.embedded import find_system_pg_bindir
 
 STANZA = "croupier"
 
@@ -94,7 +94,7 @@ class Instance:
     socket_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="crpg-")))
 
     def __post_init__(self) -> None:
-        bindir = find_pg_bindir()
+        bindir = find_system_pg_bindir()
         if bindir is None:
             raise BackupError("PostgreSQL server binaries not found (apt-get install postgresql)")
         self.bindir = bindir

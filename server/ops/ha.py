@@ -42,7 +42,7 @@ from pathlib import Path
 
 import psycopg
 
-from server.store.embedded import find_pg_bindir
+from server.store.embedded import find_system_pg_bindir
 
 DEBIAN_PACKAGES = ("postgresql-15-auto-failover", "pg-auto-failover-cli")
 DATABASE = "croupier"
@@ -141,7 +141,7 @@ class Cluster:
         return list(cmd)
 
     def _env(self, name: str) -> dict[str, str]:
-        bindir = find_pg_bindir()
+        bindir = find_system_pg_bindir()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["PGDATA"] = str(self.pgdata(name))
         if bindir is not None:

@@ -1,4 +1,4 @@
-"""SQL for tenant API keys (migrations/0003_api_keys.sql)."""
+"""SQL for tenant API keys (migrations/0005_api_keys.sql)."""
 
 from __future__ import annotations
 

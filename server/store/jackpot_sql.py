@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -307,13 +308,16 @@ class Added:
     to_pool: int
     to_reseed: int
     contributed: int
+    hidden: int = 0  # the cycle's reseed + carried overflow over every row, after the add
 
 
 # One statement, one round trip, one row lock held only until COMMIT: the same arithmetic as
 # server.jackpot.accounting.split_contribution without a cap (T = the contribution's total;
-# fractions in millionths carried on the row). SET and WHERE see the row as locked (re-read
-# after a concurrent update), so the carries are exact. The RETURNING subquery sums the other
-# rows as of the statement's snapshot; our own row's old value is replaced by its new one.
+# fractions carried on the row). SET and WHERE see the row as locked (re-read after a
+# concurrent update), so the carries are exact. The RETURNING subquery sums the other rows as
+# of the statement's snapshot; our own row's old value is replaced by its new one.
+# Quotients use div() (exact integer division): numeric `/` rounds to about 16 significant
+# digits, which would round a large total with a fraction close to 1 up by one minor unit.
 _ADD = """
 UPDATE jp_pool_shards SET
     total_carry = CASE WHEN %(given)s::bigint IS NULL
@@ -321,19 +325,26 @@ UPDATE jp_pool_shards SET
                              %% 1000000000000)::bigint
                        ELSE total_carry END,
     last_total = {t},
-    last_reseed = floor(({t}::numeric * %(split)s + reseed_carry) / 1000000)::bigint,
+    last_reseed = {r},
     reseed_carry = (({t}::numeric * %(split)s + reseed_carry) %% 1000000)::bigint,
-    reseed = reseed + floor(({t}::numeric * %(split)s + reseed_carry) / 1000000)::bigint,
-    visible = visible + {t} - floor(({t}::numeric * %(split)s + reseed_carry) / 1000000)::bigint,
+    reseed = reseed + {r},
+    visible = visible + {t} - {r},
     contributions = contributions + 1
 WHERE pool_id = %(pool)s AND shard = %(shard)s AND cycle = %(cycle)s
   AND config_version = %(version)s
 RETURNING last_total, last_reseed, visible,
     (SELECT coalesce(sum(o.visible), 0) FROM jp_pool_shards o
-      WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s)
-""".format(
-    t="coalesce(%(given)s::bigint,"
-    " floor((%(bet)s::numeric * %(conv)s * %(rate)s + total_carry) / 1000000000000)::bigint)"
+      WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s),
+    reseed + overflow
+      + (SELECT coalesce(sum(o.reseed + o.overflow), 0) FROM jp_pool_shards o
+          WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s)
+"""
+_ADD_TOTAL = (
+    "coalesce(%(given)s::bigint,"
+    " div(%(bet)s::numeric * %(conv)s * %(rate)s + total_carry, 1000000000000)::bigint)"
+)
+_ADD = _ADD.format(
+    t=_ADD_TOTAL, r=f"div({_ADD_TOTAL}::numeric * %(split)s + reseed_carry, 1000000)::bigint"
 )
 
 
@@ -369,8 +380,8 @@ async def add_to_shard(
     row = await cur.fetchone()
     if row is None:
         return None
-    total, reseed, visible, others = (int(v) for v in row)
-    return Added(total, total - reseed, reseed, visible + others)
+    total, reseed, visible, others, hidden = (int(v) for v in row)
+    return Added(total, total - reseed, reseed, visible + others, hidden)
 
 
 @dataclass(slots=True)
@@ -387,6 +398,7 @@ class BatchShard:
     total_carry: int
     reseed_carry: int
     others: int
+    hidden_others: int = 0  # the other rows' reseed + overflow, and this row's overflow
     read: tuple[int, int, int, int] = (0, 0, 0, 0)  # visible, reseed and carries as read
     added: int = 0
     last_total: int = 0
@@ -406,7 +418,9 @@ async def read_batch(
         " s.total_carry, s.reseed_carry,"
         " (SELECT coalesce(sum(o.visible), 0) FROM jp_pool_shards o"
         "   WHERE o.pool_id = s.pool_id AND o.cycle = s.cycle AND o.shard <> s.shard),"
-        f" ({idempotency_sql.USED_KEYS_JSON.format(keys='%s')})"
+        f" ({idempotency_sql.USED_KEYS_JSON.format(keys='%s')}),"
+        " s.overflow + (SELECT coalesce(sum(o.reseed + o.overflow), 0) FROM jp_pool_shards o"
+        "   WHERE o.pool_id = s.pool_id AND o.cycle = s.cycle AND o.shard <> s.shard)"
         " FROM jp_pool_shards s JOIN unnest(%s::text[], %s::int[]) AS w(pool_id, shard)"
         " USING (pool_id, shard)",
         (
@@ -428,6 +442,7 @@ async def read_batch(
             total_carry=int(r[6]),
             reseed_carry=int(r[7]),
             others=int(r[8]),
+            hidden_others=int(r[10]),
         )
         for r in rows
     ]
@@ -492,7 +507,7 @@ async def write_batch(
 ) -> None:
     """Write a contribution batch in one statement (autocommit: its own transaction): the
     counter rows, only if each is still as `read_batch` read it, else the statement fails with
-    SerializationFailure (migration 0102) and writes nothing; the contribution records (each
+    SerializationFailure (migration 0008) and writes nothing; the contribution records (each
     row maps jp_contributions columns to JSON values); the events; the idempotency records (a
     key used meanwhile fails it with UniqueViolation)."""
     await conn.execute(
@@ -1059,14 +1074,16 @@ async def reconcile(conn: Conn, tenant_id: str, pool_id: str) -> list[Reconcilia
 # -- deadline drops --------------------------------------------------------------------------
 
 
-async def due_deadline_pools(conn: Conn, limit: int) -> list[str]:
-    """DEADLINE pools whose current cycle's drop time has passed (unlocked read)."""
+async def due_deadline_pools(conn: Conn, limit: int, exclude: Sequence[str] = ()) -> list[str]:
+    """DEADLINE pools whose current cycle's drop time has passed, but the `exclude`d pool ids
+    (set aside), oldest drop time first (unlocked read)."""
     cur = await conn.execute(
         "SELECT p.pool_id FROM jp_pools p"
         "  JOIN jp_cycles c ON c.pool_id = p.pool_id AND c.cycle = p.cycle"
         " WHERE p.trigger_kind = 'deadline' AND c.ended_at IS NULL AND c.drop_at <= now()"
+        "   AND p.pool_id <> ALL(%s::text[])"
         " ORDER BY c.drop_at LIMIT %s",
-        (limit,),
+        (list(exclude), limit),
     )
     return [str(r[0]) for r in await cur.fetchall()]
 

@@ -1,4 +1,5 @@
-"""SQL for the transactional outbox (see migrations/0002_outbox.sql)."""
+"""SQL for the transactional outbox (see migrations/0002_outbox.sql and
+0403_outbox_aggregate_seq.sql; order rules in docs/events.md)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,17 @@ _LOCK_BASE = 0x6F757462 << 8  # "outb" << 8: advisory lock ids for the partition
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """One committed, unpublished event."""
+    """One committed, unpublished event. `aggregate_seq` is its number within `aggregate`
+    (1, 2, 3, ... without gaps, in commit order); `ready` says that its predecessor in the
+    aggregate (aggregate_seq - 1) is already published, or that it has none."""
 
     seq: int
     event_id: uuid.UUID
     event_type: str
     schema_version: str
     aggregate: str
+    aggregate_seq: int
+    ready: bool
     tenant_id: str
     trace_id: str
     occurred_at: datetime
@@ -118,22 +123,49 @@ async def lock_free_partitions(conn: Conn) -> list[int]:
 
 
 async def pending(conn: Conn, partitions: list[int], limit: int) -> list[OutboxRow]:
-    """Unpublished events of the partitions whose transactions precede every running one, in
-    seq order."""
+    """Up to `limit` committed, unpublished events of the partitions, oldest insert first.
+
+    No transaction-id or snapshot gate: the caller publishes an aggregate's events in
+    `aggregate_seq` order starting only at a `ready` row (see `publishable`)."""
     cur = await conn.execute(
-        "SELECT seq, event_id, event_type, schema_version, aggregate, tenant_id, trace_id,"
-        " occurred_at, payload FROM outbox"
-        " WHERE published_at IS NULL AND partition = ANY(%s)"
-        "   AND xid < pg_snapshot_xmin(pg_current_snapshot())"
-        " ORDER BY seq LIMIT %s",
+        "SELECT o.seq, o.event_id, o.event_type, o.schema_version, o.aggregate,"
+        " o.aggregate_seq,"
+        " o.aggregate_seq = 1 OR EXISTS (SELECT 1 FROM outbox p"
+        "   WHERE p.aggregate = o.aggregate AND p.aggregate_seq = o.aggregate_seq - 1"
+        "     AND p.published_at IS NOT NULL),"
+        " o.tenant_id, o.trace_id, o.occurred_at, o.payload FROM outbox o"
+        " WHERE o.published_at IS NULL AND o.partition = ANY(%s)"
+        " ORDER BY o.seq LIMIT %s",
         (partitions, limit),
     )
     return [
         OutboxRow(
-            int(r[0]), r[1], str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]), r[7], dict(r[8])
+            int(r[0]),
+            r[1],
+            str(r[2]),
+            str(r[3]),
+            str(r[4]),
+            int(r[5]),
+            bool(r[6]),
+            str(r[7]),
+            str(r[8]),
+            r[9],
+            dict(r[10]),
         )
         for r in await cur.fetchall()
     ]
+
+
+def publishable(rows: list[OutboxRow]) -> dict[str, list[OutboxRow]]:
+    """The rows that may be published now, by aggregate, each list in `aggregate_seq` order:
+    per aggregate, the run that starts at a `ready` row and has no gap. Rows after a gap (an
+    earlier event not read in this batch) wait for a later pass."""
+    by_aggregate: dict[str, list[OutboxRow]] = {}
+    for row in sorted(rows, key=lambda r: (r.aggregate, r.aggregate_seq)):
+        run = by_aggregate.setdefault(row.aggregate, [])
+        if (not run and row.ready) or (run and run[-1].aggregate_seq + 1 == row.aggregate_seq):
+            run.append(row)
+    return {a: run for a, run in by_aggregate.items() if run}
 
 
 async def mark_published(conn: Conn, seqs: list[int]) -> None:

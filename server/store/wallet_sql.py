@@ -110,12 +110,15 @@ async def lock_account(
 
 async def lock_account_for_bet(
     conn: Conn, tenant_id: str, player_id: str, currency: str, bet_id: str
-) -> tuple[AccountRow | None, str | None]:
+) -> tuple[AccountRow | None, str | None, datetime]:
     """Lock the player's account in `currency` and read the state of any hold already
-    recorded for `bet_id` (one statement, one round trip)."""
+    recorded for `bet_id` and the database's transaction time `now()` (one statement, one
+    round trip). Hold expiry is measured on that clock only: the sweeper and SettleBet
+    compare `expires_at` with the database's `now()`."""
     cur = await conn.execute(
         "SELECT a.account_id, a.available, a.held, p.status,"
-        "       (SELECT h.state FROM holds h WHERE h.tenant_id = a.tenant_id AND h.bet_id = %s)"
+        "       (SELECT h.state FROM holds h WHERE h.tenant_id = a.tenant_id AND h.bet_id = %s),"
+        "       now()"
         "  FROM accounts a JOIN players p"
         "    ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
         " WHERE a.tenant_id = %s AND a.kind = 'player' AND a.owner = %s AND a.currency = %s"
@@ -124,9 +127,9 @@ async def lock_account_for_bet(
     )
     row = await cur.fetchone()
     if row is None:
-        return None, None
+        return None, None, datetime.now(UTC)
     account = AccountRow(int(row[0]), currency, int(row[1]), int(row[2]), str(row[3]))
-    return account, None if row[4] is None else str(row[4])
+    return account, None if row[4] is None else str(row[4]), row[5]
 
 
 async def lock_hold_and_account(
@@ -368,15 +371,15 @@ async def close_hold(conn: Conn, hold_id: uuid.UUID, state: str, tx_id: uuid.UUI
 
 
 async def lock_expired_holds(
-    conn: Conn, limit: int
+    conn: Conn, limit: int, exclude: Sequence[uuid.UUID] = ()
 ) -> list[tuple[HoldRow, str, tuple[str, str, str]]]:
-    """Lock up to `limit` open holds past expiry, skipping locked ones:
-    [(hold, tenant_id, (bet_id, round_id, game_id))]."""
+    """Lock up to `limit` open holds past expiry, skipping locked ones and the `exclude`d
+    hold ids (rows set aside): [(hold, tenant_id, (bet_id, round_id, game_id))]."""
     cur = await conn.execute(
         f"SELECT {_HOLD_COLUMNS}, tenant_id, bet_id, round_id, game_id FROM holds"
-        " WHERE state = 'open' AND expires_at <= now()"
+        " WHERE state = 'open' AND expires_at <= now() AND hold_id <> ALL(%s::uuid[])"
         " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED",
-        (limit,),
+        (list(exclude), limit),
     )
     return [
         (_hold(r[:9]), str(r[9]), (str(r[10]), str(r[11]), str(r[12])))

@@ -1,4 +1,4 @@
-"""SQL for webhook subscriptions and deliveries (see migrations/0300_webhooks.sql).
+"""SQL for webhook subscriptions and deliveries (see migrations/0006_webhooks.sql).
 
 Times are `timestamptz` (returned as aware datetimes); delays and leases are given in seconds.
 """

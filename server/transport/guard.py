@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+import psycopg
 
 from server.errors import DomainError, ErrorCode
 from server.store.database import DATABASE_OUTAGE
@@ -35,8 +36,9 @@ def database_unavailable() -> DomainError:
 
 
 def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Map DomainError to its Status, database outages to UNAVAILABLE (retry with the same
-    idempotency key), anything else to a bare INTERNAL (logged here, never sent)."""
+    """Map DomainError to its Status, a bigint overflow in the database to FAILED_PRECONDITION
+    AMOUNT_OVERFLOW, database outages to UNAVAILABLE (retry with the same idempotency key),
+    anything else to a bare INTERNAL (logged here, never sent)."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
@@ -46,6 +48,19 @@ def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
             raise
         except DomainError as err:
             await _abort(context, err)
+        except psycopg.errors.NumericValueOutOfRange as exc:
+            # The database's bigint check is the backstop behind the domain's int64 checks: an
+            # amount the domain missed is still a refusal (not stored: the transaction rolled
+            # back, so a retry is evaluated afresh), never INTERNAL.
+            log.error("amount overflow reached the database in %s: %s", handler.__name__, exc)
+            await _abort(
+                context,
+                DomainError(
+                    ErrorCode.FAILED_PRECONDITION,
+                    "AMOUNT_OVERFLOW",
+                    "an amount or balance this request creates would pass 2^63-1 minor units",
+                ),
+            )
         except DATABASE_OUTAGE as exc:
             log.warning("database unavailable in %s: %s", handler.__name__, exc)
             await _abort(context, database_unavailable())

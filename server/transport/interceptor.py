@@ -4,6 +4,9 @@
 - Trace id: the active OpenTelemetry span's, else the caller's `x-trace-id` metadata, else a
   new one; it is put in `server.events.context.current_trace_id` so events written by the call
   carry it, and returned to the caller as `x-trace-id` initial metadata.
+- Request checks (server.transport.wellformed): a body that does not parse is refused with
+  INVALID_ARGUMENT `MALFORMED_REQUEST` after authentication (UNAUTHENTICATED first), and every
+  Timestamp and Duration in a request is range-checked, before the servicer runs.
 - Metrics: latency per method and code, errors per method, code and ErrorInfo reason.
 - A database outage that escapes a handler (a stream such as WatchPools, or the API-key
   lookup) is answered UNAVAILABLE / DATABASE_UNAVAILABLE (retryable), never UNKNOWN.
@@ -26,6 +29,7 @@ from server.telemetry import RPC_ERRORS, RPC_LATENCY
 from server.telemetry import current_trace_id as otel_trace_id
 from server.transport.guard import database_unavailable
 from server.transport.status import abort_with_status, error_reason, to_status_proto
+from server.transport.wellformed import Malformed, check_well_known, safe_deserializer
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -71,6 +75,15 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         except DomainError as err:
             await abort_with_status(context, to_status_proto(err))
 
+    async def _check(self, request: Any, context: Ctx) -> None:
+        """Refuse a body that did not parse or holds an out-of-range Timestamp/Duration."""
+        try:
+            if isinstance(request, Malformed):
+                raise request.error()
+            check_well_known(request)
+        except DomainError as err:
+            await abort_with_status(context, to_status_proto(err))
+
     def _record(self, method: str, context: Ctx, started: float) -> None:
         code_obj = context.code()
         code = code_obj.name if isinstance(code_obj, grpc.StatusCode) else "OK"
@@ -99,6 +112,12 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def _wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
+        deserializer: Any = handler.request_deserializer
+        if deserializer is not None:
+            message_class = getattr(deserializer, "__self__", None)
+            deserializer = safe_deserializer(
+                deserializer, getattr(message_class, "DESCRIPTOR", None)
+            )
         if handler.unary_unary is not None:
             inner: Any = handler.unary_unary
 
@@ -106,6 +125,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 started = time.perf_counter()
                 try:
                     await self._admit(method, request, context)
+                    await self._check(request, context)
                     return await inner(request, context)
                 except DATABASE_OUTAGE:
                     await abort_with_status(context, to_status_proto(database_unavailable()))
@@ -115,7 +135,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
             return grpc.unary_unary_rpc_method_handler(
                 unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -125,6 +145,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 started = time.perf_counter()
                 try:
                     await self._admit(method, request, context)
+                    await self._check(request, context)
                     async for item in inner_stream(request, context):
                         yield item
                 except DATABASE_OUTAGE:
@@ -135,7 +156,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler

@@ -10,11 +10,14 @@ side of every posting is a house account of the tenant: `house_game` (captured s
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode, invalid
@@ -26,6 +29,7 @@ from server.money import INT64_MAX, Money
 from server.store import idempotency_sql, wallet_sql
 from server.store.replica import ReadSource
 from server.store.wallet_sql import AccountRow, Conn, HoldRow, Leg, TransactionRow
+from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
 from server.wallet.model import (
     AuthorizeBet,
     AuthorizeResult,
@@ -46,6 +50,12 @@ from server.wallet.model import (
 )
 
 R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+# How long (seconds) the sweeper of one process skips a hold it could not void before trying
+# it again.
+SET_ASIDE_SECONDS = 300.0
 
 AVAILABLE = "available"
 HELD = "held"
@@ -74,10 +84,33 @@ def _check_funds(account: AccountRow, amount: int) -> None:
         raise _precondition("INSUFFICIENT_FUNDS", "the available balance is too low")
 
 
-def _check_no_overflow(current: int, added: int, field: str) -> None:
-    """Sums that would overflow int64 are refused, not wrapped."""
-    if current + added > INT64_MAX:
-        raise invalid(field, "AMOUNT_OVERFLOW", f"{field} would overflow the balance (int64)")
+def _check_no_overflow(account: AccountRow, added: int, field: str) -> None:
+    """Refuse a request whose amount would take the account past int64.
+
+    The rule kept on every player account: available + held <= 2^63-1 (minor units). Then
+    no bucket can overflow, and releasing a hold (held -> available) never can either.
+    Raises INVALID_ARGUMENT AMOUNT_OVERFLOW naming `field` (the request's amount).
+    """
+    if account.available + account.held + added > INT64_MAX:
+        raise invalid(
+            field,
+            "AMOUNT_OVERFLOW",
+            f"{field} would take the account's available + held balance past 2^63-1 minor units",
+        )
+
+
+def _check_release(account: AccountRow, hold: HoldRow) -> None:
+    """Refuse voiding a hold whose release would overflow the available balance (an account
+    that does not keep available + held <= 2^63-1, e.g. written before that rule).
+
+    Raises FAILED_PRECONDITION AMOUNT_OVERFLOW (nothing in the request is wrong).
+    """
+    if account.available + hold.amount > INT64_MAX:
+        raise _precondition(
+            "AMOUNT_OVERFLOW",
+            "releasing this hold would take the available balance past 2^63-1 minor units",
+            hold_id=str(hold.hold_id),
+        )
 
 
 async def _emit(
@@ -174,6 +207,7 @@ class Wallet:
         self.reads: ReadSource = pool
         self._house_ready: set[tuple[str, str]] = set()
         self.group_commit = WalletGroupCommit(pool, max_batch=batch)
+        self._set_aside: dict[uuid.UUID, float] = {}  # hold id -> monotonic time to retry
 
     async def execute(
         self,
@@ -232,10 +266,12 @@ class Wallet:
 
         Errors: NOT_FOUND PLAYER_NOT_FOUND / ACCOUNT_NOT_FOUND; FAILED_PRECONDITION
         PLAYER_BLOCKED, PLAYER_SELF_EXCLUDED, INSUFFICIENT_FUNDS (invariant 6), BET_CANCELLED
-        (a cancel came first); ALREADY_EXISTS BET_ALREADY_EXISTS.
+        (a cancel came first); ALREADY_EXISTS BET_ALREADY_EXISTS; INVALID_ARGUMENT
+        AMOUNT_OVERFLOW (held + amount past int64). `expire_time` is the database's transaction
+        time plus `ttl_seconds`: expiry is compared with the database's clock only.
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
-        account, hold_state = await wallet_sql.lock_account_for_bet(
+        account, hold_state, db_now = await wallet_sql.lock_account_for_bet(
             conn, c.tenant_id, c.player_id, currency, cmd.ref.bet_id
         )
         if account is None:
@@ -250,6 +286,10 @@ class Wallet:
                 "this bet_id already has a hold (under another idempotency key)",
             )
         _check_funds(account, amount)
+        if account.held + amount > INT64_MAX:  # an account written before available + held <= max
+            raise invalid(
+                "amount.minor_units", "AMOUNT_OVERFLOW", "the held balance would pass 2^63-1"
+            )
         tx = await self._journal(conn, c, "authorize", cmd.amount, cmd.ref)
         await wallet_sql.insert_postings(
             conn,
@@ -262,7 +302,8 @@ class Wallet:
             ],
         )
         hold_id = uuid.uuid4()
-        expires_at = datetime.now(UTC) + timedelta(seconds=cmd.ttl_seconds)
+        # the database's clock, the one expiry is checked against (sweeper, SettleBet)
+        expires_at = db_now + timedelta(seconds=cmd.ttl_seconds)
         await wallet_sql.insert_hold(
             conn,
             hold_id=hold_id,
@@ -340,7 +381,10 @@ class Wallet:
             )
         win = 0 if cmd.win is None else cmd.win.minor_units
         released = hold.amount - captured
-        _check_no_overflow(account.available, released + win, "win.minor_units")
+        # available + held after = available + held - captured + win
+        _check_no_overflow(account, win - captured, "win.minor_units")
+        if account.available + released + win > INT64_MAX:  # an account written before the rule
+            raise invalid("win.minor_units", "AMOUNT_OVERFLOW", "the win would overflow int64")
         tx = await self._journal(conn, c, "settle", Money(captured, hold.currency), cmd.ref)
         await wallet_sql.insert_postings(
             conn,
@@ -382,7 +426,7 @@ class Wallet:
         """Void the hold (held -> available). Unknown bet: record a tombstone and succeed.
 
         Errors: NOT_FOUND BET_NOT_FOUND (another player's bet); FAILED_PRECONDITION
-        HOLD_NOT_OPEN.
+        HOLD_NOT_OPEN, AMOUNT_OVERFLOW (the release would pass int64).
         """
         c = cmd.caller
         meta = {**cmd.ref.metadata, **({"reason": cmd.reason} if cmd.reason else {})}
@@ -406,6 +450,7 @@ class Wallet:
             )
             return CancelResult(tx, "", 0, None)
         hold, account = await self._open_hold(conn, c, cmd.ref.bet_id)
+        _check_release(account, hold)
         tx = await self._journal(conn, c, "cancel", Money(hold.amount, hold.currency), ref)
         view = await _void_hold(
             conn,
@@ -420,40 +465,73 @@ class Wallet:
         return CancelResult(tx, hold.currency, hold.amount, view)
 
     async def expire_holds(self, limit: int = 100) -> int:
-        """Void up to `limit` open holds past their expiry (held -> available); return count.
+        """Void up to `limit` open holds past their expiry (held -> available); return how many
+        were looked at (voided or set aside).
 
-        Safe to run in several processes at once (FOR UPDATE SKIP LOCKED).
+        Safe to run in several processes at once (FOR UPDATE SKIP LOCKED). Each hold is voided
+        in its own savepoint: a hold that cannot be voided (its release would pass int64, or
+        the database refuses it) is rolled back alone, logged, counted in
+        `croupier_background_rows_set_aside_total{job="hold_expiry"}` and skipped by this
+        process for `SET_ASIDE_SECONDS`, so it never stops the sweep for other holds or tenants.
         """
+        now = time.monotonic()
+        for hold_id, until in list(self._set_aside.items()):
+            if until <= now:
+                del self._set_aside[hold_id]
         async with self.pool.connection() as conn, conn.transaction():
-            expired = await wallet_sql.lock_expired_holds(conn, limit)
+            expired = await wallet_sql.lock_expired_holds(conn, limit, list(self._set_aside))
             for hold, tenant_id, (bet_id, round_id, game_id) in expired:
-                assert hold.account_id is not None
-                account = await wallet_sql.lock_account_by_id(conn, hold.account_id)
-                tx = uuid.uuid4()
-                await wallet_sql.insert_transaction(
-                    conn,
-                    transaction_id=tx,
-                    tenant_id=tenant_id,
-                    player_id=hold.player_id,
-                    kind="expire",
-                    currency=hold.currency,
-                    amount=hold.amount,
-                    idempotency_key=None,
-                    round_id=round_id,
-                    bet_id=bet_id,
-                    game_id=game_id,
-                )
-                await _void_hold(
-                    conn,
-                    tenant_id,
-                    hold,
-                    account,
-                    tx,
-                    "expired",
-                    "wallet.bet.expired",
-                    _round(RoundRef(bet_id, round_id, game_id, {})),
-                )
+                try:
+                    async with conn.transaction():
+                        await self._expire_one(conn, hold, tenant_id, bet_id, round_id, game_id)
+                except (
+                    DomainError,
+                    psycopg.errors.DataError,
+                    psycopg.errors.IntegrityError,
+                ) as exc:
+                    reason = exc.reason if isinstance(exc, DomainError) else type(exc).__name__
+                    BACKGROUND_ROWS_SET_ASIDE.labels("hold_expiry", reason).inc()
+                    log.error(
+                        "hold %s (tenant %s, bet %s) cannot be voided, set aside: %s",
+                        hold.hold_id,
+                        tenant_id,
+                        bet_id,
+                        exc,
+                    )
+                    self._set_aside[hold.hold_id] = now + SET_ASIDE_SECONDS
             return len(expired)
+
+    async def _expire_one(
+        self, conn: Conn, hold: HoldRow, tenant_id: str, bet_id: str, round_id: str, game_id: str
+    ) -> None:
+        """Void one expired hold (locked by the caller) by a journal transaction of kind expire."""
+        assert hold.account_id is not None
+        account = await wallet_sql.lock_account_by_id(conn, hold.account_id)
+        _check_release(account, hold)
+        tx = uuid.uuid4()
+        await wallet_sql.insert_transaction(
+            conn,
+            transaction_id=tx,
+            tenant_id=tenant_id,
+            player_id=hold.player_id,
+            kind="expire",
+            currency=hold.currency,
+            amount=hold.amount,
+            idempotency_key=None,
+            round_id=round_id,
+            bet_id=bet_id,
+            game_id=game_id,
+        )
+        await _void_hold(
+            conn,
+            tenant_id,
+            hold,
+            account,
+            tx,
+            "expired",
+            "wallet.bet.expired",
+            _round(RoundRef(bet_id, round_id, game_id, {})),
+        )
 
     # -- transfers ---------------------------------------------------------------------------
 
@@ -461,12 +539,12 @@ class Wallet:
         """Credit the player's available balance; opens player and account on first credit.
 
         Always succeeds whatever the player's status (invariant 6); refuses only an int64
-        overflow (INVALID_ARGUMENT AMOUNT_OVERFLOW).
+        overflow (INVALID_ARGUMENT AMOUNT_OVERFLOW: available + held + amount past 2^63-1).
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
         await wallet_sql.open_account(conn, c.tenant_id, c.player_id, currency)
         account = await self._lock_account(conn, c, currency)
-        _check_no_overflow(account.available, amount, "amount.minor_units")
+        _check_no_overflow(account, amount, "amount.minor_units")
         tx = await self._journal(conn, c, "credit", cmd.amount, cmd.ref)
         await wallet_sql.insert_postings(
             conn,
@@ -537,7 +615,8 @@ class Wallet:
         By idempotency key: an unknown key is tombstoned (no balance change, success; the
         original is refused if it comes later); a key whose request was refused has nothing to
         reverse. Errors: NOT_FOUND TRANSACTION_NOT_FOUND; FAILED_PRECONDITION
-        TRANSACTION_NOT_REVERSIBLE, TRANSACTION_ALREADY_ROLLED_BACK, INSUFFICIENT_FUNDS.
+        TRANSACTION_NOT_REVERSIBLE, TRANSACTION_ALREADY_ROLLED_BACK, INSUFFICIENT_FUNDS,
+        AMOUNT_OVERFLOW (reversing a debit would pass available + held <= 2^63-1).
         """
         c = cmd.caller
         meta = dict(cmd.metadata)
@@ -583,7 +662,14 @@ class Wallet:
         if delta < 0:
             _check_funds(account, -delta)
         else:
-            _check_no_overflow(account.available, delta, "target")
+            field = "target_idempotency_key" if cmd.target_key else "target_transaction_id"
+            if account.available + account.held + delta > INT64_MAX:
+                raise _precondition(
+                    "AMOUNT_OVERFLOW",
+                    f"reversing the transaction named by {field} would take the account's"
+                    " available + held balance past 2^63-1 minor units",
+                    field=field,
+                )
         ref = RoundRef(target.bet_id, target.round_id, target.game_id, meta)
         tx = await self._journal(
             conn,

@@ -1,4 +1,4 @@
-"""The clients and the CLI over mutual TLS to a real server (server.tls, server.certs)."""
+"""The clients and the CLI over mutual TLS to a real server (server.tls, tests.certs)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from client.cli import main
 from client.retry import RetryPolicy
 from client.wallet import AsyncWalletClient, WalletClient
 from server.app import build_server
-from server.certs import DevCerts, make_dev_certs
 from server.tls import server_credentials
+from tests.certs import DevCerts, make_dev_certs
 
 
 @pytest.fixture(scope="module")

@@ -253,3 +253,66 @@ async def test_integrations_are_isolated(
     assert a != b
     assert await available(wallet, provider.tenant, user) == 900
     assert await available(wallet, other_provider.tenant, user) == 900
+
+
+NON_CANONICAL = [
+    " 5.00",
+    "5.00 ",
+    "\t5.00",
+    "5.00\n",
+    "\n5.00",
+    "5.00\r",
+    "\u00a05.00",
+    "+5.00",
+    "05.00",
+    "00.50",
+    "5.",
+    ".50",
+    "5e0",
+    "5E0",
+    "5.00e0",
+    "\uff15.00",
+    "5_00",
+]
+
+
+async def test_non_canonical_amounts_are_refused_and_move_nothing(
+    provider: Provider, wallet: WalletServiceAsyncStub
+) -> None:
+    """Only the canonical exact decimal moves money: padding, signs, leading zeros, exponents
+    and digits outside ASCII are INVALID_AMOUNT, more decimals than the currency has (even
+    zeros) TOO_MANY_DECIMALS, for bets and results alike."""
+    user = uid("u")
+    await fund(wallet, provider.tenant, user, 10_000)
+    for bad in NON_CANONICAL:
+        for action in ("bet", "result"):
+            err(await provider.transaction(uid("c"), action, user, bad), "INVALID_AMOUNT")
+    for action in ("bet", "result"):
+        err(await provider.transaction(uid("c"), action, user, "5.000"), "TOO_MANY_DECIMALS")
+        err(await provider.transaction(uid("c"), action, user, "5.0", "JPY"), "TOO_MANY_DECIMALS")
+    assert await available(wallet, provider.tenant, user) == 10_000
+    for good in ("5", "5.0", "5.00", "0.50"):
+        ok(await provider.bet(uid("b"), user, good))
+    assert await available(wallet, provider.tenant, user) == 10_000 - 500 * 3 - 50
+
+
+async def test_control_characters_in_transaction_ids_are_invalid_input(
+    provider: Provider, wallet: WalletServiceAsyncStub
+) -> None:
+    """A NUL, another control character or a lone surrogate in `transaction_id` (or in a
+    rollback's) is INVALID_TRANSACTION_ID, never the transient INTERNAL_ERROR."""
+    user = uid("u")
+    await fund(wallet, provider.tenant, user, 10_000)
+    for bad in ("a\x00b", "\x00", "a\x01", "a\x7f", "a\nb"):
+        for action in ("bet", "result"):
+            err(await provider.transaction(bad, action, user, "1.00"), "INVALID_TRANSACTION_ID")
+        err(await provider.rollback(bad, uid("t"), user, "1.00"), "INVALID_TRANSACTION_ID")
+        err(await provider.rollback(uid("r"), bad, user, "1.00"), "INVALID_TRANSACTION_ID")
+        # refused before the rest is read: a bad amount does not change the answer's kind
+        err(await provider.transaction(bad, "bet", user, "x"), "INVALID_TRANSACTION_ID")
+    body = (
+        '{"transaction_id": "a\\ud800", "action": "bet", "user_id": "' + user + '",'
+        ' "currency": "EUR", "amount": "1.00"}'
+    )
+    err(await provider.post_raw("transaction", body.encode()), "INVALID_TRANSACTION_ID")
+    assert await available(wallet, provider.tenant, user) == 10_000

@@ -85,5 +85,6 @@ async def test_tampering_is_detected(
             (tenant,),
         )
         await conn.execute("ALTER TABLE jp_audit_log ENABLE TRIGGER jp_audit_log_immutable")
-    out = await asyncio.to_thread(run_cli, app, tenant, "audit", "verify")
+    # a failed verification exits 3 (as `croupier reconcile` on drift): cron and alerting see it
+    out = await asyncio.to_thread(run_cli, app, tenant, "audit", "verify", exit_code=3)
     assert out["verified"] is False and out["bad_sequence"] == 1

@@ -99,9 +99,9 @@ async def test_concurrent_contributions_batch_exactly_once(
             )
             rows, keys, to_pool = await cur.fetchone() or (0, 0, 0)
             cur = await conn.execute(
-                "SELECT count(*) FROM outbox WHERE aggregate = %s"
+                "SELECT count(*) FROM outbox WHERE aggregate LIKE %s"
                 " AND event_type = 'jp.contribution.recorded'",
-                (f"pool:{p.pool_id}",),
+                (f"pool:{p.pool_id}:shard:%",),
             )
             events = (await cur.fetchone() or (0,))[0]
         assert rows == keys == events == 301  # one record and one event per contribution
@@ -199,8 +199,8 @@ async def test_batched_events_carry_each_callers_trace_id(
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT payload->>'contribution_id', trace_id FROM outbox"
-            " WHERE aggregate = %s AND event_type = 'jp.contribution.recorded'",
-            (f"pool:{j.pools[0].pool_id}",),
+            " WHERE aggregate LIKE %s AND event_type = 'jp.contribution.recorded'",
+            (f"pool:{j.pools[0].pool_id}:shard:%",),
         )
         traces = dict(await cur.fetchall())
     for r in reqs:

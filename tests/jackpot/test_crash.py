@@ -25,9 +25,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from server.store.database import migrate
-from server.store.scratch import database_on
 from tests.jackpot.conftest import contribution, create, tier
 from tests.rpc import key
+from tests.scratch import database_on
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,6 +16,7 @@ from croupier.jackpot.v1 import jackpot_service_pb2 as pb
 from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from psycopg_pool import AsyncConnectionPool
 
 from client import cli
 from client.jackpot_cli import cycle_proof
@@ -88,22 +89,26 @@ def test_probability_scales_with_the_bet_and_is_capped() -> None:
     assert fairness.is_hit(2**64 - 1, 10**9) and not fairness.is_hit(0, 0)
 
 
-def run_cli(app: App, tenant: str, *argv: str) -> dict[str, Any]:
-    """Run `croupier jackpot ...` against the test server; its JSON output."""
+def run_cli(app: App, tenant: str, *argv: str, exit_code: int = 0) -> dict[str, Any]:
+    """Run `croupier jackpot ...` against the test server; its JSON output (the exit status
+    must be `exit_code`)."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = cli.main(
-            [
-                "jackpot",
-                *argv[:1],
-                *argv[1:],
-                "--target",
-                f"127.0.0.1:{app.port}",
-                "--tenant",
-                tenant,
-            ]
-        )
-    assert code == 0, out.getvalue()
+        try:
+            code = cli.main(
+                [
+                    "jackpot",
+                    *argv[:1],
+                    *argv[1:],
+                    "--target",
+                    f"127.0.0.1:{app.port}",
+                    "--tenant",
+                    tenant,
+                ]
+            )
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    assert code == exit_code, (code, out.getvalue())
     result: dict[str, Any] = json.loads(out.getvalue())
     return result
 
@@ -154,3 +159,35 @@ async def test_a_finished_cycle_verifies_and_its_seed_was_secret_until_then(
 def _proof(app: App, tenant: str, pool_id: str) -> fairness.CycleProof:
     with grpc.insecure_channel(f"127.0.0.1:{app.port}") as ch:
         return cycle_proof(JackpotServiceStub(ch), tenant, pool_id, 1)
+
+
+async def test_verify_exits_3_on_a_bad_draw(
+    jackpot: JackpotServiceStub, pool: AsyncConnectionPool, app: App, tenant: str
+) -> None:
+    """`croupier jackpot verify` of a cycle whose recorded draw was altered prints the problem
+    and exits 3 (as `croupier reconcile` does on drift), so cron and alerting see it."""
+    j = await create(
+        jackpot, tenant, tier("sure", trigger=pb.TRIGGER_KIND_RANDOM, hit_probability_ppb=10**9)
+    )
+    pool_id = j.pools[0].pool_id
+    for _ in range(3):
+        await jackpot.Contribute(contribution(tenant, j.jackpot_id, 1_000))
+    good = await asyncio.to_thread(
+        run_cli, app, tenant, "verify", "--pool", pool_id, "--cycle", "1"
+    )
+    assert good["verified"] is True
+    # someone with superuser rights bypasses the append-only trigger and lowers the recorded
+    # probability of the winning draw
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            "ALTER TABLE jp_contributions DISABLE TRIGGER jp_contributions_immutable"
+        )
+        await conn.execute(
+            "UPDATE jp_contributions SET hit_probability_ppb = 1 WHERE pool_id = %s AND cycle = 1",
+            (pool_id,),
+        )
+        await conn.execute("ALTER TABLE jp_contributions ENABLE TRIGGER jp_contributions_immutable")
+    bad = await asyncio.to_thread(
+        run_cli, app, tenant, "verify", "--pool", pool_id, "--cycle", "1", exit_code=3
+    )
+    assert bad["verified"] is False and bad["problems"], bad

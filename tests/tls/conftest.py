@@ -10,8 +10,8 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from server.app import App, build_server
-from server.certs import DevCerts, make_dev_certs
 from server.tls import server_credentials
+from tests.certs import DevCerts, make_dev_certs
 
 
 @pytest.fixture(scope="session")

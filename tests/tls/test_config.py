@@ -1,5 +1,5 @@
 """TLS configuration: `server_credentials` errors, CROUPIER_TLS_* settings, `make certs`
-(`python -m server.certs`), and `croupier-server` serving mutual TLS from its environment."""
+(`python -m tests.certs`), and `croupier-server` serving mutual TLS from its environment."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.certs import FILES, DevCerts
 from server.config import Settings
 from server.tls import TLSConfigError, server_credentials
+from tests.certs import FILES, DevCerts
 from tests.tls.conftest import channel_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ def test_settings_read_tls_files_from_the_environment() -> None:
 
 def test_make_certs_writes_a_ca_and_certificates_it_issued(tmp_path: Path) -> None:
     out = tmp_path / "certs"
-    cmd = [sys.executable, "-m", "server.certs", str(out), "--host", "croupier.internal"]
+    cmd = [sys.executable, "-m", "tests.certs", str(out), "--host", "croupier.internal"]
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     assert "wrote" in first.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)

@@ -17,10 +17,10 @@ from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
 from psycopg_pool import AsyncConnectionPool
 
 from server.app import App
-from server.certs import DevCerts
 from server.edge.app import build_edge
 from server.edge.config import Integration
 from server.edge.tls import EdgeTLSError, http_ssl_context, wallet_channel_credentials
+from tests.certs import DevCerts
 from tests.rpc import eur
 
 SECRET = b"tls-edge-secret-0123456789"

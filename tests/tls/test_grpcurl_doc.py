@@ -18,7 +18,7 @@ from croupier.jackpot.v1 import jackpot_service_pb2, jackpot_service_pb2_grpc
 from croupier.wallet.v1 import wallet_service_pb2, wallet_service_pb2_grpc
 
 from server.app import App
-from server.certs import DevCerts
+from tests.certs import DevCerts
 from tests.rpc import eur, key
 from tests.tls.conftest import channel_credentials
 

@@ -14,7 +14,7 @@ from croupier.wallet.v1 import wallet_service_pb2, wallet_service_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.app import App
-from server.certs import DevCerts
+from tests.certs import DevCerts
 from tests.rpc import eur, key
 from tests.tls.conftest import channel_credentials
 

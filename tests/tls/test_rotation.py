@@ -14,8 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg_pool import AsyncConnectionPool
 
 from server.app import App, build_server
-from server.certs import DevCerts, make_dev_certs
 from server.tls import TLSConfigError, server_credentials
+from tests.certs import DevCerts, make_dev_certs
 from tests.tls.conftest import channel_credentials
 
 

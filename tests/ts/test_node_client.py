@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from server.app import App
-from server.certs import DevCerts
+from tests.certs import DevCerts
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
