@@ -46,8 +46,11 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aiohttp.web
 import grpc
 import psycopg
+from croupier.events.v1 import subscription_service_pb2 as spb
+from croupier.events.v1.subscription_service_pb2_grpc import SubscriptionServiceStub
 from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
@@ -56,7 +59,7 @@ from grpc_status import rpc_status
 
 from server.ops.ha import Cluster
 from server.store.database import migrate
-from tests.chaos.harness import AMQP, BIN, ROOT, Drill, Ledger, Stats, eur
+from tests.chaos.harness import AMQP, BIN, ROOT, Drill, Ledger, Stats, eur, free_port
 
 WRITES = {"Credit", "AuthorizeBet", "SettleBet", "Contribute", "CreateJackpot"}
 RETRYABLE = {
@@ -276,6 +279,9 @@ class FailoverDrill(Drill):
         self.phases: dict[str, float] = {}
         self.abandoned = 0
         self.expired = 0
+        self.hooked: set[str] = set()
+        self.webhooks = 0
+        self.hook_port = free_port()
         self.acks: list[tuple[float, float]] = []
         self.workdir = Path(tempfile.mkdtemp(prefix="croupier-failover-"))
 
@@ -406,6 +412,56 @@ class FailoverDrill(Drill):
 
     # -- the run -----------------------------------------------------------------------------
 
+    async def start_receiver(self) -> aiohttp.web.AppRunner:
+        """A webhook subscriber on a loopback port: records each delivered event id."""
+
+        async def hook(request: aiohttp.web.Request) -> aiohttp.web.Response:
+            self.hooked.add(request.headers.get("X-Event-Id", ""))
+            return aiohttp.web.Response(status=204)
+
+        web = aiohttp.web.Application()
+        web.router.add_post("/hook", hook)
+        runner = aiohttp.web.AppRunner(web)
+        await runner.setup()
+        await aiohttp.web.TCPSite(runner, "127.0.0.1", self.hook_port).start()
+        return runner
+
+    async def subscribe(self, ch: grpc.aio.Channel) -> None:
+        """Subscribe the receiver to the jackpot payout events of the drill's tenant."""
+        await SubscriptionServiceStub(ch).CreateSubscription(
+            spb.CreateSubscriptionRequest(
+                tenant_id=self.tenant,
+                idempotency_key=f"{self.tenant}-sub",
+                callback_url=f"http://127.0.0.1:{self.hook_port}/hook",
+                secret="failover-drill-secret",
+                event_types=["jp.payout.*"],
+            ),
+            timeout=10,
+        )
+
+    async def webhooks_delivered(self) -> None:
+        """Every committed jp.payout.* event reached the subscriber (waits up to 60 s)."""
+        deadline = time.monotonic() + 60
+        while True:
+            async with await psycopg.AsyncConnection.connect(self.url) as conn:
+                cur = await conn.execute(
+                    "SELECT event_id::text FROM outbox WHERE tenant_id = %s"
+                    " AND event_type LIKE 'jp.payout.%%'",
+                    (self.tenant,),
+                )
+                wanted = {str(e) for (e,) in await cur.fetchall()}
+            if wanted <= self.hooked or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        self.webhooks = len(wanted)
+        if not wanted:
+            self.stats.anomalies.append("no jp.payout event to deliver: no jackpot was paid")
+        if wanted - self.hooked:
+            self.stats.anomalies.append(
+                f"{len(wanted - self.hooked)} of {len(wanted)} payout events never reached "
+                "the webhook subscriber"
+            )
+
     async def expiries(self) -> None:
         """Every abandoned hold is voided by the sweeper exactly once (one `expire`
         transaction each); waits up to 60 s for the last ones."""
@@ -452,6 +508,7 @@ class FailoverDrill(Drill):
         await migrate(self.url)
         self.start_processes()
         consumer = await self.consume()
+        receiver = await self.start_receiver()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as ch:
                 client = LoadClient(self.tenant, self.port, "")
@@ -461,6 +518,7 @@ class FailoverDrill(Drill):
                     pb.GetBalanceRequest(tenant_id=self.tenant, player_id="warmup"),
                 )
                 await self.create_jackpot(JackpotServiceStub(ch))
+                await self.subscribe(ch)
             procs = self.spawn_clients()
             started = time.monotonic()
             self.phases["setup"] = started - t0
@@ -481,6 +539,7 @@ class FailoverDrill(Drill):
                     self.stats.anomalies.append(f"{name} exited ({p.returncode}) during the drill")
             await self.expiries()
             await self.audit()
+            await self.webhooks_delivered()
             # expiries are the ledger's only transactions without a key: counted above
             self.stats.anomalies = [
                 a
@@ -490,6 +549,7 @@ class FailoverDrill(Drill):
             self.phases["audit"] = time.monotonic() - t1
         finally:
             t2 = time.monotonic()
+            await receiver.cleanup()
             await consumer.close()
             self.stop_processes()
             with contextlib.suppress(Exception):
@@ -520,7 +580,8 @@ class FailoverDrill(Drill):
             f"{self.expired}",
             f"jackpot: {self.contributions} contributions, {self.hits} hits, "
             f"{self.wins_paid} wins paid exactly once",
-            f"events committed and received: {getattr(self, 'events', 0)}",
+            f"events committed and received: {getattr(self, 'events', 0)}; jp.payout.* "
+            f"events delivered to the webhook subscriber: {self.webhooks}",
             "phases: " + ", ".join(f"{k} {v:.0f}s" for k, v in self.phases.items()),
         ]
         for f in self.report.faults:
