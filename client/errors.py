@@ -211,6 +211,13 @@ class InvalidId(InvalidArgument):
     REASON = "INVALID_ID"
 
 
+class ReservedIdempotencyKey(InvalidArgument):
+    """The idempotency key is in the server's own namespace (`jp-payout-...`, `system-...`);
+    choose another key."""
+
+    REASON = "RESERVED_IDEMPOTENCY_KEY"
+
+
 class InvalidAmount(InvalidArgument):
     """An amount is zero, negative, too large or not a decimal number."""
 

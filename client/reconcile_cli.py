@@ -7,8 +7,10 @@ one consistent snapshot, so it is exact whatever the standby's lag (it describes
 of that snapshot).
 
 Prints, per currency, the net of all postings (must be 0), the posted volume and the drift in
-ppm of it; per pool, seed + contributions + carried - wins against the pool's amount. Exits 0
-when everything reconciles exactly, 3 on any drift.
+ppm of it; per pool, seed + contributions + carried - wins against the pool's amount; every
+jackpot win whose payout state disagrees with the ledger (a credited win must be exactly one
+payout credit of its amount to the winner, any other win none). Exits 0 when everything
+reconciles exactly, 3 on any drift or disagreeing win.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ async def _reconcile(url: str) -> Report:
     try:
         report = await reconcile_ledger(pool)
         try:
-            from server.jackpot.reconcile_all import reconcile_pools
+            from server.jackpot.reconcile_all import reconcile_pools, reconcile_wins
         except ImportError:  # pragma: no cover - jackpot engine not installed
             return report
         report.pools = await reconcile_pools(pool)
+        report.wins = await reconcile_wins(pool)
         return report
     finally:
         await pool.close()
@@ -53,6 +56,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "unbalanced_transactions": report.unbalanced_transactions,
         "drifting_accounts": report.drifting_accounts,
         "pools": report.pools,
+        "wins": report.wins,
     }
     if not report.ok:
         print(json.dumps(body, indent=2, default=str))

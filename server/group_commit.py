@@ -142,11 +142,19 @@ async def _call(run: Callable[[], Awaitable[StoredReply]]) -> StoredReply:
 def outcome_of(key: RequestKey, code: int, payload: bytes) -> idempotency_sql.Outcome:
     """A request's outcome to store under its key (grpc code, exact payload bytes)."""
     return idempotency_sql.Outcome(
-        key.tenant_id, key.idempotency_key, key.method, key.fingerprint, code, payload
+        key.tenant_id,
+        key.idempotency_key,
+        key.method,
+        key.fingerprint,
+        code,
+        payload,
+        key.scope.value,
     )
 
 
-def first_of_each_key(keys: list[tuple[str, str]], used: set[tuple[str, str]]) -> list[int]:
+def first_of_each_key(
+    keys: list[idempotency_sql.Slot], used: set[idempotency_sql.Slot]
+) -> list[int]:
     """Indexes of the requests a batch applies: the first of each key not already used (a
     repeat of a key in the batch runs after it, the one-request way, and replays)."""
     seen = set(used)
@@ -211,7 +219,7 @@ class WalletGroupCommit(Batcher[_WalletEntry]):
         return reply if reply is not None else await alone()
 
     async def _commit(self, batch: list[_WalletEntry]) -> dict[int, StoredReply]:
-        keys = [(e.key.tenant_id, e.key.idempotency_key) for e in batch]
+        keys = [e.key.slot for e in batch]
         replies: dict[int, StoredReply] = {}
         async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             used = await idempotency_sql.used_keys(conn, keys)

@@ -4,7 +4,14 @@
 effect, runs the operation, and stores the exact response bytes (a serialized response message,
 or a serialized `google.rpc.Status` for a business error). A repeat with the same fingerprint
 gets those bytes back with no new effect; a different fingerprint is `ALREADY_EXISTS`
-`IDEMPOTENCY_KEY_REUSED`. Keys are scoped by tenant and kept as long as the ledger.
+`IDEMPOTENCY_KEY_REUSED`. Keys are kept as long as the ledger.
+
+Key spaces: a key is unique per (tenant, scope). Each service has its own scope (`Scope`:
+wallet, jackpot, webhook), so an integrator may use the same id for a Debit and a Contribute,
+and a wallet rollback names (or tombstones) only wallet keys. Keys starting with one of
+`SYSTEM_KEY_PREFIXES` belong to the server (e.g. the jackpot payout credit `jp-payout-<win_id>`,
+scope `system`): a client write with such a key is refused (INVALID_ARGUMENT
+`RESERVED_IDEMPOTENCY_KEY`) and RollbackTransaction never reverses or tombstones them.
 
 Operations must raise `DomainError` only before their first write, so a refused request's
 transaction holds nothing but its idempotency record; a refusal found after a write is raised
@@ -16,6 +23,7 @@ than by the database.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,7 +32,7 @@ from typing import TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from server.errors import DomainError, ErrorCode
+from server.errors import DomainError, ErrorCode, invalid
 from server.store import idempotency_sql
 from server.store.wallet_sql import Conn
 
@@ -47,6 +55,40 @@ _RETRYABLE = (
 )
 
 
+class Scope(enum.StrEnum):
+    """An idempotency key space: each service's keys, and the server's own (system) keys."""
+
+    WALLET = "wallet"
+    JACKPOT = "jackpot"
+    WEBHOOK = "webhook"
+    SYSTEM = "system"
+
+
+# Key prefixes owned by the server: the jackpot payout credit (`jp-payout-<win_id>`) and any
+# later system write (`system-...`). Clients may not use them.
+SYSTEM_KEY_PREFIXES = ("jp-payout-", "system-")
+
+
+def is_system_key(key: str | None) -> bool:
+    """True for a key of the system namespace (a server-owned write)."""
+    return key is not None and key.startswith(SYSTEM_KEY_PREFIXES)
+
+
+def check_client_key(key: str, field: str = "idempotency_key") -> str:
+    """A client's idempotency key must not be in the system namespace.
+
+    Raises INVALID_ARGUMENT `RESERVED_IDEMPOTENCY_KEY` naming `field`.
+    """
+    if is_system_key(key):
+        raise invalid(
+            field,
+            "RESERVED_IDEMPOTENCY_KEY",
+            f"{field} must not start with {' or '.join(SYSTEM_KEY_PREFIXES)}"
+            " (reserved for server-owned writes)",
+        )
+    return key
+
+
 class RefusedAfterWriteError(DomainError):
     """A refusal an operation can only decide after it wrote (e.g. a sum the database
     returned passes int64): the transaction is rolled back and the refusal alone is stored as
@@ -55,18 +97,32 @@ class RefusedAfterWriteError(DomainError):
 
 @dataclass(frozen=True, slots=True)
 class RequestKey:
-    """What identifies a write request: tenant, idempotency key, method and fingerprint."""
+    """What identifies a write request: tenant, key space, idempotency key, method and
+    fingerprint."""
 
     tenant_id: str
     idempotency_key: str
     method: str
     fingerprint: bytes
+    scope: Scope
 
     @classmethod
-    def of(cls, tenant_id: str, idempotency_key: str, method: str, body: bytes) -> RequestKey:
-        """Fingerprint = SHA-256(method NUL deterministic request bytes)."""
+    def of(
+        cls, tenant_id: str, idempotency_key: str, method: str, body: bytes, *, scope: Scope
+    ) -> RequestKey:
+        """Fingerprint = SHA-256(method NUL deterministic request bytes).
+
+        A client request (any scope but SYSTEM) with a system key raises INVALID_ARGUMENT
+        `RESERVED_IDEMPOTENCY_KEY` (field idempotency_key)."""
+        if scope is not Scope.SYSTEM:
+            check_client_key(idempotency_key)
         digest = hashlib.sha256(method.encode() + b"\0" + body).digest()
-        return cls(tenant_id, idempotency_key, method, digest)
+        return cls(tenant_id, idempotency_key, method, digest, scope)
+
+    @property
+    def slot(self) -> tuple[str, str, str]:
+        """(tenant_id, scope, idempotency_key): what a key is unique by."""
+        return (self.tenant_id, self.scope.value, self.idempotency_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +151,7 @@ async def run_idempotent(
     encode_ok: Callable[[R], bytes],
     encode_error: Callable[[DomainError], bytes],
 ) -> StoredReply:
-    """Run `operation` once per (tenant, idempotency key) and return the stored reply.
+    """Run `operation` once per (tenant, scope, idempotency key); return the stored reply.
 
     The operation runs in a pipelined transaction: its reads go in one round trip, its writes,
     the idempotency record and COMMIT in the next. If the key was already used, inserting the
@@ -138,13 +194,27 @@ async def _attempt(
             except DomainError as err:
                 code, payload = int(err.code), encode_error(err)
             await idempotency_sql.record(
-                conn, key.tenant_id, key.idempotency_key, key.method, key.fingerprint, code, payload
+                conn,
+                key.tenant_id,
+                key.scope.value,
+                key.idempotency_key,
+                key.method,
+                key.fingerprint,
+                code,
+                payload,
             )
     except RefusedAfterWriteError as err:
         code, payload = int(err.code), encode_error(err)
         async with pool.connection() as conn, conn.transaction():
             await idempotency_sql.record(
-                conn, key.tenant_id, key.idempotency_key, key.method, key.fingerprint, code, payload
+                conn,
+                key.tenant_id,
+                key.scope.value,
+                key.idempotency_key,
+                key.method,
+                key.fingerprint,
+                code,
+                payload,
             )
     return StoredReply(code, payload, False)
 
@@ -154,7 +224,9 @@ async def _stored(
 ) -> StoredReply:
     """The outcome stored under an already used key."""
     async with pool.connection() as conn:
-        record = await idempotency_sql.fetch(conn, key.tenant_id, key.idempotency_key)
+        record = await idempotency_sql.fetch(
+            conn, key.tenant_id, key.scope.value, key.idempotency_key
+        )
     assert record is not None
     if record.state == "tombstone":
         err = rolled_back_error(key.idempotency_key)

@@ -3,7 +3,8 @@
 For each currency: the sum of every posting must be zero (double entry), and every player
 account's stored balances must equal the sums of its postings. Drift is reported in ppm of the
 currency's posted volume (sum of debit legs), so an auditor sees its size relative to activity.
-Jackpot pools are reconciled by `server.jackpot` and added to the same report when present.
+Jackpot pools are reconciled by `server.jackpot` and added to the same report when present,
+with every jackpot win whose payout state disagrees with the ledger (`wins`).
 """
 
 from __future__ import annotations
@@ -33,15 +34,18 @@ class Report:
     unbalanced_transactions: list[tuple[str, str, int]] = field(default_factory=list)
     drifting_accounts: list[tuple[int, str, int, int]] = field(default_factory=list)
     pools: list[dict[str, object]] = field(default_factory=list)
+    wins: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when the ledger and every pool reconcile exactly."""
+        """True when the ledger and every pool reconcile exactly and every win agrees with
+        the ledger."""
         return (
             all(c.net_minor_units == 0 for c in self.currencies)
             and not self.unbalanced_transactions
             and not self.drifting_accounts
             and all(p.get("balanced", False) is True for p in self.pools)
+            and not self.wins
         )
 
 

@@ -202,7 +202,7 @@ class ContributionBatcher(Batcher[_Entry]):
         by batch index (absent: the normal path). A counter row changed between the two (a
         concurrent batch or contribution on the same row) fails the write, which writes
         nothing; the batch then reads again (three attempts)."""
-        keys = [(e.key.tenant_id, e.key.idempotency_key) for e in batch]
+        keys = [e.key.slot for e in batch]
         wanted: dict[str, int] = {}
         for e in batch:
             for _, t in e.plan.tiers:

@@ -1,20 +1,26 @@
-"""The payout saga: a win (an obligation) becomes exactly one wallet credit (seed 000 section 9).
+"""The payout saga: a win (an obligation) becomes exactly one wallet credit (docs/jackpot.md).
 
 `requested` (written with the hit) -> `credited` or `failed`:
 
-* The credit goes through the wallet ledger in-process (`Wallet.credit` via `Wallet.execute`)
-  under the idempotency key `jp-payout-<win_id>` in the winner's tenant, and the win is marked
-  `credited` inside that same database transaction. However often `pay` runs, in however many
-  processes, and whenever the process dies, the credit commits at most once and the saga state
-  commits with it; a replay finds the stored reply and changes nothing.
+* The credit goes through the wallet ledger in-process (`Wallet.credit`) in one database
+  transaction that locks the win row, checks the player's status, posts the credit under the
+  system key `jp-payout-<win_id>` in the winner's tenant and marks the win `credited`. However
+  often `pay` runs, in however many processes, and whenever the process dies, the credit
+  commits at most once and the saga state commits with it.
+* The payout credit is system-owned: keys of the system namespace
+  (server.idempotency.SYSTEM_KEY_PREFIXES) are refused for client writes, and
+  RollbackTransaction refuses to reverse or tombstone them, so the win record and the ledger
+  always agree (checked by Reconcile and `croupier reconcile`).
 * Business refusal (policy, documented in docs/jackpot.md): a win for a player who is
   `blocked` or `self_excluded` is not credited; the saga records `failed` with reason
   `PLAYER_BLOCKED` / `PLAYER_SELF_EXCLUDED` and the amount stays owed (reported by ListWins and
-  Reconcile). The wallet itself would accept the credit (invariant 6); withholding it is the
-  jackpot's RG/AML brake (seed 000 section 8: "synchronous brake lights on payout"). A later
-  `Payout` call re-checks and credits once the operator has lifted the block.
+  Reconcile). The wallet itself would accept the credit; withholding it is the jackpot's
+  responsible-gaming brake on payout. A wallet refusal (an int64 overflow of the balance) is
+  recorded the same way. Nothing is stored under the payout key for a refusal, so a later
+  `Payout` call re-checks and credits once the cause is gone.
 * Technical failure (database unavailable, timeouts): the attempt is counted, the win stays
   `requested`, and the retrier tries again after 0.5 s * 2^attempts (at most 60 s).
+* `pay` holds at most one pooled connection at a time, so it cannot deadlock the pool.
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode
 from server.events.context import background_trace
-from server.idempotency import RequestKey
 from server.jackpot import events as jp_events
 from server.jackpot.model import PayoutState, WinRow
 from server.money import Money
@@ -37,7 +42,7 @@ from server.store import wallet_sql
 from server.store.wallet_sql import Conn
 from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
 from server.wallet.ledger import Wallet
-from server.wallet.model import Caller, PlayerStatus, RoundRef, Transfer, TransferResult
+from server.wallet.model import Caller, PlayerStatus, RoundRef, Transfer
 
 log = logging.getLogger("croupier.jackpot.payout")
 
@@ -72,24 +77,22 @@ class PayoutSaga:
     async def pay(self, win_id: uuid.UUID, tenant_id: str | None = None) -> WinRow:
         """Credit the win's player once, or record why not; return the win afterwards.
 
+        Holds at most one pooled connection at any moment (never waits for a second one while
+        holding the first), so concurrent payouts complete even with a pool of one.
+
         Errors: NOT_FOUND WIN_NOT_FOUND (also for another tenant's win). Technical failures
         are recorded on the win and re-raised.
         """
         async with self.pool.connection() as conn:
             win = await sql.get_win(conn, win_id)
-            if win is None or (tenant_id is not None and win.tenant_id != tenant_id):
-                raise DomainError(ErrorCode.NOT_FOUND, "WIN_NOT_FOUND", "no such win")
-            if win.payout_state is PayoutState.CREDITED:
-                return win
-            status = await wallet_sql.player_status(conn, win.tenant_id, win.player_id)
-            refused = _REFUSED.get(status or "")
-            if refused is not None:
-                async with conn.transaction():
-                    await sql.mark_failed(conn, win_id, refused)
-                    await jp_events.payout_outcome(conn, win, credited=False, reason=refused)
-                return await self._reload(win_id)
+        if win is None or (tenant_id is not None and win.tenant_id != tenant_id):
+            raise DomainError(ErrorCode.NOT_FOUND, "WIN_NOT_FOUND", "no such win")
+        if win.payout_state is PayoutState.CREDITED:
+            return win
         try:
-            await self._credit(win)
+            if win.amount > 0:
+                await self.wallet.ensure_house_accounts(win.tenant_id, win.currency)
+            await self._settle(win_id)
         except Exception as exc:
             async with self.pool.connection() as conn, conn.transaction():
                 attempts = win.attempts + 1
@@ -99,14 +102,47 @@ class PayoutSaga:
             raise
         return await self._reload(win_id)
 
-    async def _credit(self, win: WinRow) -> None:
-        if win.amount == 0:  # nothing owed (a zero seed hit right after a reset)
-            async with self.pool.connection() as conn, conn.transaction():
+    async def _settle(self, win_id: uuid.UUID) -> None:
+        """One database transaction: lock the win, lock the winner's account, check the
+        player's status (the players row locked FOR SHARE: a block committed before the check
+        is seen, one not yet committed waits for this transaction), then credit and close the
+        saga, or record the refusal.
+
+        The win row lock makes this run once per win at a time; the credit's journal row
+        carries the system key `jp-payout-<win_id>` (unique per tenant), so the win is
+        credited at most once. A refusal (blocked player, int64 overflow of the balance)
+        stores nothing under that key: the win stays owed and a later `pay` can credit it
+        once the cause is gone.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            win = await sql.get_win(conn, win_id, lock=True)
+            assert win is not None
+            if win.payout_state is PayoutState.CREDITED:
+                return
+            if win.amount == 0:  # nothing owed (a zero seed hit right after a reset)
                 await sql.mark_credited(conn, win.win_id, None, "zero amount")
-            return
-        key = payout_key(win.win_id)
+                return
+            try:
+                async with conn.transaction():  # a savepoint: a refusal leaves nothing
+                    await self._check_and_credit(conn, win)
+                return
+            except DomainError as err:  # blocked / self-excluded, or an int64 overflow
+                refused = err.reason
+            await sql.mark_failed(conn, win.win_id, refused)
+            await jp_events.payout_outcome(conn, win, credited=False, reason=refused)
+
+    async def _check_and_credit(self, conn: Conn, win: WinRow) -> None:
+        """Under the winner's account lock: refuse a blocked or self-excluded player
+        (DomainError FAILED_PRECONDITION PLAYER_BLOCKED / PLAYER_SELF_EXCLUDED), else credit
+        the win and close the saga, on `conn` (in its transaction)."""
+        await wallet_sql.open_account(conn, win.tenant_id, win.player_id, win.currency)
+        await wallet_sql.lock_account(conn, win.tenant_id, win.player_id, win.currency)
+        status = await wallet_sql.player_status(conn, win.tenant_id, win.player_id, share=True)
+        refused = _REFUSED.get(status or "")
+        if refused is not None:
+            raise DomainError(ErrorCode.FAILED_PRECONDITION, refused, "payout withheld")
         cmd = Transfer(
-            Caller(win.tenant_id, win.player_id, key),
+            Caller(win.tenant_id, win.player_id, payout_key(win.win_id)),
             RoundRef(
                 round_id=win.round_id,
                 game_id=win.game_id,
@@ -118,29 +154,11 @@ class PayoutSaga:
             ),
             Money(win.amount, win.currency),
         )
-        body = f"{win.win_id}\0{win.player_id}\0{win.amount}\0{win.currency}".encode()
-
-        async def credit_and_close(conn: Conn) -> TransferResult:
-            result = await self.wallet.credit(conn, cmd)
-            await sql.mark_credited(conn, win.win_id, result.transaction_id, "")
-            await jp_events.payout_outcome(
-                conn, win, credited=True, wallet_transaction_id=str(result.transaction_id)
-            )
-            return result
-
-        reply = await self.wallet.execute(
-            RequestKey.of(win.tenant_id, key, "JackpotPayout", body),
-            credit_and_close,
-            lambda r: str(r.transaction_id).encode(),
-            lambda e: e.reason.encode(),
-            currency=win.currency,
+        result = await self.wallet.credit(conn, cmd)
+        await sql.mark_credited(conn, win.win_id, result.transaction_id, "")
+        await jp_events.payout_outcome(
+            conn, win, credited=True, wallet_transaction_id=str(result.transaction_id)
         )
-        if reply.code != 0:  # the wallet refused (an int64 overflow of the balance)
-            async with self.pool.connection() as conn, conn.transaction():
-                await sql.mark_failed(conn, win.win_id, reply.payload.decode())
-                await jp_events.payout_outcome(
-                    conn, win, credited=False, reason=reply.payload.decode()
-                )
 
     async def _reload(self, win_id: uuid.UUID) -> WinRow:
         async with self.pool.connection() as conn:

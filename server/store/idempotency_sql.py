@@ -1,4 +1,5 @@
-"""SQL for idempotency records (see migrations/0001_wallet_ledger.sql)."""
+"""SQL for idempotency records (migrations/0001_wallet_ledger.sql; a key is unique per
+(tenant_id, scope, idempotency_key) since migrations/0402_idempotency_scopes.sql)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ class IdempotencyRecord:
 
 
 async def fetch(
-    conn: Conn, tenant_id: str, key: str, *, lock: bool = False
+    conn: Conn, tenant_id: str, scope: str, key: str, *, lock: bool = False
 ) -> IdempotencyRecord | None:
-    """The record for the key, locked FOR UPDATE when `lock`."""
+    """The record for the key in `scope`, locked FOR UPDATE when `lock`."""
     cur = await conn.execute(
         "SELECT method, fingerprint, state, grpc_code, response FROM idempotency_records"
-        " WHERE tenant_id = %s AND idempotency_key = %s" + (" FOR UPDATE" if lock else ""),
-        (tenant_id, key),
+        " WHERE tenant_id = %s AND scope = %s AND idempotency_key = %s"
+        + (" FOR UPDATE" if lock else ""),
+        (tenant_id, scope, key),
     )
     row = await cur.fetchone()
     if row is None:
@@ -47,6 +49,7 @@ PRIMARY_KEY = "idempotency_records_pkey"
 async def record(
     conn: Conn,
     tenant_id: str,
+    scope: str,
     key: str,
     method: str,
     fingerprint: bytes,
@@ -57,42 +60,51 @@ async def record(
     (after waiting for a concurrent holder of the key to finish), which rolls back the
     transaction: the caller then replays the stored outcome instead."""
     await conn.execute(
-        "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint,"
-        " state, grpc_code, response) VALUES (%s, %s, %s, %s, 'done', %s, %s)",
-        (tenant_id, key, method, fingerprint, code, response),
+        "INSERT INTO idempotency_records (tenant_id, scope, idempotency_key, method,"
+        " fingerprint, state, grpc_code, response) VALUES (%s, %s, %s, %s, %s, 'done', %s, %s)",
+        (tenant_id, scope, key, method, fingerprint, code, response),
     )
 
 
-async def tombstone(conn: Conn, tenant_id: str, key: str) -> bool:
-    """Claim an unused key as a rollback tombstone; False if the key is already used."""
+async def tombstone(conn: Conn, tenant_id: str, scope: str, key: str) -> bool:
+    """Claim an unused key of `scope` as a rollback tombstone; False if already used."""
     cur = await conn.execute(
-        "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, state)"
-        " VALUES (%s, %s, '', 'tombstone') ON CONFLICT DO NOTHING RETURNING 1",
-        (tenant_id, key),
+        "INSERT INTO idempotency_records (tenant_id, scope, idempotency_key, method, state)"
+        " VALUES (%s, %s, %s, '', 'tombstone') ON CONFLICT DO NOTHING RETURNING 1",
+        (tenant_id, scope, key),
     )
     return await cur.fetchone() is not None
 
 
-def key_rows(keys: Sequence[tuple[str, str]]) -> str:
-    """The JSON parameter of USED_KEYS_JSON: (tenant_id, idempotency_key) pairs."""
-    return json.dumps([{"tenant_id": t, "idempotency_key": k} for t, k in keys])
+Slot = tuple[str, str, str]  # (tenant_id, scope, idempotency_key)
 
 
-# A JSON array of the [tenant_id, idempotency_key] pairs of one JSON parameter (`key_rows`)
-# that already have a record; {keys} names the parameter.
+def key_rows(keys: Sequence[Slot]) -> str:
+    """The JSON parameter of USED_KEYS_JSON: (tenant_id, scope, idempotency_key) triples."""
+    return json.dumps([{"tenant_id": t, "scope": s, "idempotency_key": k} for t, s, k in keys])
+
+
+# A JSON array of the [tenant_id, scope, idempotency_key] triples of one JSON parameter
+# (`key_rows`) that already have a record; {keys} names the parameter.
 USED_KEYS_JSON = (
-    "SELECT coalesce(json_agg(json_build_array(r.tenant_id, r.idempotency_key)), '[]'::json)"
-    " FROM idempotency_records r"
-    " JOIN json_to_recordset({keys}::json) AS k(tenant_id text, idempotency_key text)"
-    " USING (tenant_id, idempotency_key)"
+    "SELECT coalesce(json_agg(json_build_array(r.tenant_id, r.scope, r.idempotency_key)),"
+    " '[]'::json) FROM idempotency_records r"
+    " JOIN json_to_recordset({keys}::json) AS k(tenant_id text, scope text, idempotency_key text)"
+    " USING (tenant_id, scope, idempotency_key)"
 )
 
 
-async def used_keys(conn: Conn, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which of the (tenant_id, idempotency_key) pairs already have a record (one statement)."""
+def used_of(rows: Sequence[Sequence[object]]) -> set[Slot]:
+    """The decoded result of USED_KEYS_JSON."""
+    return {(str(t), str(s), str(k)) for t, s, k in rows}
+
+
+async def used_keys(conn: Conn, keys: Sequence[Slot]) -> set[Slot]:
+    """Which of the (tenant_id, scope, idempotency_key) triples already have a record (one
+    statement)."""
     cur = await conn.execute(USED_KEYS_JSON.format(keys="%s"), (key_rows(keys),))
     row = await cur.fetchone()
-    return {(str(t), str(k)) for t, k in (row[0] if row else [])}
+    return used_of(row[0] if row else [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +117,7 @@ class Outcome:
     fingerprint: bytes
     grpc_code: int
     response: bytes
+    scope: str
 
 
 def outcome_rows(outcomes: Sequence[Outcome]) -> str:
@@ -113,6 +126,7 @@ def outcome_rows(outcomes: Sequence[Outcome]) -> str:
         [
             {
                 "tenant_id": o.tenant_id,
+                "scope": o.scope,
                 "idempotency_key": o.idempotency_key,
                 "method": o.method,
                 "fingerprint": "\\x" + o.fingerprint.hex(),
@@ -128,9 +142,9 @@ def outcome_rows(outcomes: Sequence[Outcome]) -> str:
 # Store the outcomes of one JSON parameter (`outcome_rows`); {rows} names the parameter. A key
 # already used raises UniqueViolation on PRIMARY_KEY and fails the whole statement.
 INSERT_OUTCOMES_JSON = (
-    "INSERT INTO idempotency_records (tenant_id, idempotency_key, method, fingerprint,"
+    "INSERT INTO idempotency_records (tenant_id, scope, idempotency_key, method, fingerprint,"
     " state, grpc_code, response)"
-    " SELECT tenant_id, idempotency_key, method, fingerprint, state, grpc_code, response"
+    " SELECT tenant_id, scope, idempotency_key, method, fingerprint, state, grpc_code, response"
     " FROM json_populate_recordset(NULL::idempotency_records, {rows}::json)"
 )
 

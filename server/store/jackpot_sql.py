@@ -409,10 +409,10 @@ class BatchShard:
 
 
 async def read_batch(
-    conn: Conn, wanted: list[tuple[str, int]], keys: list[tuple[str, str]]
-) -> tuple[list[BatchShard], set[tuple[str, str]]]:
+    conn: Conn, wanted: list[tuple[str, int]], keys: list[idempotency_sql.Slot]
+) -> tuple[list[BatchShard], set[idempotency_sql.Slot]]:
     """One statement, no lock: the (pool_id, shard) counter rows a batch will add to, and which
-    of its (tenant_id, idempotency_key) pairs already have an idempotency record."""
+    of its (tenant_id, scope, idempotency_key) triples already have an idempotency record."""
     cur = await conn.execute(
         "SELECT s.pool_id, s.shard, s.cycle, s.config_version, s.visible, s.reseed,"
         " s.total_carry, s.reseed_carry,"
@@ -430,7 +430,7 @@ async def read_batch(
         ),
     )
     rows = await cur.fetchall()
-    used = {(str(t), str(k)) for t, k in rows[0][9]} if rows else set()
+    used = idempotency_sql.used_of(rows[0][9]) if rows else set()
     shards = [
         BatchShard(
             pool_id=str(r[0]),
@@ -851,9 +851,11 @@ async def insert_step(conn: Conn, win_id: uuid.UUID, step: str, detail: str) -> 
     )
 
 
-async def get_win(conn: Conn, win_id: uuid.UUID) -> WinRow | None:
-    """A win, or None."""
-    cur = await conn.execute(_WIN + " WHERE w.win_id = %s", (win_id,))
+async def get_win(conn: Conn, win_id: uuid.UUID, *, lock: bool = False) -> WinRow | None:
+    """A win, or None; the win row locked FOR UPDATE when `lock`."""
+    cur = await conn.execute(
+        _WIN + " WHERE w.win_id = %s" + (" FOR UPDATE OF w" if lock else ""), (win_id,)
+    )
     row = await cur.fetchone()
     return None if row is None else _win(row)
 
@@ -1101,3 +1103,49 @@ async def last_contribution(
     return (
         None if row is None else (str(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]))
     )
+
+
+async def win_ledger_mismatches(conn: Conn, limit: int = 100) -> list[dict[str, object]]:
+    """Wins whose payout state disagrees with the wallet ledger, every tenant.
+
+    A win agrees when: `credited` with a positive amount has exactly one payout credit (the
+    journal `credit` under its key `jp-payout-<win_id>`) to the winner, of the win's amount and
+    currency, the one the win names, and never rolled back; any other win (not credited, or a
+    zero amount) has no payout credit. Each row: win_id, tenant_id, player_id, payout_state,
+    amount (minor units), currency, credits (how many payout credits), credited_minor_units
+    (their sum less any reversal) and the wallet_transaction_id the win names.
+    """
+    cur = await conn.execute(
+        "SELECT w.win_id::text, w.tenant_id, w.player_id, w.payout_state, w.amount::text,"
+        "       w.currency, count(t.transaction_id),"
+        "       (coalesce(sum(t.amount), 0) - coalesce(sum(r.amount), 0))::numeric::text,"
+        "       w.wallet_transaction_id::text"
+        "  FROM jp_wins w"
+        "  LEFT JOIN transactions t ON t.tenant_id = w.tenant_id AND t.kind = 'credit'"
+        "       AND t.idempotency_key = 'jp-payout-' || w.win_id::text"
+        "  LEFT JOIN transactions r ON r.target_transaction_id = t.transaction_id"
+        "       AND r.kind = 'rollback'"
+        " GROUP BY w.win_id"
+        " HAVING NOT CASE WHEN w.payout_state = 'credited' AND w.amount > 0"
+        "   THEN count(t.transaction_id) = 1 AND count(r.transaction_id) = 0"
+        "        AND bool_and(t.player_id = w.player_id AND t.amount = w.amount"
+        "                     AND t.currency = w.currency"
+        "                     AND t.transaction_id = w.wallet_transaction_id)"
+        "   ELSE count(t.transaction_id) = 0 END"
+        " ORDER BY w.win_id LIMIT %s",
+        (limit,),
+    )
+    return [
+        {
+            "win_id": str(r[0]),
+            "tenant_id": str(r[1]),
+            "player_id": str(r[2]),
+            "payout_state": str(r[3]),
+            "amount_minor_units": int(r[4]),
+            "currency": str(r[5]),
+            "credits": int(r[6]),
+            "credited_minor_units": int(r[7]),
+            "wallet_transaction_id": r[8],
+        }
+        for r in await cur.fetchall()
+    ]

@@ -80,10 +80,14 @@ class TransactionRow:
     postings: list[tuple[str, str, str, int]]  # (account kind, bucket, currency, amount)
 
 
-async def player_status(conn: Conn, tenant_id: str, player_id: str) -> str | None:
-    """The player's status, or None if the player is unknown."""
+async def player_status(
+    conn: Conn, tenant_id: str, player_id: str, *, share: bool = False
+) -> str | None:
+    """The player's status, or None if the player is unknown; with `share` the players row
+    is locked FOR SHARE (a concurrent status change waits for this transaction)."""
     cur = await conn.execute(
-        "SELECT status FROM players WHERE tenant_id = %s AND player_id = %s",
+        "SELECT status FROM players WHERE tenant_id = %s AND player_id = %s"
+        + (" FOR SHARE" if share else ""),
         (tenant_id, player_id),
     )
     row = await cur.fetchone()

@@ -21,7 +21,7 @@ from google.protobuf import timestamp_pb2
 from grpc_status import rpc_status
 
 from server.errors import DomainError, invalid
-from server.idempotency import RequestKey, StoredReply
+from server.idempotency import RequestKey, Scope, StoredReply
 from server.jackpot import model
 from server.jackpot.batching import ContributionBatcher
 from server.jackpot.engine import Jackpots
@@ -79,7 +79,11 @@ def _ts(value: datetime) -> timestamp_pb2.Timestamp:
 
 def _key(method: str, tenant: str, idempotency_key: str, request: _message.Message) -> RequestKey:
     return RequestKey.of(
-        tenant, idempotency_key, method, request.SerializeToString(deterministic=True)
+        tenant,
+        idempotency_key,
+        method,
+        request.SerializeToString(deterministic=True),
+        scope=Scope.JACKPOT,
     )
 
 

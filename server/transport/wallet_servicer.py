@@ -16,7 +16,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2
 
 from server.errors import invalid
-from server.idempotency import RequestKey
+from server.idempotency import RequestKey, Scope
 from server.money import Money, check_amount, check_currency
 from server.store.wallet_sql import TransactionRow
 from server.transport.guard import guarded
@@ -81,7 +81,7 @@ def _caller(request: Any) -> model.Caller:
 
 def _key(method: str, request: _message.Message, caller: model.Caller) -> RequestKey:
     body = request.SerializeToString(deterministic=True)
-    return RequestKey.of(caller.tenant_id, caller.idempotency_key, method, body)
+    return RequestKey.of(caller.tenant_id, caller.idempotency_key, method, body, scope=Scope.WALLET)
 
 
 def _ts(value: Any) -> timestamp_pb2.Timestamp:

@@ -16,7 +16,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2
 
 from server.errors import invalid
-from server.idempotency import RequestKey
+from server.idempotency import RequestKey, Scope
 from server.store.webhook_sql import DeliveryRow, SubscriptionRow
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, encode_token, page_size
@@ -83,7 +83,9 @@ def delivery_out(row: DeliveryRow) -> pb.Delivery:
 
 
 def _key(method: str, request: _message.Message, tenant: str, idem: str) -> RequestKey:
-    return RequestKey.of(tenant, idem, method, request.SerializeToString(deterministic=True))
+    return RequestKey.of(
+        tenant, idem, method, request.SerializeToString(deterministic=True), scope=Scope.WEBHOOK
+    )
 
 
 def _filters(request: _message.Message) -> bytes:

@@ -24,7 +24,14 @@ from server.errors import DomainError, ErrorCode, invalid
 from server.events.outbox import append_event
 from server.events.outbox import money as event_money
 from server.group_commit import WalletGroupCommit
-from server.idempotency import RequestKey, RetryTransactionError, StoredReply, run_idempotent
+from server.idempotency import (
+    RequestKey,
+    RetryTransactionError,
+    Scope,
+    StoredReply,
+    is_system_key,
+    run_idempotent,
+)
 from server.money import INT64_MAX, Money
 from server.store import idempotency_sql, wallet_sql
 from server.store.replica import ReadSource
@@ -69,6 +76,15 @@ def _not_found(reason: str, message: str) -> DomainError:
 
 def _precondition(reason: str, message: str, **meta: str) -> DomainError:
     return DomainError(ErrorCode.FAILED_PRECONDITION, reason, message, meta)
+
+
+def _system_owned() -> DomainError:
+    """A rollback naming a server-owned transaction (a jackpot payout credit, or any key of
+    the system namespace): refused, nothing written."""
+    return _precondition(
+        "TRANSACTION_NOT_REVERSIBLE",
+        "this is a server-owned transaction (e.g. a jackpot payout); it cannot be rolled back",
+    )
 
 
 def _check_may_bet(account: AccountRow) -> None:
@@ -237,6 +253,11 @@ class Wallet:
         return await self.group_commit.submit(
             key, operation, encode_ok, encode_error, player_id=player_id, alone=alone
         )
+
+    async def ensure_house_accounts(self, tenant_id: str, currency: str) -> None:
+        """Create the tenant's house accounts in `currency` if missing (own connection,
+        committed; call it before, never inside, a transaction that posts against them)."""
+        await self._ensure_house_accounts(tenant_id, currency)
 
     async def _ensure_house_accounts(self, tenant_id: str, currency: str) -> None:
         """Create the tenant's house accounts in `currency` (committed, outside the request's
@@ -614,7 +635,9 @@ class Wallet:
 
         By idempotency key: an unknown key is tombstoned (no balance change, success; the
         original is refused if it comes later); a key whose request was refused has nothing to
-        reverse. Errors: NOT_FOUND TRANSACTION_NOT_FOUND; FAILED_PRECONDITION
+        reverse. Only the wallet's own keys are looked up: a server-owned transaction (a key
+        of the system namespace, e.g. a jackpot payout credit) is neither reversed nor
+        tombstoned. Errors: NOT_FOUND TRANSACTION_NOT_FOUND; FAILED_PRECONDITION
         TRANSACTION_NOT_REVERSIBLE, TRANSACTION_ALREADY_ROLLED_BACK, INSUFFICIENT_FUNDS,
         AMOUNT_OVERFLOW (reversing a debit would pass available + held <= 2^63-1).
         """
@@ -623,10 +646,16 @@ class Wallet:
         no_ref = RoundRef("", "", "", meta)
         target: TransactionRow | None
         if cmd.target_key is not None:
+            if is_system_key(cmd.target_key):
+                raise _system_owned()
             meta["target_idempotency_key"] = cmd.target_key
-            record = await idempotency_sql.fetch(conn, c.tenant_id, cmd.target_key, lock=True)
+            record = await idempotency_sql.fetch(
+                conn, c.tenant_id, Scope.WALLET, cmd.target_key, lock=True
+            )
             if record is None:
-                if not await idempotency_sql.tombstone(conn, c.tenant_id, cmd.target_key):
+                if not await idempotency_sql.tombstone(
+                    conn, c.tenant_id, Scope.WALLET, cmd.target_key
+                ):
                     raise RetryTransactionError("the target key was claimed concurrently")
                 tx = await self._journal(conn, c, "rollback", Money(0, ""), no_ref)
                 return RollbackResult(tx, RollbackOutcome.TOMBSTONED, None, "", 0, None)
@@ -653,6 +682,8 @@ class Wallet:
                 "TRANSACTION_NOT_REVERSIBLE",
                 "only a Debit or Credit can be rolled back; use CancelBet",
             )
+        if is_system_key(target.idempotency_key):
+            raise _system_owned()
         if await wallet_sql.rollback_of(conn, target.transaction_id) is not None:
             raise _precondition(
                 "TRANSACTION_ALREADY_ROLLED_BACK", "this transaction was already rolled back"

@@ -139,7 +139,9 @@ async def test_previous_release_database_upgrades_to_the_fresh_schema(
     migrate_like_release_0_1_0(other, release_files())
     before = recorded(other)
     assert [n for _, n, _ in before][2] == "0003_api_keys.sql"
-    assert await migrate(other) == []  # every file was applied already, under its old name
+    # every release file was applied already, under its old name: only later files apply
+    applied = await migrate(other)
+    assert all(int(name[:4]) > 8 for name in applied)
     assert await migrate(other) == []
     await migrate(fresh)
     assert recorded(other) == recorded(fresh)
