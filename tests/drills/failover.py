@@ -14,11 +14,13 @@ settle) and retry every call with its idempotency key until it answers. Faults, 
 Checked exactly afterwards (tests.chaos.harness.Drill.audit): every call answered OK is in the
 ledger once, no acknowledged write is missing, refused calls are not there, balances equal the
 model from the answers, the ledger and the pools reconcile, every jackpot hit is paid once, and
-every committed outbox event reached RabbitMQ. Also: no call was ever answered INTERNAL or
-UNKNOWN, and every background process is still running. Printed: the time from each kill to
+every committed outbox event reached RabbitMQ. Also: every hold a player left unsettled (TTL
+1 s) was voided by the hold sweeper exactly once, every `jp.payout.*` event reached a webhook
+subscriber through the dispatcher, no call was ever answered INTERNAL or UNKNOWN, and every
+background process is still running. Printed: the time from each kill to
 the first successful write (a write whose attempt started after the kill).
 
-    .venv/bin/python -m tests.drills.failover --seconds 180 --kills 5
+    .venv/bin/python -m tests.drills.failover --seconds 60 --kills 5   # make failover-drill
 """
 
 from __future__ import annotations
