@@ -9,7 +9,8 @@ load, then a restore to a time T and a restore to the end of the archive.
    WAL not yet archived is lost with it).
 3. Restore to T into a new data directory, start it, start the server on it: RTO is restore
    start -> the server answering. Checked: the ledger reconciles exactly, every idempotency
-   record of a posting call has its one transaction and every keyed transaction its record,
+   record of a posting call has its one transaction and every keyed transaction its record
+   (the server's payout credits: their credited win, one credit per credited win),
    every write acknowledged before T is there, no write first tried after T is there.
 4. Restore to the end of the archive: RPO is the time between the last acknowledged write
    before the crash and the last commit the archive kept (what archiving alone loses; the
@@ -137,12 +138,29 @@ class PitrDrill:
             async with pool.connection() as conn:
                 cur = await conn.execute(
                     "SELECT t.idempotency_key FROM transactions t WHERE t.idempotency_key"
-                    " IS NOT NULL AND NOT EXISTS (SELECT 1 FROM idempotency_records r"
+                    " IS NOT NULL AND t.idempotency_key NOT LIKE 'jp-payout-%%'"
+                    " AND NOT EXISTS (SELECT 1 FROM idempotency_records r"
                     " WHERE r.tenant_id = t.tenant_id AND r.idempotency_key = t.idempotency_key"
                     " AND r.state = 'done')"
                 )
                 for (key,) in await cur.fetchall():
                     a.append(f"{label}: transaction {key} has no idempotency record")
+                # the server's own payout credits are recorded by their win, credited with them
+                cur = await conn.execute(
+                    "SELECT t.idempotency_key FROM transactions t"
+                    " WHERE t.idempotency_key LIKE 'jp-payout-%%' AND NOT EXISTS ("
+                    "  SELECT 1 FROM jp_wins w WHERE w.payout_state = 'credited'"
+                    "   AND 'jp-payout-' || w.win_id::text = t.idempotency_key)"
+                )
+                for (key,) in await cur.fetchall():
+                    a.append(f"{label}: payout credit {key} has no credited win")
+                cur = await conn.execute(
+                    "SELECT w.win_id::text FROM jp_wins w WHERE w.payout_state = 'credited'"
+                    " AND (SELECT count(*) FROM transactions t"
+                    "      WHERE t.idempotency_key = 'jp-payout-' || w.win_id::text) <> 1"
+                )
+                for (win,) in await cur.fetchall():
+                    a.append(f"{label}: credited win {win} has not exactly one credit")
                 cur = await conn.execute(
                     "SELECT r.idempotency_key, r.method, (SELECT count(*) FROM transactions t"
                     "  WHERE t.tenant_id = r.tenant_id AND t.idempotency_key = r.idempotency_key)"
