@@ -25,7 +25,7 @@ run: $(VENV)/.installed
 	$(VENV)/bin/croupier-server --with relay,edge,webhooks
 
 ## test: the whole test suite against real PostgreSQL and real gRPC (and the Node client, tests/ts)
-test: $(VENV)/.installed $(BUF)
+test: $(VENV)/.installed $(BUF) ha-packages
 	$(PY) -m pytest -q -p no:cacheprovider
 
 ## chaos: the 5-minute chaos drill (faults injected under load, exact audit afterwards)
@@ -98,3 +98,40 @@ profile: $(VENV)/.installed
 .PHONY: bench-latency
 bench-latency: $(VENV)/.installed
 	$(PY) bench/client_latency.py $(BENCH_ARGS)
+
+## ha-packages: pg_auto_failover and pgBackRest from Debian (apt-get, as root or with sudo) when missing
+HA_PACKAGES := postgresql-15-auto-failover pg-auto-failover-cli pgbackrest
+.PHONY: ha-packages ha ha-status ha-switchover ha-down ha-destroy failover-drill pitr-drill
+ha-packages:
+	@if ! command -v pg_autoctl >/dev/null || ! command -v pgbackrest >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  echo "installing $(HA_PACKAGES)"; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(HA_PACKAGES) >/dev/null \
+	    || { $$SUDO apt-get update -q >/dev/null && \
+	         $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(HA_PACKAGES) >/dev/null; } \
+	    || { echo "could not install $(HA_PACKAGES): install them with apt-get"; exit 1; }; \
+	fi
+
+## ha: a local HA cluster (pg_auto_failover monitor, primary, synchronous standby) under .data/ha/; prints the URL
+ha: $(VENV)/.installed ha-packages
+	$(PY) -m server.ops.ha up
+
+ha-status: $(VENV)/.installed
+	$(PY) -m server.ops.ha status
+
+ha-switchover: $(VENV)/.installed
+	$(PY) -m server.ops.ha switchover
+
+ha-down: $(VENV)/.installed
+	$(PY) -m server.ops.ha down
+
+ha-destroy: $(VENV)/.installed
+	$(PY) -m server.ops.ha destroy
+
+## failover-drill: load from several processes, 5 primary kills and a switchover, exact audit (DRILL_ARGS)
+failover-drill: $(VENV)/.installed ha-packages
+	$(PY) -m tests.drills.failover $(DRILL_ARGS)
+
+## pitr-drill: pgBackRest base backup + WAL archive under load, restore to a time T, exact audit; RPO/RTO
+pitr-drill: $(VENV)/.installed ha-packages
+	$(PY) -m tests.drills.pitr $(DRILL_ARGS)

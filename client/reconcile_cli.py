@@ -9,6 +9,10 @@ AuditService.ReconcileProvider and prints the report as JSON. Exits 0 when the m
 at most the threshold (`--threshold-ppm`, default 1000 = 0.1%), 3 above it, 1 when the call
 fails. A progress bar (bytes sent, rate, ETA; tqdm) goes to stderr on a terminal only.
 
+With CROUPIER_READ_DATABASE_URL set (a standby) the report runs there, off the primary: it reads
+one consistent snapshot, so it is exact whatever the standby's lag (it describes the ledger as
+of that snapshot).
+
 Prints, per currency, the net of all postings (must be 0), the posted volume and the drift in
 ppm of it; per pool, seed + contributions + carried - wins against the pool's amount; every
 jackpot win whose payout state disagrees with the ledger (a credited win must be exactly one
@@ -56,7 +60,11 @@ async def _reconcile(url: str) -> Report:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
-    url = args.database_url or os.environ.get("CROUPIER_DATABASE_URL")
+    url = (
+        args.database_url
+        or os.environ.get("CROUPIER_READ_DATABASE_URL")
+        or os.environ.get("CROUPIER_DATABASE_URL")
+    )
     if not url:
         raise SystemExit("croupier reconcile: set CROUPIER_DATABASE_URL or --database-url")
     report = asyncio.run(_reconcile(str(url)))

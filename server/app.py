@@ -33,6 +33,7 @@ from server.jackpot.engine import Jackpots
 from server.jackpot.payout import PayoutSaga
 from server.recon.retention import Retention, purge_forever
 from server.rounds.engine import finalise_overdue
+from server.store.replica import ReadRouter
 from server.telemetry import tracing_interceptors
 from server.transport.audit_servicer import AuditServicer
 from server.transport.interceptor import CallInterceptor
@@ -134,6 +135,7 @@ async def build_server(
     contribution_batch: int = 64,
     wallet_batch: int = 32,
     wallet_inflight: int = 0,
+    reads: ReadRouter | None = None,
 ) -> App:
     """Create and start the server on `addr` (port 0 = any free port); returns the App.
 
@@ -142,8 +144,9 @@ async def build_server(
     `contribution_batch`: most contributions group-committed in one transaction
     (server.jackpot.batching); `wallet_inflight`: most wallet transactions of the group commit
     at the database at once (0: server.group_commit.default_inflight); `wallet_batch`: most
-    wallet writes group-committed in one
-    transaction (server.group_commit); 1 turns either off.
+    wallet writes group-committed in one transaction (server.group_commit); 1 turns either off.
+    `reads` (server.store.replica) serves the stale-tolerant reads off a standby; it is probed
+    by a task of the App.
     """
     server = grpc.aio.server(
         interceptors=[*tracing_interceptors(), CallInterceptor(keys)],
@@ -153,8 +156,10 @@ async def build_server(
     wallet = Wallet(pool, batch=wallet_batch)
     if wallet_inflight > 0:
         wallet.group_commit.max_inflight = wallet_inflight
-    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(wallet), server)
     jackpots = Jackpots(pool)
+    if reads is not None:
+        wallet.reads = jackpots.reads = reads
+    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(wallet), server)
     payouts = PayoutSaga(pool, wallet, start_delay_seconds=payout_start_delay_seconds)
     jackpot_service_pb2_grpc.add_JackpotServiceServicer_to_server(
         JackpotServicer(
@@ -205,4 +210,6 @@ async def build_server(
     # raw payloads and reconciliation reports past the retention (server.recon.retention)
     every = float(os.environ.get("CROUPIER_RETENTION_SWEEP_SECONDS", "3600"))
     app.tasks.append(asyncio.create_task(purge_forever(pool, Retention.from_env(), every)))
+    if reads is not None:
+        app.tasks.append(asyncio.create_task(reads.watch()))
     return app

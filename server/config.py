@@ -21,6 +21,10 @@ class Settings:
     | CROUPIER_GRPC_ADDR | 127.0.0.1:50051 | host:port the gRPC server binds |
     | CROUPIER_DATA_DIR | .data | where the embedded cluster lives |
     | CROUPIER_DB_POOL_MIN / _MAX | 2 / 4 | connection pool bounds per worker (measured) |
+    | CROUPIER_DB_POOL_TIMEOUT | 5 | seconds a call waits for a connection, then UNAVAILABLE |
+    | CROUPIER_READ_DATABASE_URL | (unset: reads on the primary) | a standby for stale-tolerant |
+    |   | | reads (history, pools, reports; server.store.replica) |
+    | CROUPIER_READ_MAX_LAG_SECONDS | 5 | a standby further behind is bypassed (seconds) |
     | CROUPIER_MAX_CONCURRENT_RPCS | 1024 | in-flight RPC bound (then RESOURCE_EXHAUSTED) |
     | CROUPIER_GRACE_SECONDS | 10 | shutdown grace period (seconds) |
     | CROUPIER_HOLD_SWEEP_SECONDS | 5 | how often expired holds are voided (seconds) |
@@ -61,6 +65,9 @@ class Settings:
     wallet_batch: int = 32
     wallet_inflight: int = 0  # 0: server.group_commit.default_inflight (pool max - 1)
     event_loop: str = "uvloop"
+    pool_timeout: float = 5.0
+    read_database_url: str | None = None
+    read_max_lag_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -87,4 +94,7 @@ class Settings:
             wallet_inflight=max(0, int(e.get("CROUPIER_WALLET_INFLIGHT", "0"))),
             event_loop=e.get("CROUPIER_EVENT_LOOP", "uvloop").lower(),
             metrics_addr=e.get("CROUPIER_METRICS_ADDR", "127.0.0.1:9464"),
+            pool_timeout=float(e.get("CROUPIER_DB_POOL_TIMEOUT", "5")),
+            read_database_url=e.get("CROUPIER_READ_DATABASE_URL") or None,
+            read_max_lag_seconds=float(e.get("CROUPIER_READ_MAX_LAG_SECONDS", "5")),
         )

@@ -25,6 +25,7 @@ from server.config import Settings
 from server.store import outbox_sql
 from server.store.database import migrate, open_pool
 from server.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from server.store.replica import ReadRouter
 from server.telemetry import (
     OUTBOX_LAG,
     OUTBOX_UNPUBLISHED,
@@ -73,7 +74,19 @@ async def serve(settings: Settings, database_url: str, worker_index: int = 0) ->
     applied = await migrate(database_url)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
-    pool = await open_pool(database_url, settings.pool_min, settings.pool_max)
+    pool = await open_pool(
+        database_url, settings.pool_min, settings.pool_max, wait_seconds=settings.pool_timeout
+    )
+    reads: ReadRouter | None = None
+    if settings.read_database_url:
+        replica = await open_pool(
+            settings.read_database_url,
+            1,
+            settings.pool_max,
+            wait_seconds=settings.pool_timeout,
+            name="croupier-reads",
+        )
+        reads = ReadRouter(pool, replica, max_lag=settings.read_max_lag_seconds)
     setup_tracing()
     start_metrics_server(settings.metrics_addr, worker_index)
     app = await build_server(
@@ -88,6 +101,7 @@ async def serve(settings: Settings, database_url: str, worker_index: int = 0) ->
         payout_start_delay_seconds=settings.payout_start_delay_seconds,
         keys=KeyStore(pool) if settings.auth_required else None,
         credentials=server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca),
+        reads=reads,
     )
     app.tasks.append(asyncio.create_task(watch_gauges(pool, worker_index == 0)))
     host = settings.grpc_addr.rsplit(":", 1)[0]
@@ -99,6 +113,8 @@ async def serve(settings: Settings, database_url: str, worker_index: int = 0) ->
     await stop.wait()
     log.info("shutting down (grace %.0fs)", settings.grace_seconds)
     await app.stop(settings.grace_seconds)
+    if reads is not None and reads.replica is not None:
+        await reads.replica.close()
 
 
 def run_loop(main: Coroutine[Any, Any, T], event_loop: str = "uvloop") -> T:

@@ -65,6 +65,7 @@ from server.store import jackpot_sql as sql
 from server.store import outbox_sql
 from server.store.jackpot_sql import PoolRow, ShardRow
 from server.store.outbox_sql import NewEvent
+from server.store.replica import ReadSource
 from server.store.wallet_sql import Conn
 from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
 
@@ -115,6 +116,8 @@ class Jackpots:
 
     def __init__(self, db: AsyncConnectionPool) -> None:
         self.db = db
+        # stale-tolerant reads (pools, reports): server.store.replica.ReadRouter, else primary
+        self.reads: ReadSource = db
         # Process-local caches of what the hot path reads. Jackpot rows never change; a pool
         # row is checked by every contribution's counter update (cycle and config_version in
         # its WHERE clause) and read again when stale, so a stale entry costs one retry.
@@ -868,8 +871,9 @@ class Jackpots:
         return out
 
     async def get_pool(self, tenant_id: str, pool_id: str) -> PoolState:
-        """A pool the tenant owns or is listed on. Errors: NOT_FOUND POOL_NOT_FOUND."""
-        async with self.db.connection() as conn:
+        """A pool the tenant owns or is listed on (may be read on a standby, see
+        server.store.replica). Errors: NOT_FOUND POOL_NOT_FOUND."""
+        async with self.reads.connection() as conn:
             state = await sql.pool_state(conn, pool_id)
         if state is None or not state.jackpot.sees(tenant_id):
             raise _not_found("POOL_NOT_FOUND", "no such pool for this tenant")
@@ -886,8 +890,8 @@ class Jackpots:
         after: str = "",
         limit: int = 500,
     ) -> list[PoolState]:
-        """Pools the tenant owns or is listed on, by pool_id."""
-        async with self.db.connection() as conn:
+        """Pools the tenant owns or is listed on, by pool_id (may be read on a standby)."""
+        async with self.reads.connection() as conn:
             return await sql.list_pool_states(
                 conn,
                 tenant_id,
@@ -950,8 +954,9 @@ class Jackpots:
         ]
 
     async def reconcile(self, tenant_id: str, pool_id: str = "") -> list[Reconciliation]:
-        """Reconcile the tenant's pools (docs/architecture.md invariant 5)."""
-        async with self.db.connection() as conn:
+        """Reconcile the tenant's pools (docs/architecture.md invariant 5; may be read on a
+        standby, server.store.replica)."""
+        async with self.reads.connection() as conn:
             return await sql.reconcile(conn, tenant_id, pool_id)
 
 

@@ -28,10 +28,30 @@ from importlib import resources
 from typing import Any
 
 import psycopg
+import psycopg_pool
+import psycopg_pool.base
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 _MIGRATION_LOCK_ID = 0x63726F75  # "crou"
+
+# psycopg_pool retries a failed connection attempt with exponential backoff from 1 s (1, 2, 4,
+# 8 s ...): a pool that lost its primary would find the promoted standby up to twice the
+# failover time late. Every 0.5 s instead (the class's own knobs; loopback or LAN connection
+# attempts that fail are cheap), so the pool is back within half a second of the promotion.
+psycopg_pool.base.AttemptWithBackoff.INITIAL_DELAY = 0.5
+psycopg_pool.base.AttemptWithBackoff.DELAY_BACKOFF = 1.0
+
+# Errors that mean "the database cannot take this now", not "this request is wrong": the
+# primary died or is restarting (connection lost, AdminShutdown, CannotConnectNow), a failover
+# is under way (a session that turned read-only), no connection came free in time. A caller
+# may retry with the same idempotency key; the transport answers UNAVAILABLE.
+DATABASE_OUTAGE: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    psycopg.errors.ReadOnlySqlTransaction,
+    psycopg_pool.PoolTimeout,
+)
 
 
 @dataclass(frozen=True)
@@ -226,15 +246,39 @@ async def migrate(url: str) -> list[str]:
     return applied_now
 
 
-async def open_pool(url: str, min_size: int = 4, max_size: int = 16) -> AsyncConnectionPool:
-    """Open an autocommit async connection pool on `url` and wait until it is ready."""
+async def open_pool(
+    url: str,
+    min_size: int = 4,
+    max_size: int = 16,
+    *,
+    wait_seconds: float = 30.0,
+    check: bool = True,
+    name: str = "croupier",
+) -> AsyncConnectionPool:
+    """Open an autocommit async connection pool on `url` and wait until it is ready.
+
+    Built to outlive a failover (docs/operations.md, "High availability"):
+    - `url` may be a libpq multi-host URL with `target_session_attrs=read-write`; every new
+      connection then goes to whichever host is the primary now;
+    - `check`: a connection is checked (one empty query) when it leaves the pool, so a
+      connection to a dead or demoted primary is thrown away instead of failing a request;
+    - a connection that breaks while in use is discarded when it comes back (psycopg_pool);
+    - `wait_seconds`: how long a request waits for a connection before PoolTimeout
+      (answered UNAVAILABLE, retryable);
+    - `connect_timeout` is 3 s per host unless the URL says otherwise.
+    """
+    kwargs: dict[str, object] = {"autocommit": True, "prepare_threshold": 0}
+    if "connect_timeout" not in conninfo_to_dict(url):
+        kwargs["connect_timeout"] = 3
     pool = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"autocommit": True, "prepare_threshold": 0},
+        kwargs=kwargs,
         open=False,
-        name="croupier",
+        name=name,
+        timeout=wait_seconds,
+        check=AsyncConnectionPool.check_connection if check else None,
     )
     await pool.open(wait=True, timeout=30)
     return pool

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 
 import grpc
 import psycopg
-import psycopg_pool
 
 from server.errors import DomainError, ErrorCode
+from server.store.database import DATABASE_OUTAGE
 from server.transport.status import abort_error, abort_with_status, internal_status
 
 log = logging.getLogger("croupier.rpc")
@@ -19,6 +19,16 @@ log = logging.getLogger("croupier.rpc")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+
+
+def database_unavailable() -> DomainError:
+    """UNAVAILABLE / DATABASE_UNAVAILABLE: the primary is down, restarting or being failed
+    over; the same call with the same idempotency key is safe to retry."""
+    return DomainError(
+        ErrorCode.UNAVAILABLE,
+        "DATABASE_UNAVAILABLE",
+        "the ledger database is unavailable; retry with the same idempotency key",
+    )
 
 
 def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
@@ -47,16 +57,9 @@ def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
                     "an amount or balance this request creates would pass 2^63-1 minor units",
                 ),
             )
-        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        except DATABASE_OUTAGE as exc:
             log.warning("database unavailable in %s: %s", handler.__name__, exc)
-            await abort_error(
-                context,
-                DomainError(
-                    ErrorCode.UNAVAILABLE,
-                    "DATABASE_UNAVAILABLE",
-                    "the ledger database is unavailable; retry with the same idempotency key",
-                ),
-            )
+            await abort_error(context, database_unavailable())
         except Exception:
             log.exception("internal error in %s", handler.__name__)
             await abort_with_status(context, internal_status())

@@ -8,6 +8,8 @@
   INVALID_ARGUMENT `MALFORMED_REQUEST` after authentication (UNAUTHENTICATED first), and every
   Timestamp and Duration in a request is range-checked, before the servicer runs.
 - Metrics: latency per method and code, errors per method, code and ErrorInfo reason.
+- A database outage that escapes a handler (a stream such as WatchPools, or the API-key
+  lookup) is answered UNAVAILABLE / DATABASE_UNAVAILABLE (retryable), never UNKNOWN.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import grpc
 from server.auth import KeyStore, authorize
 from server.errors import DomainError
 from server.events.context import current_trace_id
+from server.store.database import DATABASE_OUTAGE
 from server.telemetry import RPC_ERRORS, RPC_LATENCY, tracing_enabled
 from server.telemetry import current_trace_id as otel_trace_id
+from server.transport.guard import database_unavailable
 from server.transport.status import abort_with_status, error_reason, to_status_proto
 from server.transport.wellformed import Malformed, check_well_known, safe_deserializer
 
@@ -132,6 +136,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     await self._admit(method, request, context)
                     await self._check(request, context)
                     return await inner(request, context)
+                except DATABASE_OUTAGE:
+                    await abort_with_status(context, to_status_proto(database_unavailable()))
+                    raise
                 finally:
                     self._record(method, context, started)
 
@@ -150,6 +157,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     await self._check(request, context)
                     async for item in inner_stream(request, context):
                         yield item
+                except DATABASE_OUTAGE:
+                    await abort_with_status(context, to_status_proto(database_unavailable()))
+                    raise
                 finally:
                     self._record(method, context, started)
 

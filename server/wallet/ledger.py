@@ -34,6 +34,7 @@ from server.idempotency import (
 )
 from server.money import INT64_MAX, Money
 from server.store import idempotency_sql, wallet_sql
+from server.store.replica import ReadSource
 from server.store.wallet_sql import AccountRow, Conn, HoldRow, Leg, TransactionRow
 from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
 from server.wallet import protection
@@ -245,6 +246,8 @@ class Wallet:
         """`batch`: most writes group-committed in one transaction (server.group_commit);
         1 (the default) runs every write in its own transaction."""
         self.pool = pool
+        # stale-tolerant reads (history): server.store.replica.ReadRouter, else the primary
+        self.reads: ReadSource = pool
         self._house_ready: set[tuple[str, str]] = set()
         self.group_commit = WalletGroupCommit(pool, max_batch=batch)
         self.protection = protection.Protection(pool)
@@ -878,8 +881,9 @@ class Wallet:
         before_seq: int | None,
         limit: int,
     ) -> list[TransactionRow]:
-        """A page of the player's transactions, newest first."""
-        async with self.pool.connection() as conn:
+        """A page of the player's transactions, newest first (may be read on a standby at
+        most CROUPIER_READ_MAX_LAG_SECONDS behind)."""
+        async with self.reads.connection() as conn:
             return await wallet_sql.list_transactions(
                 conn, tenant_id, player_id, currency, before_seq, limit
             )

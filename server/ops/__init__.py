@@ -1,0 +1,1 @@
+"""Operations tooling: the local HA cluster (ha.py) and backups (pitr.py)."""
