@@ -190,7 +190,9 @@ async def test_one_thousand_concurrent_contributions_to_a_hot_network_pool(
             (pool_id,),
         )
         row = await cur.fetchone()
-    assert row is not None and row[0] == 16  # spread over every counter row
+    # spread: each batch takes one random counter row of the 16, so 1,000 contributions (one
+    # batch of up to 64 at a time) land on several rows, never on one hot row
+    assert row is not None and row[0] >= 4
 
 
 async def test_bets_in_another_currency_convert_with_the_fraction_carried(
