@@ -36,6 +36,7 @@ from server.store import recon_sql
 from server.store.export_sql import PayloadRow, RoundRow
 from server.transport.common import (
     Ctx,
+    money_out,
     parse_uuid,
     reply,
     request_key,
@@ -67,7 +68,7 @@ def money(minor: int | None, currency: str | None) -> money_pb2.Money | None:
     """Minor units and currency -> Money, or None when either is absent."""
     if minor is None or currency is None:
         return None
-    return money_pb2.Money(minor_units=minor, currency=currency)
+    return money_out(minor, currency)
 
 
 def render_report(report: Report) -> bytes:
@@ -203,9 +204,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             "tenant_id": tenant,
             "player_id": adj.player_id,
             "idempotency_key": idempotency_key,
-            "amount": money_pb2.Money(
-                minor_units=abs(adj.amount.minor_units), currency=adj.amount.currency
-            ),
+            "amount": money_out(abs(adj.amount.minor_units), adj.amount.currency),
             "metadata": {"dispute_id": idempotency_key.removeprefix("dispute:")},
         }
         request: wallet_pb.CreditRequest | wallet_pb.DebitRequest

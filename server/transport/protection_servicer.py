@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from croupier.common.v1 import money_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from google.protobuf import duration_pb2
 
@@ -16,7 +15,7 @@ from server.jackpot import review
 from server.money import Money as DomainMoney
 from server.money import check_amount, check_currency
 from server.store.limits_sql import Exclusion
-from server.transport.common import Ctx, request_key, timestamp, write
+from server.transport.common import Ctx, money_out, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.wallet import model
 from server.wallet.protection import (
@@ -74,10 +73,6 @@ def transfer_reason(request: pb.CreditRequest | pb.DebitRequest) -> str:
     return table[value]
 
 
-def _money(minor_units: int, currency: str) -> money_pb2.Money:
-    return money_pb2.Money(minor_units=minor_units, currency=currency)
-
-
 def limit_out(v: LimitView) -> pb.Limit:
     """LimitView -> proto Limit."""
     out = pb.Limit(
@@ -85,16 +80,16 @@ def limit_out(v: LimitView) -> pb.Limit:
         window=WINDOW_TO_PB[v.window],
         currency=v.currency,
         pending_removal=v.pending_removal,
-        used=_money(v.used, v.currency),
+        used=money_out(v.used, v.currency),
         window_start_time=timestamp(v.window_start),
         window_end_time=timestamp(v.window_end),
     )
     if v.amount is not None:
-        out.amount.CopyFrom(_money(v.amount, v.currency))
+        out.amount.CopyFrom(money_out(v.amount, v.currency))
     if v.remaining is not None:
-        out.remaining.CopyFrom(_money(v.remaining, v.currency))
+        out.remaining.CopyFrom(money_out(v.remaining, v.currency))
     if v.pending_amount is not None:
-        out.pending_amount.CopyFrom(_money(v.pending_amount, v.currency))
+        out.pending_amount.CopyFrom(money_out(v.pending_amount, v.currency))
     if v.pending_time is not None:
         out.pending_time.CopyFrom(timestamp(v.pending_time))
     return out

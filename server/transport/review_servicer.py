@@ -7,7 +7,6 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, TypeVar
 
-from croupier.common.v1 import money_pb2
 from croupier.jackpot.v1 import jackpot_service_pb2 as pb
 
 from server.errors import invalid
@@ -15,7 +14,7 @@ from server.idempotency import Scope
 from server.jackpot import review
 from server.store import aml_sql
 from server.store.aml_sql import ReviewRow
-from server.transport.common import Ctx, parse_uuid, request_key, timestamp, write
+from server.transport.common import Ctx, money_out, parse_uuid, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.transport.paging import page_size
 from server.wallet.validation import check_id, check_text
@@ -41,8 +40,8 @@ def review_out(r: ReviewRow) -> pb.Review:
         win_id="" if r.win_id is None else str(r.win_id),
         credit_idempotency_key=(r.credit_request or {}).get("idempotency_key", ""),
         player_id=r.player_id,
-        amount=money_pb2.Money(minor_units=r.amount, currency=r.currency),
-        threshold=money_pb2.Money(minor_units=r.threshold, currency=r.currency),
+        amount=money_out(r.amount, r.currency),
+        threshold=money_out(r.threshold, r.currency),
         state=_STATE_OUT[r.state],
         decision_reason=r.decision_reason,
         open_time=timestamp(r.opened_at),

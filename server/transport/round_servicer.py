@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from croupier.common.v1 import money_pb2
 from croupier.wallet.v1 import round_service_pb2 as pb
 from croupier.wallet.v1 import round_service_pb2_grpc as pb_grpc
 
@@ -11,14 +10,10 @@ from server.idempotency import Scope, check_client_key
 from server.money import Money, check_amount
 from server.rounds import engine
 from server.store.rounds_sql import RoundRow, StepRow
-from server.transport.common import Ctx, request_key, timestamp, write
+from server.transport.common import Ctx, money_out, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.wallet.ledger import Wallet
 from server.wallet.validation import check_id, check_metadata
-
-
-def _money(minor: int, currency: str) -> money_pb2.Money:
-    return money_pb2.Money(minor_units=minor, currency=currency)
 
 
 def round_out(r: RoundRow, steps: list[StepRow] | None = None) -> pb.Round:
@@ -28,10 +23,10 @@ def round_out(r: RoundRow, steps: list[StepRow] | None = None) -> pb.Round:
         player_id=r.player_id,
         game_id=r.game_id,
         state=pb.ROUND_STATE_FINAL if r.state == "final" else pb.ROUND_STATE_OPEN,
-        bets=_money(r.bets, r.currency),
-        wins=_money(r.wins, r.currency),
-        pending=_money(r.pending, r.currency),
-        net=_money(r.wins - r.bets, r.currency),
+        bets=money_out(r.bets, r.currency),
+        wins=money_out(r.wins, r.currency),
+        pending=money_out(r.pending, r.currency),
+        net=money_out(r.wins - r.bets, r.currency),
         finalised_by_sweeper=r.finalised_by == "sweeper",
         open_time=timestamp(r.opened_at),
     )
@@ -40,8 +35,8 @@ def round_out(r: RoundRow, steps: list[StepRow] | None = None) -> pb.Round:
     for s in steps or ():
         out.steps.add(
             transaction_id=str(s.transaction_id),
-            bet=_money(s.bet, r.currency),
-            win=_money(s.win, r.currency),
+            bet=money_out(s.bet, r.currency),
+            win=money_out(s.win, r.currency),
             create_time=timestamp(s.created_at),
             final=s.final,
         )
@@ -97,8 +92,8 @@ class RoundServicer(pb_grpc.RoundServiceServicer):
             return pb.PlayRoundStepResponse(
                 transaction_id=str(r.transaction_id),
                 round=round_out(r.round),
-                available=_money(r.available, currency),
-                pending=_money(r.pending, currency),
+                available=money_out(r.available, currency),
+                pending=money_out(r.pending, currency),
             )
 
         return await write(

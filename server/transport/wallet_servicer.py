@@ -8,16 +8,24 @@ from __future__ import annotations
 import uuid
 from typing import Any, TypeVar
 
-from croupier.common.v1 import account_pb2, money_pb2
+from croupier.common.v1 import account_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from google.protobuf import message as _message
 
 from server.errors import invalid
 from server.idempotency import RequestKey, Scope
-from server.money import Money, check_amount, check_currency
+from server.money import check_amount, check_currency
 from server.store.wallet_sql import TransactionRow
-from server.transport.common import Ctx, parse_uuid, request_key, timestamp, write
+from server.transport.common import (
+    Ctx,
+    money_in,
+    money_out,
+    parse_uuid,
+    request_key,
+    timestamp,
+    write,
+)
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, encode_token, page_size
 from server.transport.protection_servicer import ProtectionRpcs, transfer_reason
@@ -50,16 +58,6 @@ _ACCOUNT_NAMES = {
 TransferResponse = TypeVar("TransferResponse", pb.CreditResponse, pb.DebitResponse)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-
-
-def money_in(m: money_pb2.Money) -> Money:
-    """Proto Money -> domain Money (no validation)."""
-    return Money(m.minor_units, m.currency)
-
-
-def money_out(minor_units: int, currency: str) -> money_pb2.Money:
-    """Domain amount -> proto Money."""
-    return money_pb2.Money(minor_units=minor_units, currency=currency)
 
 
 def balance_out(view: model.BalanceView) -> pb.Balance:
