@@ -18,12 +18,11 @@ from croupier.audit.v1 import audit_service_pb2 as pb
 from croupier.audit.v1 import audit_service_pb2_grpc as pb_grpc
 from croupier.common.v1 import money_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as wallet_pb
-from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode, invalid
-from server.idempotency import RequestKey, Scope
+from server.idempotency import Scope
 from server.money import Money, check_amount
 from server.recon import disputes
 from server.recon.export import ExportRounds, check_range, export_rounds
@@ -35,16 +34,23 @@ from server.recon.provider import (
 )
 from server.store import recon_sql
 from server.store.export_sql import PayloadRow, RoundRow
+from server.transport.common import (
+    Ctx,
+    money_out,
+    parse_uuid,
+    reply,
+    request_key,
+    serialize,
+    timestamp,
+)
 from server.transport.guard import guarded
 from server.transport.paging import decode_token, encode_token, page_size
 from server.transport.status import abort_with, abort_with_status, encode_error, internal_status
-from server.transport.wallet_servicer import WalletServicer, balance_out
-from server.transport.wallet_servicer import _key as wallet_key_of
+from server.transport.wallet_servicer import balance_out, transfer_command, wallet_key
 from server.wallet.ledger import Wallet
 from server.wallet.model import TransferResult
 from server.wallet.validation import check_id
 
-Ctx = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger("croupier.rpc")
 
 _FORMATS = {pb.FILE_FORMAT_CSV: "csv", pb.FILE_FORMAT_JSONL: "jsonl"}
@@ -58,18 +64,11 @@ KIND_TO_PB = {
 MAX_CHUNK = 1024 * 1024
 
 
-def ts(value: datetime) -> timestamp_pb2.Timestamp:
-    """datetime -> Timestamp."""
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(value)
-    return out
-
-
 def money(minor: int | None, currency: str | None) -> money_pb2.Money | None:
     """Minor units and currency -> Money, or None when either is absent."""
     if minor is None or currency is None:
         return None
-    return money_pb2.Money(minor_units=minor, currency=currency)
+    return money_out(minor, currency)
 
 
 def render_report(report: Report) -> bytes:
@@ -110,9 +109,9 @@ def render_report(report: Report) -> bytes:
             difference_minor_units=provider_net - ledger_net,
         )
     if report.window_start is not None and report.window_end is not None:
-        out.window_start.CopyFrom(ts(report.window_start))
-        out.window_end.CopyFrom(ts(report.window_end))
-    return out.SerializeToString(deterministic=True)
+        out.window_start.CopyFrom(timestamp(report.window_start))
+        out.window_end.CopyFrom(timestamp(report.window_end))
+    return serialize(out)
 
 
 class AuditServicer(pb_grpc.AuditServiceServicer):
@@ -121,7 +120,6 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
     def __init__(self, pool: AsyncConnectionPool, wallet: Wallet) -> None:
         self.pool = pool
         self.wallet = wallet
-        self.wallets = WalletServicer(wallet)
 
     @guarded
     async def ReconcileProvider(
@@ -199,17 +197,15 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
 
     # -- disputes --------------------------------------------------------------------------
 
-    async def _adjust(self, tenant: str, wallet_key: str, adj: disputes.Adjust) -> uuid.UUID:
+    async def _adjust(self, tenant: str, idempotency_key: str, adj: disputes.Adjust) -> uuid.UUID:
         """An adjustment as the ordinary WalletService Credit or Debit request it is (same
         validation, fingerprint and idempotency as over gRPC); a refusal is raised."""
         fields: dict[str, Any] = {
             "tenant_id": tenant,
             "player_id": adj.player_id,
-            "idempotency_key": wallet_key,
-            "amount": money_pb2.Money(
-                minor_units=abs(adj.amount.minor_units), currency=adj.amount.currency
-            ),
-            "metadata": {"dispute_id": wallet_key.removeprefix("dispute:")},
+            "idempotency_key": idempotency_key,
+            "amount": money_out(abs(adj.amount.minor_units), adj.amount.currency),
+            "metadata": {"dispute_id": idempotency_key.removeprefix("dispute:")},
         }
         request: wallet_pb.CreditRequest | wallet_pb.DebitRequest
         if adj.amount.minor_units > 0:
@@ -218,24 +214,24 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         else:
             method, request = "Debit", wallet_pb.DebitRequest(**fields)
             operation = self.wallet.debit
-        cmd = self.wallets._transfer(request)
+        cmd = transfer_command(request)
 
         def ok(r: TransferResult) -> bytes:
             response = wallet_pb.CreditResponse if method == "Credit" else wallet_pb.DebitResponse
-            return response(
-                transaction_id=str(r.transaction_id), balance=balance_out(r.balance)
-            ).SerializeToString(deterministic=True)
+            return serialize(
+                response(transaction_id=str(r.transaction_id), balance=balance_out(r.balance))
+            )
 
-        reply = await self.wallet.execute(
-            wallet_key_of(method, cmd.caller, request),
+        stored = await self.wallet.execute(
+            wallet_key(method, cmd.caller, request),
             lambda conn: operation(conn, cmd),
             ok,
             encode_error,
             currency=cmd.amount.currency,
         )
-        if reply.code != 0:
-            raise from_status(reply.payload)
-        return uuid.UUID(wallet_pb.CreditResponse.FromString(reply.payload).transaction_id)
+        if stored.code != 0:
+            raise from_status(stored.payload)
+        return uuid.UUID(wallet_pb.CreditResponse.FromString(stored.payload).transaction_id)
 
     @guarded
     async def MoveDispute(
@@ -263,23 +259,19 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
                 Money(amount.minor_units, amount.currency),
             )
         cmd = disputes.MoveDispute(tenant, dispute_id, key, to_state, actor, reason, adjustment)
-        request_key = RequestKey.of(
-            tenant,
-            key,
-            "MoveDispute",
-            request.SerializeToString(deterministic=True),
-            scope=Scope.AUDIT,
-        )
 
         def ok(view: disputes.DisputeView) -> bytes:
-            return pb.MoveDisputeResponse(dispute=dispute_out(view)).SerializeToString(
-                deterministic=True
-            )
+            return serialize(pb.MoveDisputeResponse(dispute=dispute_out(view)))
 
-        reply = await disputes.move(self.pool, cmd, request_key, self._adjust, ok, encode_error)
-        if reply.code != 0:
-            await abort_with(context, reply.payload)
-        return pb.MoveDisputeResponse.FromString(reply.payload)
+        stored = await disputes.move(
+            self.pool,
+            cmd,
+            request_key("MoveDispute", tenant, key, request, scope=Scope.AUDIT),
+            self._adjust,
+            ok,
+            encode_error,
+        )
+        return await reply(context, stored, pb.MoveDisputeResponse)
 
     @guarded
     async def GetDispute(
@@ -341,10 +333,7 @@ def check_uuid_field(value: str, field: str) -> uuid.UUID:
     """A UUID field; INVALID_ARGUMENT `MISSING_FIELD` / `INVALID_ID` naming it."""
     if not value:
         raise invalid(field, "MISSING_FIELD", f"{field} is required")
-    try:
-        return uuid.UUID(value)
-    except ValueError as exc:
-        raise invalid(field, "INVALID_ID", f"{field} must be a UUID") from exc
+    return parse_uuid(value, field)
 
 
 def from_status(payload: bytes) -> DomainError:
@@ -370,14 +359,14 @@ def round_out(r: RoundRow, payloads: dict[uuid.UUID, list[PayloadRow]]) -> pb.Ro
         bets=money(r.bets, r.currency),
         wins=money(r.wins, r.currency),
         refunds=money(r.refunds, r.currency),
-        started_at=ts(r.started_at),
-        ended_at=ts(r.ended_at),
+        started_at=timestamp(r.started_at),
+        ended_at=timestamp(r.ended_at),
         transactions=r.transactions,
         transaction_ids=[str(i) for i in r.transaction_ids],
     )
     for i in r.transaction_ids:
         for p in payloads.get(i, ()):
-            out.payloads.add(received_at=ts(p.received_at), endpoint=p.endpoint, body=p.body)
+            out.payloads.add(received_at=timestamp(p.received_at), endpoint=p.endpoint, body=p.body)
     return out
 
 
@@ -395,7 +384,7 @@ def dispute_out(view: disputes.DisputeView) -> pb.Dispute:
         provider_amount=money(d.provider_minor, d.provider_currency),
         ledger_amount=money(d.ledger_minor, d.ledger_currency),
         transaction_id=str(d.transaction_id or ""),
-        created_at=ts(d.created_at),
+        created_at=timestamp(d.created_at),
         player_id=d.player_id,
     )
     for h in view.history:
@@ -404,7 +393,7 @@ def dispute_out(view: disputes.DisputeView) -> pb.Dispute:
             to_state=_STATE_TO_PB[h.to_state],
             actor=h.actor,
             reason=h.reason,
-            created_at=ts(h.created_at),
+            created_at=timestamp(h.created_at),
             adjustment_transaction_id=str(h.adjustment_transaction_id or ""),
         )
     return out

@@ -2,6 +2,7 @@
 
 - `Ctx`: the asyncio servicer context type.
 - `timestamp`: an aware datetime -> `google.protobuf.Timestamp`.
+- `money_in` / `money_out`: proto `Money` <-> domain amounts (int64 minor units + ISO 4217).
 - `request_key`: a write's `RequestKey` (tenant, idempotency key, method, the request's
   deterministic bytes): one argument order for every servicer.
 - `serialize`: a response's deterministic bytes, as stored for replays.
@@ -33,16 +34,20 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
+from croupier.common.v1 import money_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2
 
 from server.errors import invalid
 from server.idempotency import RequestKey, Scope, StoredReply
+from server.money import Money
 from server.transport.status import abort_error, abort_with, encode_error
 
 __all__ = [
     "Ctx",
     "abort_error",
+    "money_in",
+    "money_out",
     "parse_uuid",
     "reply",
     "request_key",
@@ -62,6 +67,16 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value)
     return ts
+
+
+def money_in(m: money_pb2.Money) -> Money:
+    """Proto Money -> domain Money (minor units; no validation)."""
+    return Money(m.minor_units, m.currency)
+
+
+def money_out(minor_units: int, currency: str) -> money_pb2.Money:
+    """An amount in minor units of `currency` -> proto Money."""
+    return money_pb2.Money(minor_units=minor_units, currency=currency)
 
 
 def serialize(message: _message.Message) -> bytes:

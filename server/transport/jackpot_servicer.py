@@ -27,6 +27,8 @@ from server.money import check_amount
 from server.transport.common import (
     Ctx,
     abort_error,
+    money_in,
+    money_out,
     parse_uuid,
     reply,
     request_key,
@@ -38,7 +40,6 @@ from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, decode_token, encode_token, page_size
 from server.transport.review_servicer import ReviewRpcs
 from server.transport.status import encode_error
-from server.transport.wallet_servicer import money_in, money_out
 from server.wallet.validation import check_id, check_text
 
 DEFAULT_PAGE_SIZE = 50

@@ -4,21 +4,19 @@ domain commands out (server.wallet.protection), stored replies back."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import grpc
-from croupier.common.v1 import money_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
 from server.errors import invalid
-from server.idempotency import RequestKey, Scope
+from server.idempotency import Scope
 from server.jackpot import review
 from server.money import Money as DomainMoney
 from server.money import check_amount, check_currency
 from server.store.limits_sql import Exclusion
+from server.transport.common import Ctx, money_out, request_key, timestamp, write
 from server.transport.guard import guarded
-from server.transport.status import abort_with, encode_error
 from server.wallet import model
 from server.wallet.protection import (
     MAX_COOLING_OFF_SECONDS,
@@ -35,8 +33,6 @@ from server.wallet.validation import check_id, check_text
 
 if TYPE_CHECKING:
     from server.wallet.ledger import Wallet
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
 
 _CREDIT_REASONS: dict[int, str] = {
     pb.CREDIT_REASON_UNSPECIFIED: "",
@@ -77,16 +73,6 @@ def transfer_reason(request: pb.CreditRequest | pb.DebitRequest) -> str:
     return table[value]
 
 
-def _money(minor_units: int, currency: str) -> money_pb2.Money:
-    return money_pb2.Money(minor_units=minor_units, currency=currency)
-
-
-def _ts(value: Any) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def limit_out(v: LimitView) -> pb.Limit:
     """LimitView -> proto Limit."""
     out = pb.Limit(
@@ -94,18 +80,18 @@ def limit_out(v: LimitView) -> pb.Limit:
         window=WINDOW_TO_PB[v.window],
         currency=v.currency,
         pending_removal=v.pending_removal,
-        used=_money(v.used, v.currency),
-        window_start_time=_ts(v.window_start),
-        window_end_time=_ts(v.window_end),
+        used=money_out(v.used, v.currency),
+        window_start_time=timestamp(v.window_start),
+        window_end_time=timestamp(v.window_end),
     )
     if v.amount is not None:
-        out.amount.CopyFrom(_money(v.amount, v.currency))
+        out.amount.CopyFrom(money_out(v.amount, v.currency))
     if v.remaining is not None:
-        out.remaining.CopyFrom(_money(v.remaining, v.currency))
+        out.remaining.CopyFrom(money_out(v.remaining, v.currency))
     if v.pending_amount is not None:
-        out.pending_amount.CopyFrom(_money(v.pending_amount, v.currency))
+        out.pending_amount.CopyFrom(money_out(v.pending_amount, v.currency))
     if v.pending_time is not None:
-        out.pending_time.CopyFrom(_ts(v.pending_time))
+        out.pending_time.CopyFrom(timestamp(v.pending_time))
     return out
 
 
@@ -133,7 +119,7 @@ def exclusion_out(e: Exclusion) -> pb.Exclusion:
     """Exclusion row -> proto Exclusion."""
     out = pb.Exclusion(kind=_EXCLUSION_TO_PB[e.kind], active=e.active, reason=e.reason)
     if e.until is not None:
-        out.end_time.CopyFrom(_ts(e.until))
+        out.end_time.CopyFrom(timestamp(e.until))
     return out
 
 
@@ -185,23 +171,19 @@ class ProtectionRpcs:
             currency, amount = m.currency, m.minor_units
         cmd = SetLimit(caller, kind, window, currency, amount, check_text(request.reason, "reason"))
 
-        def ok(r: SetLimitResult) -> bytes:
-            return pb.SetLimitResponse(
-                limit=limit_out(r.limit), applied=r.applied
-            ).SerializeToString(deterministic=True)
+        def ok(r: SetLimitResult) -> pb.SetLimitResponse:
+            return pb.SetLimitResponse(limit=limit_out(r.limit), applied=r.applied)
 
-        body = request.SerializeToString(deterministic=True)
-        reply = await self.wallet.execute(
-            RequestKey.of(
-                caller.tenant_id, caller.idempotency_key, "SetLimit", body, scope=Scope.WALLET
+        return await write(
+            context,
+            self.wallet.execute,
+            request_key(
+                "SetLimit", caller.tenant_id, caller.idempotency_key, request, scope=Scope.WALLET
             ),
             lambda conn: self.wallet.protection.set_limit(conn, cmd),
             ok,
-            encode_error,
+            pb.SetLimitResponse,
         )
-        if reply.code != 0:
-            await abort_with(context, reply.payload)
-        return pb.SetLimitResponse.FromString(reply.payload)
 
     @guarded
     async def GetLimit(self, request: pb.GetLimitRequest, context: Ctx) -> pb.GetLimitResponse:
@@ -255,21 +237,17 @@ class ProtectionRpcs:
             thresholds[currency] = threshold
         settings = Settings(tz, cooling.seconds, thresholds)
 
-        def ok(s: Settings) -> bytes:
-            return pb.SetProtectionSettingsResponse(settings=_settings_out(s)).SerializeToString(
-                deterministic=True
-            )
+        def ok(s: Settings) -> pb.SetProtectionSettingsResponse:
+            return pb.SetProtectionSettingsResponse(settings=_settings_out(s))
 
-        body = request.SerializeToString(deterministic=True)
-        reply = await self.wallet.execute(
-            RequestKey.of(tenant, idem, "SetProtectionSettings", body, scope=Scope.WALLET),
+        return await write(
+            context,
+            self.wallet.execute,
+            request_key("SetProtectionSettings", tenant, idem, request, scope=Scope.WALLET),
             lambda conn: self.wallet.protection.set_settings(conn, tenant, settings),
             ok,
-            encode_error,
+            pb.SetProtectionSettingsResponse,
         )
-        if reply.code != 0:
-            await abort_with(context, reply.payload)
-        return pb.SetProtectionSettingsResponse.FromString(reply.payload)
 
     @guarded
     async def GetProtectionSettings(
@@ -305,23 +283,23 @@ class ProtectionRpcs:
             raise invalid("end_time", "END_TIME_IN_PAST", "end_time must be in the future")
         cmd = SetExclusion(caller, kind, until, check_text(request.reason, "reason"))
 
-        def ok(e: Exclusion) -> bytes:
-            return pb.SetExclusionResponse(exclusion=exclusion_out(e)).SerializeToString(
-                deterministic=True
-            )
+        def ok(e: Exclusion) -> pb.SetExclusionResponse:
+            return pb.SetExclusionResponse(exclusion=exclusion_out(e))
 
-        body = request.SerializeToString(deterministic=True)
-        reply = await self.wallet.execute(
-            RequestKey.of(
-                caller.tenant_id, caller.idempotency_key, "SetExclusion", body, scope=Scope.WALLET
+        return await write(
+            context,
+            self.wallet.execute,
+            request_key(
+                "SetExclusion",
+                caller.tenant_id,
+                caller.idempotency_key,
+                request,
+                scope=Scope.WALLET,
             ),
             lambda conn: self.wallet.protection.set_exclusion(conn, cmd),
             ok,
-            encode_error,
+            pb.SetExclusionResponse,
         )
-        if reply.code != 0:
-            await abort_with(context, reply.payload)
-        return pb.SetExclusionResponse.FromString(reply.payload)
 
     @guarded
     async def GetExclusion(
@@ -347,18 +325,14 @@ class ProtectionRpcs:
         reason = check_text(request.reason, "reason")
         active = request.active
 
-        def ok(holds: list[str]) -> bytes:
-            return pb.SetComplianceHoldResponse(
-                holds=[_HOLD_TO_PB[h] for h in holds]
-            ).SerializeToString(deterministic=True)
+        def ok(holds: list[str]) -> pb.SetComplianceHoldResponse:
+            return pb.SetComplianceHoldResponse(holds=[_HOLD_TO_PB[h] for h in holds])
 
-        body = request.SerializeToString(deterministic=True)
-        reply = await self.wallet.execute(
-            RequestKey.of(tenant, idem, "SetComplianceHold", body, scope=Scope.WALLET),
+        return await write(
+            context,
+            self.wallet.execute,
+            request_key("SetComplianceHold", tenant, idem, request, scope=Scope.WALLET),
             lambda conn: review.set_hold(conn, tenant, player, hold, active, reason, idem),
             ok,
-            encode_error,
+            pb.SetComplianceHoldResponse,
         )
-        if reply.code != 0:
-            await abort_with(context, reply.payload)
-        return pb.SetComplianceHoldResponse.FromString(reply.payload)

@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-
-import grpc
-from croupier.common.v1 import money_pb2
 from croupier.wallet.v1 import round_service_pb2 as pb
 from croupier.wallet.v1 import round_service_pb2_grpc as pb_grpc
-from google.protobuf import timestamp_pb2
 
 from server.errors import invalid
-from server.idempotency import RequestKey, Scope, check_client_key
+from server.idempotency import Scope, check_client_key
 from server.money import Money, check_amount
 from server.rounds import engine
 from server.store.rounds_sql import RoundRow, StepRow
+from server.transport.common import Ctx, money_out, request_key, timestamp, write
 from server.transport.guard import guarded
-from server.transport.status import abort_with, encode_error
 from server.wallet.ledger import Wallet
 from server.wallet.validation import check_id, check_metadata
-
-Ctx = grpc.aio.ServicerContext[Any, Any]
-
-
-def _ts(value: datetime) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(value)
-    return out
-
-
-def _money(minor: int, currency: str) -> money_pb2.Money:
-    return money_pb2.Money(minor_units=minor, currency=currency)
 
 
 def round_out(r: RoundRow, steps: list[StepRow] | None = None) -> pb.Round:
@@ -41,21 +23,21 @@ def round_out(r: RoundRow, steps: list[StepRow] | None = None) -> pb.Round:
         player_id=r.player_id,
         game_id=r.game_id,
         state=pb.ROUND_STATE_FINAL if r.state == "final" else pb.ROUND_STATE_OPEN,
-        bets=_money(r.bets, r.currency),
-        wins=_money(r.wins, r.currency),
-        pending=_money(r.pending, r.currency),
-        net=_money(r.wins - r.bets, r.currency),
+        bets=money_out(r.bets, r.currency),
+        wins=money_out(r.wins, r.currency),
+        pending=money_out(r.pending, r.currency),
+        net=money_out(r.wins - r.bets, r.currency),
         finalised_by_sweeper=r.finalised_by == "sweeper",
-        open_time=_ts(r.opened_at),
+        open_time=timestamp(r.opened_at),
     )
     if r.closed_at is not None:
-        out.close_time.CopyFrom(_ts(r.closed_at))
+        out.close_time.CopyFrom(timestamp(r.closed_at))
     for s in steps or ():
         out.steps.add(
             transaction_id=str(s.transaction_id),
-            bet=_money(s.bet, r.currency),
-            win=_money(s.win, r.currency),
-            create_time=_ts(s.created_at),
+            bet=money_out(s.bet, r.currency),
+            win=money_out(s.win, r.currency),
+            create_time=timestamp(s.created_at),
             final=s.final,
         )
     return out
@@ -105,32 +87,24 @@ class RoundServicer(pb_grpc.RoundServiceServicer):
             check_metadata(dict(request.metadata)),
         )
         engine.check_step(step)
-        request_key = RequestKey.of(
-            tenant,
-            key,
-            "PlayRoundStep",
-            request.SerializeToString(deterministic=True),
-            scope=Scope.WALLET,
-        )
 
-        def ok(r: engine.StepResult) -> bytes:
+        def ok(r: engine.StepResult) -> pb.PlayRoundStepResponse:
             return pb.PlayRoundStepResponse(
                 transaction_id=str(r.transaction_id),
                 round=round_out(r.round),
-                available=_money(r.available, currency),
-                pending=_money(r.pending, currency),
-            ).SerializeToString(deterministic=True)
+                available=money_out(r.available, currency),
+                pending=money_out(r.pending, currency),
+            )
 
-        reply = await self.wallet.execute(
-            request_key,
+        return await write(
+            context,
+            self.wallet.execute,
+            request_key("PlayRoundStep", tenant, key, request, scope=Scope.WALLET),
             lambda conn: engine.play_step(conn, step),
             ok,
-            encode_error,
+            pb.PlayRoundStepResponse,
             currency=currency,
         )
-        if reply.code != 0:
-            await abort_with(context, reply.payload)
-        return pb.PlayRoundStepResponse.FromString(reply.payload)
 
     @guarded
     async def GetRound(self, request: pb.GetRoundRequest, context: Ctx) -> pb.GetRoundResponse:

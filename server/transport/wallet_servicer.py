@@ -8,16 +8,24 @@ from __future__ import annotations
 import uuid
 from typing import Any, TypeVar
 
-from croupier.common.v1 import account_pb2, money_pb2
+from croupier.common.v1 import account_pb2
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from google.protobuf import message as _message
 
 from server.errors import invalid
 from server.idempotency import RequestKey, Scope
-from server.money import Money, check_amount, check_currency
+from server.money import check_amount, check_currency
 from server.store.wallet_sql import TransactionRow
-from server.transport.common import Ctx, parse_uuid, request_key, timestamp, write
+from server.transport.common import (
+    Ctx,
+    money_in,
+    money_out,
+    parse_uuid,
+    request_key,
+    timestamp,
+    write,
+)
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, encode_token, page_size
 from server.transport.protection_servicer import ProtectionRpcs, transfer_reason
@@ -52,16 +60,6 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 
-def money_in(m: money_pb2.Money) -> Money:
-    """Proto Money -> domain Money (no validation)."""
-    return Money(m.minor_units, m.currency)
-
-
-def money_out(minor_units: int, currency: str) -> money_pb2.Money:
-    """Domain amount -> proto Money."""
-    return money_pb2.Money(minor_units=minor_units, currency=currency)
-
-
 def balance_out(view: model.BalanceView) -> pb.Balance:
     """BalanceView -> proto Balance."""
     return pb.Balance(
@@ -78,9 +76,28 @@ def _caller(request: Any) -> model.Caller:
     )
 
 
-def _key(method: str, caller: model.Caller, request: _message.Message) -> RequestKey:
+def wallet_key(method: str, caller: model.Caller, request: _message.Message) -> RequestKey:
+    """The idempotency identity of a WalletService write `method` (key space WALLET): what
+    the same request over gRPC is replayed by."""
     return request_key(
         method, caller.tenant_id, caller.idempotency_key, request, scope=Scope.WALLET
+    )
+
+
+def transfer_command(request: pb.CreditRequest | pb.DebitRequest) -> model.Transfer:
+    """A Credit or Debit request -> the domain Transfer (minor units). Raises INVALID_ARGUMENT
+    naming the field (tenant_id, player_id, idempotency_key, bet_id, round_id, game_id,
+    metadata, amount, reason)."""
+    return model.Transfer(
+        _caller(request),
+        model.RoundRef(
+            check_id(request.bet_id, "bet_id", required=False),
+            check_id(request.round_id, "round_id", required=False),
+            check_id(request.game_id, "game_id", required=False),
+            check_metadata(dict(request.metadata)),
+        ),
+        check_amount(money_in(request.amount), "amount"),
+        transfer_reason(request),
     )
 
 
@@ -156,7 +173,7 @@ class WalletServicer(ProtectionRpcs, pb_grpc.WalletServiceServicer):
         return await write(
             context,
             self.wallet.execute,
-            _key("AuthorizeBet", caller, request),
+            wallet_key("AuthorizeBet", caller, request),
             lambda conn: self.wallet.authorize_bet(conn, cmd),
             ok,
             pb.AuthorizeBetResponse,
@@ -202,7 +219,7 @@ class WalletServicer(ProtectionRpcs, pb_grpc.WalletServiceServicer):
         return await write(
             context,
             self.wallet.execute,
-            _key("SettleBet", caller, request),
+            wallet_key("SettleBet", caller, request),
             lambda conn: self.wallet.settle_bet(conn, cmd),
             ok,
             pb.SettleBetResponse,
@@ -235,23 +252,10 @@ class WalletServicer(ProtectionRpcs, pb_grpc.WalletServiceServicer):
         return await write(
             context,
             self.wallet.execute,
-            _key("CancelBet", caller, request),
+            wallet_key("CancelBet", caller, request),
             lambda conn: self.wallet.cancel_bet(conn, cmd),
             ok,
             pb.CancelBetResponse,
-        )
-
-    def _transfer(self, request: pb.CreditRequest | pb.DebitRequest) -> model.Transfer:
-        return model.Transfer(
-            _caller(request),
-            model.RoundRef(
-                check_id(request.bet_id, "bet_id", required=False),
-                check_id(request.round_id, "round_id", required=False),
-                check_id(request.game_id, "game_id", required=False),
-                check_metadata(dict(request.metadata)),
-            ),
-            check_amount(money_in(request.amount), "amount"),
-            transfer_reason(request),
         )
 
     async def _run_transfer(
@@ -262,7 +266,7 @@ class WalletServicer(ProtectionRpcs, pb_grpc.WalletServiceServicer):
         response: type[TransferResponse],
     ) -> TransferResponse:
         """Credit and Debit share everything but the ledger operation and the response type."""
-        cmd = self._transfer(request)
+        cmd = transfer_command(request)
         operation = self.wallet.credit if method == "Credit" else self.wallet.debit
 
         def ok(r: model.TransferResult) -> TransferResponse:
@@ -271,7 +275,7 @@ class WalletServicer(ProtectionRpcs, pb_grpc.WalletServiceServicer):
         return await write(
             context,
             self.wallet.execute,
-            _key(method, cmd.caller, request),
+            wallet_key(method, cmd.caller, request),
             lambda conn: operation(conn, cmd),
             ok,
             response,
@@ -330,7 +334,7 @@ class WalletServicer(ProtectionRpcs, pb_grpc.WalletServiceServicer):
         return await write(
             context,
             self.wallet.execute,
-            _key("RollbackTransaction", caller, request),
+            wallet_key("RollbackTransaction", caller, request),
             lambda conn: self.wallet.rollback(conn, cmd),
             ok,
             pb.RollbackTransactionResponse,
@@ -358,7 +362,7 @@ class WalletServicer(ProtectionRpcs, pb_grpc.WalletServiceServicer):
         return await write(
             context,
             self.wallet.execute,
-            _key("SetPlayerStatus", caller, request),
+            wallet_key("SetPlayerStatus", caller, request),
             lambda conn: self.wallet.set_player_status(conn, caller, status),
             ok,
             pb.SetPlayerStatusResponse,
