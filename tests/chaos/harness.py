@@ -115,6 +115,7 @@ class Drill:
         self.edge_port = free_port()
         self.sb_ok = 0
         self.sb_duplicates = 0
+        self.load_until = 0.0  # monotonic time the load stops (inject may extend it)
         self.embedded = EmbeddedPostgres(ROOT / ".data" / f"chaos-{os.getpid()}")
         self.url = ""
         self.jackpot_id = ""
@@ -232,7 +233,12 @@ class Drill:
         plan = ["kill", "fast", "immediate", "rabbit"]
         random.shuffle(plan)
         gap = max(2.0, self.seconds / 12)
+        # The load goes on until every planned fault has run under it (a slow machine fits
+        # fewer faults into the nominal time), at most six times the nominal time.
+        cap = time.monotonic() + self.seconds * 6
         while not stop.is_set():
+            if plan:
+                self.load_until = min(cap, max(self.load_until, time.monotonic() + gap + 2))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), random.uniform(gap * 0.5, gap))
             if stop.is_set():
@@ -248,6 +254,7 @@ class Drill:
                 await self.restart_postgres(fault)
             else:
                 await self.rabbit_outage(random.uniform(2, 5))
+            self.load_until = min(cap, max(self.load_until, time.monotonic() + 2))
 
     # -- load --------------------------------------------------------------------------------
 
@@ -333,7 +340,6 @@ class Drill:
         self,
         stub: WalletServiceStub,
         i: int,
-        deadline: float,
         jackpot: JackpotServiceStub | None = None,
     ) -> None:
         player = f"p{i}"
@@ -350,7 +356,7 @@ class Drill:
         self.model.deposits[player] = deposit
         self.model.ok_keys.add(k)
         r = 0
-        while time.monotonic() < deadline:
+        while time.monotonic() < self.load_until:
             r += 1
             bet = f"{player}-r{r}"
             stake = random.randint(1, 500)
@@ -421,12 +427,12 @@ class Drill:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    async def bettor(self, http: aiohttp.ClientSession, i: int, deadline: float) -> None:
+    async def bettor(self, http: aiohttp.ClientSession, i: int) -> None:
         """A sportsbook player: results (credits), bets (debits), some rolled back, every
         callback sometimes delivered twice; the model counts only first answers."""
         user = f"sb{i}"
         n = 0
-        while time.monotonic() < deadline:
+        while time.monotonic() < self.load_until:
             n += 1
             tid = f"{user}-t{n}"
             action = "result" if n == 1 or random.random() < 0.4 else "bet"
@@ -596,12 +602,12 @@ class Drill:
                 jackpot = JackpotServiceStub(ch)
                 await self.create_jackpot(jackpot)
                 stop = asyncio.Event()
-                deadline = time.monotonic() + self.seconds
+                self.load_until = time.monotonic() + self.seconds
                 injector = asyncio.create_task(self.inject(stop))
                 async with aiohttp.ClientSession() as http:
                     await asyncio.gather(
-                        *(self.player(stub, i, deadline, jackpot) for i in range(self.players)),
-                        *(self.bettor(http, i, deadline) for i in range(max(2, self.players // 4))),
+                        *(self.player(stub, i, jackpot) for i in range(self.players)),
+                        *(self.bettor(http, i) for i in range(max(2, self.players // 4))),
                     )
                 stop.set()
                 await injector
