@@ -75,8 +75,8 @@ NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
 
 class UntilStopped(float):
-    """The harness's player loop runs `while time.monotonic() < deadline`; with this as the
-    deadline it runs until `stop_file` exists (the comparison is answered by this subclass's
+    """The harness's player loop runs `while time.monotonic() < self.load_until`; with this as
+    `load_until` it runs until `stop_file` exists (the comparison is answered by this subclass's
     reflected `__gt__`), so the parent ends the load once every fault has run."""
 
     stop_file: Path
@@ -213,8 +213,9 @@ class LoadClient(Drill):
             deadline = (
                 UntilStopped(stop_file) if stop_file is not None else time.monotonic() + seconds
             )
+            self.load_until = deadline
             await asyncio.gather(
-                *(self.player(stub, first + i, deadline, jackpot) for i in range(count)),
+                *(self.player(stub, first + i, jackpot) for i in range(count)),
                 self.abandon_holds(stub, first, deadline),
             )
 
