@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 PROTOS := $(shell find protos -name '*.proto' | sort)
 
-.PHONY: setup run test chaos bench check lint typecheck buf-lint buf-breaking generate generate-check migrate clean
+.PHONY: setup run test test-citus citus citus-stop chaos bench check lint typecheck buf-lint buf-breaking generate generate-check migrate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,21 @@ run: $(VENV)/.installed
 ## test: the whole test suite against real PostgreSQL and real gRPC (and the Node client, tests/ts)
 test: $(VENV)/.installed $(BUF) ha-packages
 	$(PY) -m pytest -q -p no:cacheprovider
+
+## citus: start a local Citus cluster (coordinator 127.0.0.1:9700, workers 9701 and 9702, data in
+## .data/citus/; builds the vendored Citus first when it is missing) and print its URL
+citus: $(VENV)/.installed
+	$(PY) -m server.ops.citus_cluster start
+
+citus-stop: $(VENV)/.installed
+	$(PY) -m server.ops.citus_cluster stop
+
+## test-citus: the wallet, jackpot, edge and events suites and the Citus proofs and drills (tests/citus)
+## against the local Citus cluster (started when it is not running)
+CITUS_SUITES ?= tests/wallet tests/jackpot tests/edge tests/events tests/citus
+test-citus: citus
+	CROUPIER_DATABASE_URL=$$($(PY) -m server.ops.citus_cluster url) CROUPIER_CITUS=1 \
+	  $(PY) -m pytest -q -p no:cacheprovider $(CITUS_SUITES)
 
 ## chaos: the 5-minute chaos drill (faults injected under load, exact audit afterwards)
 chaos: $(VENV)/.installed

@@ -14,15 +14,15 @@ batch and returns each applied request's stored reply by batch index; a request 
 (or every request, when `_commit` raises) goes the one-request way, which applies it or
 replays it exactly once. Nothing is answered before COMMIT.
 
-`WalletGroupCommit` batches wallet writes that lock one player's account and post between it
-and the tenant's house accounts (AuthorizeBet, SettleBet, Credit, Debit; house balances are
-derived from postings, never a row to lock): the batch runs each request's own operation in
-turn in one transaction, ordered by player so concurrent batches lock accounts in one order,
-and stores every outcome in one statement. CancelBet and RollbackTransaction run alone: they
-race with a settle or a bet on the same hold by nature, and in a batch the account lock taken
-by an earlier request comes before that hold's lock (the opposite of a lone request's order),
-so the race would wait for PostgreSQL's deadlock detection (about a second) before the loser
-runs alone.
+`WalletGroupCommit` batches wallet writes of one tenant that lock one player's account and
+post between it and the tenant's house accounts (AuthorizeBet, SettleBet, Credit, Debit;
+house balances are derived from postings, never a row to lock): the batch runs each request's
+own operation in turn in one transaction, ordered by player so concurrent batches lock
+accounts in one order, and stores every outcome in one statement. CancelBet and
+RollbackTransaction run alone: they race with a settle or a bet on the same hold by nature,
+and in a batch the account lock taken by an earlier request comes before that hold's lock
+(the opposite of a lone request's order), so the race would wait for PostgreSQL's deadlock
+detection (about a second) before the loser runs alone.
 """
 
 from __future__ import annotations
@@ -97,10 +97,12 @@ class Batcher(Generic[E]):
     async def _run(self) -> None:
         # one turn of the event loop first: requests gRPC has already read join this batch
         await asyncio.sleep(0)
-        batch = self._queue[: self.max_batch]
-        del self._queue[: self.max_batch]
-        if not batch:
+        if not self._queue:
             return
+        group = self._group(self._queue[0])
+        batch = [e for e in self._queue if self._group(e) == group][: self.max_batch]
+        taken = {id(e) for e in batch}
+        self._queue = [e for e in self._queue if id(e) not in taken]
         BATCH_SIZE.labels(self.kind).observe(len(batch))
         if len(batch) == 1:  # nobody to share with: the one-request path, still in turn
             await _alone(batch[0])
@@ -121,6 +123,11 @@ class Batcher(Generic[E]):
 
     async def _commit(self, batch: list[E]) -> dict[int, StoredReply]:
         raise NotImplementedError
+
+    def _group(self, entry: E) -> object:
+        """Requests of one batch share this value (the oldest queued request's group goes
+        first); the default puts every request in one group."""
+        return None
 
 
 async def _alone(entry: Pending) -> None:
@@ -232,6 +239,11 @@ class WalletGroupCommit(Batcher[_WalletEntry]):
         )
         reply = await self._enqueue(entry)
         return reply if reply is not None else await alone()
+
+    def _group(self, entry: _WalletEntry) -> object:
+        """One tenant per batch: a tenant's rows are one shard group on a distributed
+        database (docs/scaling.md), so a batch is a transaction on one node."""
+        return entry.key.tenant_id
 
     async def _commit(self, batch: list[_WalletEntry]) -> dict[int, StoredReply]:
         keys = [e.key.slot for e in batch]

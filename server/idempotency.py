@@ -168,7 +168,7 @@ async def run_idempotent(
         try:
             return await _attempt(pool, key, operation, encode_ok, encode_error)
         except psycopg.errors.UniqueViolation as exc:
-            if exc.diag.constraint_name in _KEY_USED:
+            if idempotency_sql.constraint_name(exc) in _KEY_USED:
                 return await _stored(pool, key, encode_error)
             if attempt == 2:
                 raise

@@ -11,13 +11,13 @@ async def check_ledger_invariants(pool: AsyncConnectionPool) -> None:
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT transaction_id, currency, sum(amount) FROM postings"
-            " GROUP BY transaction_id, currency HAVING sum(amount) <> 0 LIMIT 5"
+            " GROUP BY tenant_id, transaction_id, currency HAVING sum(amount) <> 0 LIMIT 5"
         )
         unbalanced = await cur.fetchall()
         assert not unbalanced, f"unbalanced transactions: {unbalanced}"
         cur = await conn.execute(
             "SELECT a.account_id, a.available, a.held, a.pending, b.available, b.held, b.pending"
-            "  FROM accounts a JOIN account_balances b USING (account_id)"
+            "  FROM accounts a JOIN account_balances b USING (tenant_id, account_id)"
             " WHERE a.kind = 'player' AND (a.available <> b.available OR a.held <> b.held"
             "                              OR a.pending <> b.pending)"
             " LIMIT 5"

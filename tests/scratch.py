@@ -18,21 +18,34 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from server.ops import citus_cluster
 from server.store.embedded import EmbeddedPostgres
 
 
 @contextlib.contextmanager
 def database_on(base_url: str, prefix: str) -> Iterator[str]:
-    """A fresh database named `<prefix>_<random>` on the server of `base_url`, dropped after."""
+    """A fresh database named `<prefix>_<random>` on the server of `base_url`, dropped after.
+
+    When `base_url` is a Citus coordinator with workers (`make citus`), the database is
+    created on every node with the extension and the nodes registered, so the migrations
+    distribute the tables (server/ops/citus_cluster.py)."""
     params: dict[str, Any] = conninfo_to_dict(base_url)
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    ports: list[int] | None = None
+    if citus_cluster.is_coordinator(base_url):
+        ports = citus_cluster.worker_ports(base_url)
+        citus_cluster.prepare_database(base_url, name, ports=ports)
+    else:
+        with psycopg.connect(base_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
     try:
         yield make_conninfo(**{**params, "dbname": name})
     finally:
-        with psycopg.connect(base_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if ports is not None:
+            citus_cluster.drop_database(base_url, name, ports)
+        else:
+            with psycopg.connect(base_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager

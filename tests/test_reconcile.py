@@ -75,11 +75,11 @@ async def test_balances_cannot_be_edited_directly(
             )
         with pytest.raises(psycopg.errors.CheckViolation):  # unbalanced postings refused
             await conn.execute(
-                "INSERT INTO postings (transaction_id, account_id, bucket, currency, amount)"
-                " SELECT transaction_id, (SELECT account_id FROM accounts WHERE tenant_id = %s"
-                " AND kind = 'player'), 'available', 'EUR', 5 FROM transactions"
-                " WHERE tenant_id = %s LIMIT 1",
-                (tenant, tenant),
+                "INSERT INTO postings (tenant_id, transaction_id, account_id, bucket, currency,"
+                " amount) SELECT t.tenant_id, t.transaction_id, a.account_id, 'available', 'EUR', 5"
+                " FROM transactions t JOIN accounts a ON a.tenant_id = t.tenant_id"
+                " AND a.kind = 'player' WHERE t.tenant_id = %s LIMIT 1",
+                (tenant,),
             )
 
 

@@ -58,10 +58,11 @@ class Disputes:
             raw_body=raw_body,
         )
 
-    async def answered(self, callback_id: int, outcome: Outcome) -> None:
-        """Record the answer to a stored delivery."""
+    async def answered(self, tenant_id: str, callback_id: int, outcome: Outcome) -> None:
+        """Record the answer to the tenant's stored delivery."""
         await edge_sql.complete_callback(
             self.pool,
+            tenant_id,
             callback_id,
             response=outcome.body(),
             wallet_transaction_id=outcome.transaction_id

@@ -97,7 +97,7 @@ class CallbackHandler:
 
     async def _record(self, integration: Integration, callback_id: int, outcome: Outcome) -> None:
         try:
-            await self.disputes.answered(callback_id, outcome)
+            await self.disputes.answered(integration.tenant_id, callback_id, outcome)
         except Exception:
             # The wallet's answer stands (it is replayed on resend); the raw callback is kept.
             log.exception(

@@ -1,1 +1,1 @@
-"""Operations tooling: the local HA cluster (ha.py) and backups (pitr.py)."""
+"""Operator tooling that is not part of the serving path: local HA and Citus clusters, backups."""

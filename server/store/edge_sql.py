@@ -74,6 +74,7 @@ async def insert_callback(
 
 async def complete_callback(
     pool: AsyncConnectionPool,
+    tenant_id: str,
     callback_id: int,
     *,
     response: dict[str, Any],
@@ -81,12 +82,20 @@ async def complete_callback(
     wallet_reason: str,
     note: str,
 ) -> None:
-    """Record what the edge answered to a stored callback."""
+    """Record what the edge answered to the tenant's stored callback."""
     async with pool.connection() as conn:
         await conn.execute(
             "UPDATE sportsbook_callbacks SET response = %s::jsonb, wallet_transaction_id = %s,"
-            " wallet_reason = %s, note = %s, answered_at = now() WHERE callback_id = %s",
-            (json.dumps(response), wallet_transaction_id, wallet_reason, note, callback_id),
+            " wallet_reason = %s, note = %s, answered_at = now()"
+            " WHERE tenant_id = %s AND callback_id = %s",
+            (
+                json.dumps(response),
+                wallet_transaction_id,
+                wallet_reason,
+                note,
+                tenant_id,
+                callback_id,
+            ),
         )
 
 

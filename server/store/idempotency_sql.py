@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import psycopg
 
 from server.store.wallet_sql import Conn
 
@@ -44,6 +47,22 @@ async def fetch(
 
 
 PRIMARY_KEY = "idempotency_records_pkey"
+
+
+def constraint_name(exc: psycopg.Error) -> str | None:
+    """The table-level name of the constraint an error violated. On a distributed database
+    the error comes from a shard: its diagnostics carry no constraint name, and the message
+    names the shard's copy (`<name>_<shard id>`), which is mapped back to `<name>`."""
+    name = exc.diag.constraint_name
+    if name is None:
+        found = re.search(r'constraint "([^"]+)"', exc.diag.message_primary or "")
+        if found is None:
+            return None
+        name = found.group(1)
+        base, _, suffix = name.rpartition("_")
+        if base and suffix.isdigit():
+            return base
+    return name
 
 
 async def record(
@@ -101,8 +120,19 @@ def used_of(rows: Sequence[Sequence[object]]) -> set[Slot]:
 
 async def used_keys(conn: Conn, keys: Sequence[Slot]) -> set[Slot]:
     """Which of the (tenant_id, scope, idempotency_key) triples already have a record (one
-    statement)."""
-    cur = await conn.execute(USED_KEYS_JSON.format(keys="%s"), (key_rows(keys),))
+    statement; keys of one tenant read only that tenant's shard on a distributed database)."""
+    tenants = {t for t, _, _ in keys}
+    if len(tenants) == 1:
+        cur = await conn.execute(
+            "SELECT coalesce(json_agg(json_build_array(r.tenant_id, r.scope,"
+            " r.idempotency_key)), '[]'::json) FROM idempotency_records r"
+            " JOIN unnest(%s::text[], %s::text[]) AS k(scope, idempotency_key)"
+            " ON r.scope = k.scope AND r.idempotency_key = k.idempotency_key"
+            " WHERE r.tenant_id = %s",
+            ([s for _, s, _ in keys], [k for _, _, k in keys], next(iter(tenants))),
+        )
+    else:
+        cur = await conn.execute(USED_KEYS_JSON.format(keys="%s"), (key_rows(keys),))
     row = await cur.fetchone()
     return used_of(row[0] if row else [])
 
@@ -151,5 +181,26 @@ INSERT_OUTCOMES_JSON = (
 
 async def record_many(conn: Conn, outcomes: Sequence[Outcome]) -> None:
     """Store several requests' outcomes in one statement (a batch; see `record`): a key already
-    used raises UniqueViolation on PRIMARY_KEY and rolls the whole batch back."""
-    await conn.execute(INSERT_OUTCOMES_JSON.format(rows="%s"), (outcome_rows(outcomes),))
+    used raises UniqueViolation on PRIMARY_KEY and rolls the whole batch back. One
+    INSERT ... VALUES, which a distributed database routes to one shard when the outcomes are
+    of one tenant (an INSERT ... SELECT would be planned through the coordinator and
+    committed in two phases)."""
+    if not outcomes:
+        return
+    values: list[object] = []
+    for o in outcomes:
+        values += [
+            o.tenant_id,
+            o.scope,
+            o.idempotency_key,
+            o.method,
+            o.fingerprint,
+            o.grpc_code,
+            o.response,
+        ]
+    await conn.execute(
+        "INSERT INTO idempotency_records (tenant_id, scope, idempotency_key, method,"
+        " fingerprint, state, grpc_code, response) VALUES "
+        + ", ".join(["(%s, %s, %s, %s, %s, 'done', %s, %s)"] * len(outcomes)),
+        values,
+    )

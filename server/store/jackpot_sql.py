@@ -891,10 +891,11 @@ async def list_wins(
 async def mark_credited(
     conn: Conn, win_id: uuid.UUID, transaction_id: uuid.UUID | None, detail: str
 ) -> None:
-    """The credit committed (in this same transaction): close the saga."""
+    """The credit committed (in this same transaction): close the saga. (Times in UPDATEs are
+    statement times: a distributed database refuses volatile functions there.)"""
     await conn.execute(
         "UPDATE jp_wins SET payout_state = 'credited', wallet_transaction_id = %s,"
-        " credited_at = clock_timestamp(), attempts = attempts + 1, failure_reason = '',"
+        " credited_at = statement_timestamp(), attempts = attempts + 1, failure_reason = '',"
         " next_attempt_at = NULL WHERE win_id = %s AND payout_state <> 'credited'",
         (transaction_id, win_id),
     )
@@ -923,7 +924,7 @@ async def mark_attempt_failed(
     """A technical failure: count it, keep `requested`, retry after the backoff."""
     await conn.execute(
         "UPDATE jp_wins SET attempts = attempts + 1, last_error = %s,"
-        " next_attempt_at = clock_timestamp() + make_interval(secs => %s)"
+        " next_attempt_at = statement_timestamp() + make_interval(secs => %s)"
         " WHERE win_id = %s AND payout_state = 'requested'",
         (error[:500], backoff_seconds, win_id),
     )
@@ -1123,9 +1124,10 @@ async def win_ledger_mismatches(conn: Conn, limit: int = 100) -> list[dict[str, 
         "  FROM jp_wins w"
         "  LEFT JOIN transactions t ON t.tenant_id = w.tenant_id AND t.kind = 'credit'"
         "       AND t.idempotency_key = 'jp-payout-' || w.win_id::text"
-        "  LEFT JOIN transactions r ON r.target_transaction_id = t.transaction_id"
-        "       AND r.kind = 'rollback'"
-        " GROUP BY w.win_id"
+        "  LEFT JOIN transactions r ON r.tenant_id = t.tenant_id"
+        "       AND r.target_transaction_id = t.transaction_id AND r.kind = 'rollback'"
+        " GROUP BY w.win_id, w.tenant_id, w.player_id, w.payout_state, w.amount, w.currency,"
+        "          w.wallet_transaction_id"
         " HAVING NOT CASE WHEN w.payout_state = 'credited' AND w.amount > 0"
         "   THEN count(t.transaction_id) = 1 AND count(r.transaction_id) = 0"
         "        AND bool_and(t.player_id = w.player_id AND t.amount = w.amount"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from server.store.wallet_sql import Conn
@@ -17,9 +17,9 @@ _LOCK_BASE = 0x6F757462 << 8  # "outb" << 8: advisory lock ids for the partition
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
-    """One committed, unpublished event. `aggregate_seq` is its number within `aggregate`
-    (1, 2, 3, ... without gaps, in commit order); `ready` says that its predecessor in the
-    aggregate (aggregate_seq - 1) is already published, or that it has none."""
+    """One committed, unpublished event. `aggregate_seq` is its number within the tenant's
+    `aggregate` (1, 2, 3, ... without gaps, in commit order); `ready` says that its
+    predecessor (aggregate_seq - 1) is already published, or that it has none."""
 
     seq: int
     event_id: uuid.UUID
@@ -131,7 +131,8 @@ async def pending(conn: Conn, partitions: list[int], limit: int) -> list[OutboxR
         "SELECT o.seq, o.event_id, o.event_type, o.schema_version, o.aggregate,"
         " o.aggregate_seq,"
         " o.aggregate_seq = 1 OR EXISTS (SELECT 1 FROM outbox p"
-        "   WHERE p.aggregate = o.aggregate AND p.aggregate_seq = o.aggregate_seq - 1"
+        "   WHERE p.tenant_id = o.tenant_id AND p.aggregate = o.aggregate"
+        "     AND p.aggregate_seq = o.aggregate_seq - 1"
         "     AND p.published_at IS NOT NULL),"
         " o.tenant_id, o.trace_id, o.occurred_at, o.payload FROM outbox o"
         " WHERE o.published_at IS NULL AND o.partition = ANY(%s)"
@@ -156,22 +157,24 @@ async def pending(conn: Conn, partitions: list[int], limit: int) -> list[OutboxR
     ]
 
 
-def publishable(rows: list[OutboxRow]) -> dict[str, list[OutboxRow]]:
-    """The rows that may be published now, by aggregate, each list in `aggregate_seq` order:
+def publishable(rows: list[OutboxRow]) -> dict[tuple[str, str], list[OutboxRow]]:
+    """The rows that may be published now, by (tenant, aggregate), each list in `aggregate_seq`
+    order:
     per aggregate, the run that starts at a `ready` row and has no gap. Rows after a gap (an
     earlier event not read in this batch) wait for a later pass."""
-    by_aggregate: dict[str, list[OutboxRow]] = {}
-    for row in sorted(rows, key=lambda r: (r.aggregate, r.aggregate_seq)):
-        run = by_aggregate.setdefault(row.aggregate, [])
+    by_aggregate: dict[tuple[str, str], list[OutboxRow]] = {}
+    for row in sorted(rows, key=lambda r: (r.tenant_id, r.aggregate, r.aggregate_seq)):
+        run = by_aggregate.setdefault((row.tenant_id, row.aggregate), [])
         if (not run and row.ready) or (run and run[-1].aggregate_seq + 1 == row.aggregate_seq):
             run.append(row)
     return {a: run for a, run in by_aggregate.items() if run}
 
 
 async def mark_published(conn: Conn, seqs: list[int]) -> None:
-    """Record that the broker confirmed these events."""
+    """Record that the broker confirmed these events (the time is the relay's: an UPDATE that
+    reaches several shards of a distributed database may call no volatile function)."""
     await conn.execute(
-        "UPDATE outbox SET published_at = clock_timestamp() WHERE seq = ANY(%s)", (seqs,)
+        "UPDATE outbox SET published_at = %s WHERE seq = ANY(%s)", (datetime.now(UTC), seqs)
     )
 
 

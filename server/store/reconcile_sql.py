@@ -19,7 +19,7 @@ async def unbalanced_transactions(conn: Conn, limit: int = 20) -> list[tuple[str
     """Transactions whose postings do not sum to zero: (transaction_id, currency, sum)."""
     cur = await conn.execute(
         "SELECT transaction_id::text, currency, sum(amount)::numeric::text FROM postings"
-        " GROUP BY transaction_id, currency HAVING sum(amount) <> 0 LIMIT %s",
+        " GROUP BY tenant_id, transaction_id, currency HAVING sum(amount) <> 0 LIMIT %s",
         (limit,),
     )
     return [(str(t), str(c), int(s)) for t, c, s in await cur.fetchall()]
@@ -34,8 +34,9 @@ async def account_drift(conn: Conn, limit: int = 20) -> list[tuple[int, str, int
         "         ::numeric::text,"
         "       (a.held - coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'held'), 0))"
         "         ::numeric::text"
-        "  FROM accounts a LEFT JOIN postings p ON p.account_id = a.account_id"
-        " WHERE a.kind = 'player' GROUP BY a.account_id"
+        "  FROM accounts a"
+        "  LEFT JOIN postings p ON p.tenant_id = a.tenant_id AND p.account_id = a.account_id"
+        " WHERE a.kind = 'player' GROUP BY a.tenant_id, a.account_id"
         " HAVING a.available <> coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'available'), 0)"
         "     OR a.held <> coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'held'), 0)"
         " LIMIT %s",

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
 
 Conn = AsyncConnection[Any]
 
@@ -121,13 +122,13 @@ async def lock_account_for_bet(
     compare `expires_at` with the database's `now()`."""
     cur = await conn.execute(
         "SELECT a.account_id, a.available, a.held, p.status,"
-        "       (SELECT h.state FROM holds h WHERE h.tenant_id = a.tenant_id AND h.bet_id = %s),"
+        "       (SELECT h.state FROM holds h WHERE h.tenant_id = %s AND h.bet_id = %s),"
         "       now()"
         "  FROM accounts a JOIN players p"
         "    ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
         " WHERE a.tenant_id = %s AND a.kind = 'player' AND a.owner = %s AND a.currency = %s"
         "   FOR UPDATE OF a",
-        (bet_id, tenant_id, player_id, currency),
+        (tenant_id, bet_id, tenant_id, player_id, currency),
     )
     row = await cur.fetchone()
     if row is None:
@@ -143,7 +144,8 @@ async def lock_hold_and_account(
     no such hold with an account (none at all, or a tombstone: see `find_hold`)."""
     cur = await conn.execute(
         f"SELECT {_HOLD_COLUMNS_H}, a.available, a.held, p.status"
-        "  FROM holds h JOIN accounts a ON a.account_id = h.account_id"
+        "  FROM holds h JOIN accounts a"
+        "    ON a.tenant_id = h.tenant_id AND a.account_id = h.account_id"
         "  JOIN players p ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
         " WHERE h.tenant_id = %s AND h.bet_id = %s FOR UPDATE OF h, a",
         (tenant_id, bet_id),
@@ -156,14 +158,14 @@ async def lock_hold_and_account(
     return hold, AccountRow(hold.account_id, hold.currency, int(row[9]), int(row[10]), str(row[11]))
 
 
-async def lock_account_by_id(conn: Conn, account_id: int) -> AccountRow:
-    """Lock (FOR UPDATE) and return a player account by id."""
+async def lock_account_by_id(conn: Conn, tenant_id: str, account_id: int) -> AccountRow:
+    """Lock (FOR UPDATE) and return a player account of the tenant by id."""
     cur = await conn.execute(
         "SELECT a.account_id, a.currency, a.available, a.held, p.status"
         "  FROM accounts a JOIN players p"
         "    ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
-        " WHERE a.account_id = %s FOR UPDATE OF a",
-        (account_id,),
+        " WHERE a.tenant_id = %s AND a.account_id = %s FOR UPDATE OF a",
+        (tenant_id, account_id),
     )
     row = await cur.fetchone()
     assert row is not None, f"account {account_id} vanished"
@@ -181,8 +183,27 @@ async def open_account(conn: Conn, tenant_id: str, player_id: str, currency: str
     )
 
 
+# House account ids by (server, database, tenant, kind, currency): a house account, once
+# created, keeps its id, so the postings statement can name it directly (one router-planned
+# INSERT ... VALUES on a distributed database, no lookup in the statement).
+_house_ids: dict[tuple[str, str, str, str, str], int] = {}
+
+
+def _house_key(
+    conn: Conn, tenant_id: str, kind: str, currency: str
+) -> tuple[str, str, str, str, str]:
+    info = conn.info
+    return (f"{info.host}:{info.port}", info.dbname, tenant_id, kind, currency)
+
+
 async def house_account(conn: Conn, tenant_id: str, kind: str, currency: str) -> int:
-    """The id of the tenant's house account of `kind` in `currency`, created if missing."""
+    """The id of the tenant's house account of `kind` in `currency`, created if missing.
+
+    Remembered once read outside a transaction (committed); inside one it may roll back."""
+    cache_key = _house_key(conn, tenant_id, kind, currency)
+    if (known := _house_ids.get(cache_key)) is not None:
+        return known
+    idle = conn.info.transaction_status == TransactionStatus.IDLE
     params = {"t": tenant_id, "k": kind, "c": currency}
     cur = await conn.execute(
         "WITH ins AS (INSERT INTO accounts (tenant_id, kind, owner, currency)"
@@ -204,6 +225,8 @@ async def house_account(conn: Conn, tenant_id: str, kind: str, currency: str) ->
         )
         row = await cur.fetchone()
     assert row is not None
+    if idle:
+        _house_ids[cache_key] = int(row[0])
     return int(row[0])
 
 
@@ -248,26 +271,26 @@ async def insert_transaction(
 async def insert_postings(
     conn: Conn, transaction_id: uuid.UUID, tenant_id: str, currency: str, legs: Sequence[Leg]
 ) -> None:
-    """Insert all legs of one transaction in one statement (the database checks the balance)."""
+    """Insert all legs of one transaction in one statement (the database checks the balance).
+
+    One INSERT ... VALUES of the tenant's rows: on a distributed database the router planner
+    sends it to the tenant's shard as is. A leg naming another tenant's account is refused by
+    the foreign key (tenant_id, account_id). House legs name their account by kind: its id is
+    read once per process (`house_account`)."""
     legs = [leg for leg in legs if leg.amount != 0]
     if not legs:
         return
+    values: list[Any] = []
+    for leg in legs:
+        account_id = leg.account_id
+        if account_id is None:
+            assert leg.house is not None, "a leg names an account id or a house kind"
+            account_id = await house_account(conn, tenant_id, leg.house, currency)
+        values += [tenant_id, transaction_id, account_id, leg.bucket, currency, leg.amount]
     await conn.execute(
-        "INSERT INTO postings (transaction_id, account_id, bucket, currency, amount)"
-        " SELECT %(tx)s, coalesce(l.a, h.account_id), l.b, %(c)s, l.m"
-        "   FROM unnest(%(a)s::bigint[], %(h)s::text[], %(b)s::text[], %(m)s::bigint[])"
-        "        AS l(a, k, b, m)"
-        "   LEFT JOIN accounts h ON l.a IS NULL AND h.tenant_id = %(t)s AND h.kind = l.k"
-        "        AND h.owner = '' AND h.currency = %(c)s",
-        {
-            "tx": transaction_id,
-            "t": tenant_id,
-            "c": currency,
-            "a": [leg.account_id for leg in legs],
-            "h": [leg.house for leg in legs],
-            "b": [leg.bucket for leg in legs],
-            "m": [leg.amount for leg in legs],
-        },
+        "INSERT INTO postings (tenant_id, transaction_id, account_id, bucket, currency, amount)"
+        " VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(legs)),
+        values,
     )
 
 
@@ -360,7 +383,9 @@ async def find_hold(conn: Conn, tenant_id: str, bet_id: str, *, lock: bool) -> H
     return None if row is None else _hold(row)
 
 
-async def close_hold(conn: Conn, hold_id: uuid.UUID, state: str, tx_id: uuid.UUID) -> None:
+async def close_hold(
+    conn: Conn, tenant_id: str, hold_id: uuid.UUID, state: str, tx_id: uuid.UUID
+) -> None:
     """Mark an open hold settled, cancelled or expired by transaction `tx_id`.
 
     The guard is written `state || '' = 'open'` on purpose: `state = 'open'` matches the
@@ -368,26 +393,40 @@ async def close_hold(conn: Conn, hold_id: uuid.UUID, state: str, tx_id: uuid.UUI
     chose that index (a scan of every open hold: 17 ms with 73,000 open) over the primary key."""
     await conn.execute(
         "UPDATE holds SET state = %s, close_transaction_id = %s, closed_at = now()"
-        " WHERE hold_id = %s AND state || '' = 'open'",
-        (state, tx_id, hold_id),
+        " WHERE tenant_id = %s AND hold_id = %s AND state || '' = 'open'",
+        (state, tx_id, tenant_id, hold_id),
     )
 
 
-async def lock_expired_holds(
+async def expired_holds(
     conn: Conn, limit: int, exclude: Sequence[uuid.UUID] = ()
-) -> list[tuple[HoldRow, str, tuple[str, str, str]]]:
-    """Lock up to `limit` open holds past expiry, skipping locked ones and the `exclude`d
-    hold ids (rows set aside): [(hold, tenant_id, (bet_id, round_id, game_id))]."""
+) -> list[tuple[str, uuid.UUID]]:
+    """Up to `limit` open holds past expiry but the `exclude`d hold ids (rows set aside),
+    oldest expiry first, unlocked: [(tenant_id, hold_id)] (each is then locked and voided on
+    its own, see `lock_expired_hold`)."""
     cur = await conn.execute(
-        f"SELECT {_HOLD_COLUMNS}, tenant_id, bet_id, round_id, game_id FROM holds"
-        " WHERE state = 'open' AND expires_at <= now() AND hold_id <> ALL(%s::uuid[])"
-        " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED",
+        "SELECT tenant_id, hold_id FROM holds WHERE state = 'open' AND expires_at <= now()"
+        " AND hold_id <> ALL(%s::uuid[]) ORDER BY expires_at LIMIT %s",
         (list(exclude), limit),
     )
-    return [
-        (_hold(r[:9]), str(r[9]), (str(r[10]), str(r[11]), str(r[12])))
-        for r in await cur.fetchall()
-    ]
+    return [(str(t), h) for t, h in await cur.fetchall()]
+
+
+async def lock_expired_hold(
+    conn: Conn, tenant_id: str, hold_id: uuid.UUID
+) -> tuple[HoldRow, tuple[str, str, str]] | None:
+    """Lock the tenant's hold if it is still open and past expiry and no one else holds it
+    (SKIP LOCKED): (hold, (bet_id, round_id, game_id)), else None."""
+    cur = await conn.execute(
+        f"SELECT {_HOLD_COLUMNS}, bet_id, round_id, game_id FROM holds"
+        " WHERE tenant_id = %s AND hold_id = %s AND state = 'open' AND expires_at <= now()"
+        " FOR UPDATE SKIP LOCKED",
+        (tenant_id, hold_id),
+    )
+    r = await cur.fetchone()
+    if r is None:
+        return None
+    return _hold(r[:9]), (str(r[9]), str(r[10]), str(r[11]))
 
 
 async def set_player_status(conn: Conn, tenant_id: str, player_id: str, status: str) -> str | None:
@@ -397,7 +436,7 @@ async def set_player_status(conn: Conn, tenant_id: str, player_id: str, status: 
         "             FOR UPDATE),"
         " up AS (INSERT INTO players (tenant_id, player_id, status) VALUES (%(t)s, %(p)s, %(s)s)"
         "        ON CONFLICT (tenant_id, player_id)"
-        "        DO UPDATE SET status = EXCLUDED.status, updated_at = now())"
+        "        DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at)"
         " SELECT status FROM old",
         {"t": tenant_id, "p": player_id, "s": status},
     )
@@ -405,14 +444,18 @@ async def set_player_status(conn: Conn, tenant_id: str, player_id: str, status: 
     return None if row is None else str(row[0])
 
 
+# The postings subquery names the tenant as a constant (two parameters before the query's
+# own), so a distributed database routes the whole statement to the tenant's shard.
 _TX_COLUMNS = (
     "t.transaction_id, t.seq, t.tenant_id, t.player_id, t.kind, t.currency, t.amount,"
     " t.idempotency_key, t.round_id, t.bet_id, t.game_id, t.target_transaction_id, t.metadata,"
     " t.created_at,"
     " coalesce((SELECT array_agg(ARRAY[a.kind, p.bucket, p.currency, p.amount::text]"
     "                            ORDER BY p.posting_id)"
-    "             FROM postings p JOIN accounts a ON a.account_id = p.account_id"
-    "            WHERE p.transaction_id = t.transaction_id), '{}')"
+    "             FROM postings p JOIN accounts a"
+    "               ON a.tenant_id = p.tenant_id AND a.account_id = p.account_id"
+    "            WHERE p.tenant_id = %s AND a.tenant_id = %s"
+    "              AND p.transaction_id = t.transaction_id), '{}')"
 )
 
 
@@ -444,7 +487,7 @@ async def get_transaction(
     cur = await conn.execute(
         f"SELECT {_TX_COLUMNS} FROM transactions t"
         " WHERE t.tenant_id = %s AND t.transaction_id = %s",
-        (tenant_id, transaction_id),
+        (tenant_id, tenant_id, tenant_id, transaction_id),
     )
     row = await cur.fetchone()
     return None if row is None else _tx(row)
@@ -457,18 +500,18 @@ async def transaction_by_key(
     cur = await conn.execute(
         f"SELECT {_TX_COLUMNS} FROM transactions t"
         " WHERE t.tenant_id = %s AND t.idempotency_key = %s",
-        (tenant_id, idempotency_key),
+        (tenant_id, tenant_id, tenant_id, idempotency_key),
     )
     row = await cur.fetchone()
     return None if row is None else _tx(row)
 
 
-async def rollback_of(conn: Conn, target: uuid.UUID) -> uuid.UUID | None:
-    """The rollback transaction that reversed `target`, if any."""
+async def rollback_of(conn: Conn, tenant_id: str, target: uuid.UUID) -> uuid.UUID | None:
+    """The tenant's rollback transaction that reversed `target`, if any."""
     cur = await conn.execute(
-        "SELECT transaction_id FROM transactions WHERE target_transaction_id = %s"
-        " AND kind = 'rollback'",
-        (target,),
+        "SELECT transaction_id FROM transactions WHERE tenant_id = %s"
+        " AND target_transaction_id = %s AND kind = 'rollback'",
+        (tenant_id, target),
     )
     row = await cur.fetchone()
     if row is None:
@@ -493,6 +536,16 @@ async def list_transactions(
         "   AND (%s::text IS NULL OR t.currency = %s::text)"
         "   AND (%s::bigint IS NULL OR t.seq < %s::bigint)"
         " ORDER BY t.seq DESC LIMIT %s",
-        (tenant_id, player_id, currency, currency, before_seq, before_seq, limit),
+        (
+            tenant_id,
+            tenant_id,
+            tenant_id,
+            player_id,
+            currency,
+            currency,
+            before_seq,
+            before_seq,
+            limit,
+        ),
     )
     return [_tx(r) for r in await cur.fetchall()]

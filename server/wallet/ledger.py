@@ -185,7 +185,7 @@ async def _void_hold(
             Leg(account.account_id, AVAILABLE, hold.amount),
         ],
     )
-    await wallet_sql.close_hold(conn, hold.hold_id, state, tx)
+    await wallet_sql.close_hold(conn, tenant_id, hold.hold_id, state, tx)
     view = BalanceView(hold.currency, account.available + hold.amount, account.held - hold.amount)
     await _emit(
         conn,
@@ -458,7 +458,7 @@ class Wallet:
                 Leg(account.account_id, AVAILABLE, win),
             ],
         )
-        await wallet_sql.close_hold(conn, hold.hold_id, "settled", tx)
+        await wallet_sql.close_hold(conn, c.tenant_id, hold.hold_id, "settled", tx)
         view = BalanceView(
             hold.currency, account.available + released + win, account.held - hold.amount
         )
@@ -530,9 +530,10 @@ class Wallet:
         """Void up to `limit` open holds past their expiry (held -> available); return how many
         were looked at (voided or set aside).
 
-        Safe to run in several processes at once (FOR UPDATE SKIP LOCKED). Each hold is voided
-        in its own savepoint: a hold that cannot be voided (its release would pass int64, or
-        the database refuses it) is rolled back alone, logged, counted in
+        Safe to run in several processes at once (SKIP LOCKED). Each hold is voided in its own
+        transaction on its tenant's rows only (one shard group on a distributed database): a
+        hold that cannot be voided (its release would pass int64, or the database refuses it)
+        is rolled back alone, logged, counted in
         `croupier_background_rows_set_aside_total{job="hold_expiry"}` and skipped by this
         process for `SET_ASIDE_SECONDS`, so it never stops the sweep for other holds or tenants.
         """
@@ -540,35 +541,40 @@ class Wallet:
         for hold_id, until in list(self._set_aside.items()):
             if until <= now:
                 del self._set_aside[hold_id]
-        async with self.pool.connection() as conn, conn.transaction():
-            expired = await wallet_sql.lock_expired_holds(conn, limit, list(self._set_aside))
-            for hold, tenant_id, (bet_id, round_id, game_id) in expired:
-                try:
-                    async with conn.transaction():
-                        await self._expire_one(conn, hold, tenant_id, bet_id, round_id, game_id)
-                except (
-                    DomainError,
-                    psycopg.errors.DataError,
-                    psycopg.errors.IntegrityError,
-                ) as exc:
-                    reason = exc.reason if isinstance(exc, DomainError) else type(exc).__name__
-                    BACKGROUND_ROWS_SET_ASIDE.labels("hold_expiry", reason).inc()
-                    log.error(
-                        "hold %s (tenant %s, bet %s) cannot be voided, set aside: %s",
-                        hold.hold_id,
-                        tenant_id,
-                        bet_id,
-                        exc,
-                    )
-                    self._set_aside[hold.hold_id] = now + SET_ASIDE_SECONDS
-            return len(expired)
+        async with self.pool.connection() as conn:
+            due = await wallet_sql.expired_holds(conn, limit, list(self._set_aside))
+        for tenant_id, hold_id in due:
+            bet_id = ""
+            try:
+                async with self.pool.connection() as conn, conn.transaction():
+                    found = await wallet_sql.lock_expired_hold(conn, tenant_id, hold_id)
+                    if found is None:  # voided or settled meanwhile, or another sweeper's
+                        continue
+                    hold, (bet_id, round_id, game_id) = found
+                    await self._expire_one(conn, hold, tenant_id, bet_id, round_id, game_id)
+            except (
+                DomainError,
+                psycopg.errors.DataError,
+                psycopg.errors.IntegrityError,
+            ) as exc:
+                reason = exc.reason if isinstance(exc, DomainError) else type(exc).__name__
+                BACKGROUND_ROWS_SET_ASIDE.labels("hold_expiry", reason).inc()
+                log.error(
+                    "hold %s (tenant %s, bet %s) cannot be voided, set aside: %s",
+                    hold_id,
+                    tenant_id,
+                    bet_id,
+                    exc,
+                )
+                self._set_aside[hold_id] = now + SET_ASIDE_SECONDS
+        return len(due)
 
     async def _expire_one(
         self, conn: Conn, hold: HoldRow, tenant_id: str, bet_id: str, round_id: str, game_id: str
     ) -> None:
         """Void one expired hold (locked by the caller) by a journal transaction of kind expire."""
         assert hold.account_id is not None
-        account = await wallet_sql.lock_account_by_id(conn, hold.account_id)
+        account = await wallet_sql.lock_account_by_id(conn, tenant_id, hold.account_id)
         _check_release(account, hold)
         tx = uuid.uuid4()
         await wallet_sql.insert_transaction(
@@ -758,7 +764,7 @@ class Wallet:
             )
         if is_system_key(target.idempotency_key):
             raise _system_owned()
-        if await wallet_sql.rollback_of(conn, target.transaction_id) is not None:
+        if await wallet_sql.rollback_of(conn, c.tenant_id, target.transaction_id) is not None:
             raise _precondition(
                 "TRANSACTION_ALREADY_ROLLED_BACK", "this transaction was already rolled back"
             )

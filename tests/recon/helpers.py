@@ -69,13 +69,13 @@ async def write_ledger(
             (tenant,),
         )
         await conn.execute(
-            "INSERT INTO postings (transaction_id, account_id, bucket, currency, amount)"
-            " SELECT transaction_id, %(player)s, 'available', 'EUR',"
+            "INSERT INTO postings (tenant_id, transaction_id, account_id, bucket, currency, amount)"
+            " SELECT %(tenant)s, transaction_id, %(player)s, 'available', 'EUR',"
             "        CASE kind WHEN 'credit' THEN amount ELSE -amount END FROM staged"
             " UNION ALL"
-            " SELECT transaction_id, %(cashier)s, 'available', 'EUR',"
+            " SELECT %(tenant)s, transaction_id, %(cashier)s, 'available', 'EUR',"
             "        CASE kind WHEN 'credit' THEN -amount ELSE amount END FROM staged",
-            {"player": player, "cashier": cashier},
+            {"tenant": tenant, "player": player, "cashier": cashier},
         )
 
 
