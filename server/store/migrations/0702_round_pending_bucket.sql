@@ -1,7 +1,7 @@
 -- Rounds with several steps (docs/rounds.md): a player account gains a third bucket,
 -- `pending`, holding the wins of rounds not yet final. Pending money is not withdrawable: the
 -- final step (or the sweeper, for a round left open past the tenant's timeout) moves it to
--- `available`. As for the other buckets, only postings change it: the balance rule's trigger
+-- `available`. As for the other buckets, only postings change it: the statement trigger below
 -- applies pending postings exactly like available and held ones, and the guard refuses any
 -- other change. Every round step is one balanced transaction of kind 'round'.
 
@@ -19,36 +19,30 @@ ALTER TABLE transactions ADD CONSTRAINT transactions_kind_check
                     'round')) NOT VALID;
 ALTER TABLE transactions VALIDATE CONSTRAINT transactions_kind_check;
 
--- The balance rule's row trigger (migration 0500) applies the pending bucket too; a pending
--- posting on a house account is refused (the trigger applies buckets to player accounts only,
--- so such a posting would be lost from every stored balance).
-CREATE OR REPLACE FUNCTION apply_posting() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION apply_postings() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    total numeric;
+    unbalanced record;
 BEGIN
-    SELECT sum(amount) INTO total FROM postings
-     WHERE tenant_id = NEW.tenant_id AND transaction_id = NEW.transaction_id
-       AND currency = NEW.currency;
-    IF total <> 0 THEN
+    SELECT transaction_id, currency, sum(amount) AS total INTO unbalanced
+      FROM new_postings GROUP BY transaction_id, currency HAVING sum(amount) <> 0 LIMIT 1;
+    IF FOUND THEN
         RAISE EXCEPTION 'unbalanced transaction % in %: postings sum to %',
-            NEW.transaction_id, NEW.currency, total
+            unbalanced.transaction_id, unbalanced.currency, unbalanced.total
             USING ERRCODE = 'check_violation';
     END IF;
     PERFORM set_config('croupier.applying_postings', 'on', true);
-    IF NEW.bucket = 'available' THEN
-        UPDATE accounts SET available = available + NEW.amount
-         WHERE tenant_id = NEW.tenant_id AND account_id = NEW.account_id AND kind = 'player';
-    ELSIF NEW.bucket = 'held' THEN
-        UPDATE accounts SET held = held + NEW.amount
-         WHERE tenant_id = NEW.tenant_id AND account_id = NEW.account_id AND kind = 'player';
-    ELSE
-        UPDATE accounts SET pending = pending + NEW.amount
-         WHERE tenant_id = NEW.tenant_id AND account_id = NEW.account_id AND kind = 'player';
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'pending postings are for player accounts only'
-                USING ERRCODE = 'check_violation';
-        END IF;
-    END IF;
+    UPDATE accounts a
+       SET available = a.available + d.available, held = a.held + d.held,
+           pending = a.pending + d.pending
+      FROM (SELECT account_id,
+                   sum(amount) FILTER (WHERE bucket = 'available') AS available_delta,
+                   sum(amount) FILTER (WHERE bucket = 'held') AS held_delta,
+                   sum(amount) FILTER (WHERE bucket = 'pending') AS pending_delta
+              FROM new_postings GROUP BY account_id) s
+     CROSS JOIN LATERAL (SELECT coalesce(s.available_delta, 0) AS available,
+                                coalesce(s.held_delta, 0) AS held,
+                                coalesce(s.pending_delta, 0) AS pending) d
+     WHERE a.account_id = s.account_id AND a.kind = 'player';
     PERFORM set_config('croupier.applying_postings', 'off', true);
     RETURN NULL;
 END $$;
@@ -63,6 +57,21 @@ BEGIN
     END IF;
     RETURN NEW;
 END $$;
+
+-- A house account never holds pending money: the trigger applies buckets to player accounts
+-- only, so a pending posting on a house account would be lost from every stored balance.
+CREATE FUNCTION pending_is_player_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM new_postings p JOIN accounts a ON a.account_id = p.account_id
+                WHERE p.bucket = 'pending' AND a.kind <> 'player') THEN
+        RAISE EXCEPTION 'pending postings are for player accounts only'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER postings_pending_player_only AFTER INSERT ON postings
+    REFERENCING NEW TABLE AS new_postings
+    FOR EACH STATEMENT EXECUTE FUNCTION pending_is_player_only();
 
 -- Per-tenant round rules: may bets use the round's pending wins; how long a round may stay open.
 CREATE TABLE round_settings (
@@ -91,14 +100,13 @@ CREATE TABLE rounds (
 );
 CREATE INDEX rounds_open_by_age ON rounds (opened_at) WHERE state = 'open';
 
--- (numeric sums: a house balance may pass int64)
+-- (numeric sums, as migration 0401: a house balance may pass int64)
 CREATE OR REPLACE VIEW account_balances AS
 SELECT a.account_id, a.tenant_id, a.kind, a.owner, a.currency,
        coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'available'), 0) AS available,
        coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'held'), 0) AS held,
        coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'pending'), 0) AS pending
-  FROM accounts a
-  LEFT JOIN postings p ON p.tenant_id = a.tenant_id AND p.account_id = a.account_id
- GROUP BY a.tenant_id, a.account_id;
+  FROM accounts a LEFT JOIN postings p ON p.account_id = a.account_id
+ GROUP BY a.account_id;
 
 CREATE INDEX transactions_by_round ON transactions (tenant_id, round_id) WHERE kind = 'round';

@@ -122,6 +122,8 @@ ALTER TABLE sportsbook_callbacks DROP CONSTRAINT sportsbook_callbacks_pkey,
 -- The balance rule as a row trigger (see the header).
 DROP TRIGGER postings_apply ON postings;
 DROP FUNCTION apply_postings();
+DROP TRIGGER postings_pending_player_only ON postings;
+DROP FUNCTION pending_is_player_only();
 CREATE FUNCTION apply_posting() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     total numeric;
@@ -138,9 +140,18 @@ BEGIN
     IF NEW.bucket = 'available' THEN
         UPDATE accounts SET available = available + NEW.amount
          WHERE tenant_id = NEW.tenant_id AND account_id = NEW.account_id AND kind = 'player';
-    ELSE
+    ELSIF NEW.bucket = 'held' THEN
         UPDATE accounts SET held = held + NEW.amount
          WHERE tenant_id = NEW.tenant_id AND account_id = NEW.account_id AND kind = 'player';
+    ELSE
+        -- A house account never holds pending money: buckets are stored for player accounts
+        -- only, so a pending posting on a house account would be lost from every balance.
+        UPDATE accounts SET pending = pending + NEW.amount
+         WHERE tenant_id = NEW.tenant_id AND account_id = NEW.account_id AND kind = 'player';
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'pending postings are for player accounts only'
+                USING ERRCODE = 'check_violation';
+        END IF;
     END IF;
     PERFORM set_config('croupier.applying_postings', 'off', true);
     RETURN NULL;
@@ -153,7 +164,8 @@ CREATE TRIGGER postings_apply AFTER INSERT ON postings
 CREATE VIEW account_balances AS
 SELECT a.account_id, a.tenant_id, a.kind, a.owner, a.currency,
        coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'available'), 0) AS available,
-       coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'held'), 0) AS held
+       coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'held'), 0) AS held,
+       coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'pending'), 0) AS pending
   FROM accounts a
   LEFT JOIN postings p ON p.tenant_id = a.tenant_id AND p.account_id = a.account_id
  GROUP BY a.tenant_id, a.account_id;
@@ -182,6 +194,12 @@ BEGIN
         PERFORM create_distributed_table('sportsbook_callbacks', 'tenant_id',
                                          colocate_with => 'players');
         PERFORM create_reference_table('api_keys');
+        PERFORM create_distributed_table(t, 'tenant_id', colocate_with => 'players')
+           FROM unnest(ARRAY['rg_tenant_settings', 'rg_limits', 'rg_limit_changes', 'rg_usage',
+                             'rg_exclusions', 'rg_exclusion_changes', 'aml_thresholds',
+                             'aml_reviews', 'compliance_holds', 'compliance_hold_changes',
+                             'recon_runs', 'disputes', 'dispute_history', 'round_settings',
+                             'rounds']) AS t;
         -- The jackpot engine's tables stay on the coordinator, known to Citus (citus local
         -- tables): a transaction that writes them and a tenant's shard commits on both nodes
         -- with a two-phase commit.
