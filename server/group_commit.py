@@ -40,8 +40,8 @@ from server.errors import DomainError
 from server.events.context import current_trace_id
 from server.idempotency import RefusedAfterWriteError, RequestKey, StoredReply
 from server.store import idempotency_sql
-from server.store.wallet_sql import Conn
 from server.telemetry import BATCH_FALLBACKS, BATCH_SIZE
+from server.types import Conn
 
 log = logging.getLogger(__name__)
 

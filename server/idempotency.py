@@ -34,7 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode, invalid
 from server.store import idempotency_sql
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 R = TypeVar("R")
 

@@ -36,7 +36,7 @@ from typing import Any, Literal
 from server.edge.config import Integration
 from server.errors import DomainError
 from server.money import Money, exponent_of, parse_decimal
-from server.wallet.validation import check_id
+from server.validation import check_id
 
 TRANSACTION = "transaction"
 ROLLBACK = "transaction-rollback"

@@ -16,7 +16,7 @@ from server.events.catalog import EVENT_TYPES
 from server.events.context import current_trace_id, new_trace_id
 from server.store import outbox_sql
 from server.store.outbox_sql import PARTITIONS
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 
 def partition_of(aggregate: str) -> int:

@@ -66,8 +66,8 @@ from server.store import outbox_sql
 from server.store.jackpot_sql import PoolRow, ShardRow
 from server.store.outbox_sql import NewEvent
 from server.store.replica import ReadSource
-from server.store.wallet_sql import Conn
 from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
+from server.types import Conn
 
 R = TypeVar("R")
 

@@ -17,7 +17,7 @@ from typing import Any
 from server.events.outbox import append_event, money, new_event
 from server.jackpot.model import WinRow
 from server.store.outbox_sql import NewEvent
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 
 def contribution_recorded_event(

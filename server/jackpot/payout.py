@@ -41,8 +41,8 @@ from server.money import Money
 from server.retry import Backoff
 from server.store import jackpot_sql as sql
 from server.store import wallet_sql
-from server.store.wallet_sql import Conn
 from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
+from server.types import Conn
 from server.wallet.ledger import Wallet
 from server.wallet.model import Caller, PlayerStatus, RoundRef, Transfer
 

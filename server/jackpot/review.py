@@ -19,7 +19,7 @@ from server.jackpot.model import WinRow
 from server.money import Money
 from server.store import aml_sql
 from server.store.aml_sql import ReviewRow
-from server.store.wallet_sql import Conn
+from server.types import Conn
 from server.wallet.ledger import Wallet
 from server.wallet.model import Caller, RoundRef, Transfer
 

@@ -12,7 +12,7 @@ from server.errors import invalid
 from server.jackpot.fairness import PPB
 from server.jackpot.model import JackpotSpec, PoolKind, Scope, TierConfig, TriggerKind
 from server.money import INT64_MAX, check_currency
-from server.wallet.validation import check_id, check_text
+from server.validation import check_id, check_text
 
 MAX_TIERS = 8
 MAX_SHARDS = 64

@@ -19,7 +19,7 @@ from server.errors import DomainError, ErrorCode
 from server.idempotency import RequestKey, StoredReply, run_idempotent
 from server.money import Money
 from server.store import recon_sql
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 STATES = ("auto_failed", "in_review", "escalated", "resolved")
 TRANSITIONS = {

@@ -29,7 +29,8 @@ from server.events.outbox import money as event_money
 from server.money import INT64_MAX
 from server.store import rounds_sql, wallet_sql
 from server.store.rounds_sql import RoundRow, StepRow
-from server.store.wallet_sql import Conn, Leg
+from server.store.wallet_sql import Leg
+from server.types import Conn
 
 AVAILABLE, PENDING, HOUSE_GAME = "available", "pending", "house_game"
 ROUNDS_SWEPT = Counter(

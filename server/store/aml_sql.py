@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 
 @dataclass(frozen=True, slots=True)

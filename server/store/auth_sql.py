@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 
 async def insert_key(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from server.store.recon_sql import EVENT_ID, PROVIDER
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 _ROUND_KEY = (
     "CASE WHEN t.round_id <> '' THEN t.round_id WHEN t.bet_id <> '' THEN t.bet_id"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 
 @dataclass(frozen=True, slots=True)

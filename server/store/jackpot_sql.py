@@ -32,7 +32,7 @@ from server.jackpot.model import (
 )
 from server.store import idempotency_sql, outbox_sql
 from server.store.outbox_sql import NewEvent
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 _CONFIG_COLUMNS = (
     "p.tier, p.kind, p.seed, p.contribution_rate_ppm, p.reseed_split_ppm, p.cap,"

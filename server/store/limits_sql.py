@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 DEFAULT_TIME_ZONE = "UTC"
 DEFAULT_COOLING_OFF_SECONDS = 86_400

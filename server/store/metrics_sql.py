@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 
 async def pool_amounts(conn: Conn) -> list[tuple[str, str, str, int, int]]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 PARTITIONS = 16
 _LOCK_BASE = 0x6F757462 << 8  # "outb" << 8: advisory lock ids for the partitions

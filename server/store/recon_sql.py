@@ -18,7 +18,7 @@ from datetime import datetime
 
 from psycopg import AsyncCopy
 
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 PROVIDER = "coalesce(t.metadata->>'provider', t.metadata->>'sportsbook.integration')"
 EVENT_ID = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 
 async def currency_totals(conn: Conn) -> list[tuple[str, int, int]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 
 async def purge_callbacks(conn: Conn, cutoff: datetime, limit: int) -> int:

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 
 @dataclass(frozen=True)

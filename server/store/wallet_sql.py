@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 
-Conn = AsyncConnection[Any]
+from server.types import Conn
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from server.store.wallet_sql import Conn
+from server.types import Conn
 
 _SUBSCRIPTION_COLUMNS = (
     "seq, subscription_id, tenant_id, callback_url, event_types, description, created_at,"

@@ -47,9 +47,9 @@ from server.transport.guard import guarded
 from server.transport.paging import decode_token, encode_token, page_size
 from server.transport.status import abort_with, abort_with_status, encode_error, internal_status
 from server.transport.wallet_servicer import balance_out, transfer_command, wallet_key
+from server.validation import check_id
 from server.wallet.ledger import Wallet
 from server.wallet.model import TransferResult
-from server.wallet.validation import check_id
 
 log = logging.getLogger("croupier.rpc")
 

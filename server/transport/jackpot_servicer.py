@@ -40,7 +40,7 @@ from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, decode_token, encode_token, page_size
 from server.transport.review_servicer import ReviewRpcs
 from server.transport.status import encode_error
-from server.wallet.validation import check_id, check_text
+from server.validation import check_id, check_text
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

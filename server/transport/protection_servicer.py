@@ -17,6 +17,7 @@ from server.money import check_amount, check_currency
 from server.store.limits_sql import Exclusion
 from server.transport.common import Ctx, money_out, request_key, timestamp, write
 from server.transport.guard import guarded
+from server.validation import check_id, check_text
 from server.wallet import model
 from server.wallet.protection import (
     MAX_COOLING_OFF_SECONDS,
@@ -29,7 +30,6 @@ from server.wallet.protection import (
     Window,
     check_time_zone,
 )
-from server.wallet.validation import check_id, check_text
 
 if TYPE_CHECKING:
     from server.wallet.ledger import Wallet

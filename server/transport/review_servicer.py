@@ -17,7 +17,7 @@ from server.store.aml_sql import ReviewRow
 from server.transport.common import Ctx, money_out, parse_uuid, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.transport.paging import page_size
-from server.wallet.validation import check_id, check_text
+from server.validation import check_id, check_text
 
 if TYPE_CHECKING:
     from server.jackpot.payout import PayoutSaga

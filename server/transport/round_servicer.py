@@ -12,8 +12,8 @@ from server.rounds import engine
 from server.store.rounds_sql import RoundRow, StepRow
 from server.transport.common import Ctx, money_out, request_key, timestamp, write
 from server.transport.guard import guarded
+from server.validation import check_id, check_metadata
 from server.wallet.ledger import Wallet
-from server.wallet.validation import check_id, check_metadata
 
 
 def round_out(r: RoundRow, steps: list[StepRow] | None = None) -> pb.Round:

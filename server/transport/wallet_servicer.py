@@ -29,9 +29,10 @@ from server.transport.common import (
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, encode_token, page_size
 from server.transport.protection_servicer import ProtectionRpcs, transfer_reason
+from server.validation import check_id, check_metadata, check_text
 from server.wallet import model
 from server.wallet.ledger import Wallet
-from server.wallet.validation import check_hold_ttl, check_id, check_metadata, check_text
+from server.wallet.validation import check_hold_ttl
 
 _STATUS_TO_PB = {
     model.PlayerStatus.ACTIVE: account_pb2.PLAYER_STATUS_ACTIVE,

@@ -35,8 +35,9 @@ from server.idempotency import (
 from server.money import INT64_MAX, Money
 from server.store import idempotency_sql, wallet_sql
 from server.store.replica import ReadSource
-from server.store.wallet_sql import AccountRow, Conn, HoldRow, Leg, TransactionRow
+from server.store.wallet_sql import AccountRow, HoldRow, Leg, TransactionRow
 from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
+from server.types import Conn
 from server.wallet import protection
 from server.wallet.model import (
     AuthorizeBet,
