@@ -1,13 +1,26 @@
-"""Types shared by every layer: the database connection every store and domain function takes.
+"""Types shared by every layer: the database connection every store and domain function takes,
+and the errors that mean the database is unavailable.
 
-A function that takes a `Conn` runs inside the caller's transaction; it never commits or rolls
-back itself (docs/architecture.md, "Layers").
+A function that takes a `Conn` runs inside the caller's transaction (docs/architecture.md,
+"Layers").
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+import psycopg_pool
 from psycopg import AsyncConnection
 
 Conn = AsyncConnection[Any]
+
+# Errors that mean "the database cannot take this now", not "this request is wrong": the
+# primary died or is restarting (connection lost, AdminShutdown, CannotConnectNow), a failover
+# is under way (a session that turned read-only), no connection came free in time. A caller
+# may retry with the same idempotency key; the transport answers UNAVAILABLE.
+DATABASE_OUTAGE: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    psycopg.errors.ReadOnlySqlTransaction,
+    psycopg_pool.PoolTimeout,
+)

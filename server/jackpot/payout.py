@@ -40,9 +40,9 @@ from server.jackpot.model import PayoutState, WinRow
 from server.money import Money
 from server.retry import Backoff
 from server.store import jackpot_sql as sql
-from server.store import wallet_sql
 from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
 from server.types import Conn
+from server.wallet import accounts
 from server.wallet.ledger import Wallet
 from server.wallet.model import Caller, PlayerStatus, RoundRef, Transfer
 
@@ -51,8 +51,8 @@ log = logging.getLogger("croupier.jackpot.payout")
 MAX_BACKOFF_SECONDS = 60.0
 BACKOFF = Backoff(1.0, MAX_BACKOFF_SECONDS)
 _REFUSED = {
-    PlayerStatus.BLOCKED.value: "PLAYER_BLOCKED",
-    PlayerStatus.SELF_EXCLUDED.value: "PLAYER_SELF_EXCLUDED",
+    PlayerStatus.BLOCKED: "PLAYER_BLOCKED",
+    PlayerStatus.SELF_EXCLUDED: "PLAYER_SELF_EXCLUDED",
 }
 
 
@@ -140,12 +140,11 @@ class PayoutSaga:
         a compliance hold (DomainError FAILED_PRECONDITION PLAYER_BLOCKED /
         PLAYER_SELF_EXCLUDED / SANCTIONS_HIT / GEO_BLOCKED / WITHDRAWAL_LIMIT_EXCEEDED /
         AML_HOLD), else credit the win and close the saga, on `conn` (in its transaction)."""
-        await wallet_sql.open_account(conn, win.tenant_id, win.player_id, win.currency)
-        await wallet_sql.lock_account(conn, win.tenant_id, win.player_id, win.currency)
+        await accounts.open_and_lock(conn, win.tenant_id, win.player_id, win.currency)
         if await review.withheld(conn, win):  # AML review above a threshold: docs/aml-review.md
             return
-        status = await wallet_sql.player_status(conn, win.tenant_id, win.player_id, share=True)
-        refused = _REFUSED.get(status or "") or await review.hold_refusal(conn, win)
+        status = await accounts.status_locked(conn, win.tenant_id, win.player_id)
+        refused = (_REFUSED.get(status) if status else None) or await review.hold_refusal(conn, win)
         if refused is not None:
             raise DomainError(ErrorCode.FAILED_PRECONDITION, refused, "payout withheld")
         cmd = Transfer(

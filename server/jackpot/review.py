@@ -18,7 +18,7 @@ from server.events.outbox import append_event, money
 from server.jackpot.model import WinRow
 from server.money import Money
 from server.store import aml_sql
-from server.store.aml_sql import ReviewRow
+from server.store.aml_sql import ReviewRow as ReviewRow
 from server.types import Conn
 from server.wallet.ledger import Wallet
 from server.wallet.model import Caller, RoundRef, Transfer
@@ -155,6 +155,13 @@ HOLD_REASONS = {
     "withdrawal_limit": "WITHDRAWAL_LIMIT_EXCEEDED",
     "aml": "AML_HOLD",
 }
+
+
+async def list_reviews(
+    conn: Conn, tenant_id: str, state: str | None, limit: int
+) -> list[ReviewRow]:
+    """The tenant's reviews, newest first, at most `limit`; `state` None means every state."""
+    return await aml_sql.list_reviews(conn, tenant_id, state, limit)
 
 
 async def hold_refusal(conn: Conn, win: WinRow) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -153,6 +154,20 @@ async def move(
         return DisputeView(after, await recon_sql.history(conn, cmd.tenant_id, cmd.dispute_id))
 
     return await run_idempotent(pool, key, operation, encode_ok, encode_error)
+
+
+async def list_disputes(
+    pool: AsyncConnectionPool,
+    tenant: str,
+    provider: str,
+    state: str,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[recon_sql.DisputeRow]:
+    """The tenant's disputes, newest first, after the (created_at, dispute_id) cursor `after`,
+    at most `limit`; an empty `provider` or `state` does not filter."""
+    async with pool.connection() as conn:
+        return await recon_sql.list_disputes(conn, tenant, provider, state, after, limit)
 
 
 async def get(pool: AsyncConnectionPool, tenant: str, dispute_id: uuid.UUID) -> DisputeView:

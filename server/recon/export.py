@@ -20,7 +20,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from server.errors import invalid
 from server.store import export_sql
-from server.store.export_sql import PayloadRow, RoundRow
+from server.store.export_sql import PayloadRow as PayloadRow
+from server.store.export_sql import RoundRow as RoundRow
 
 PAGE = 500
 

@@ -28,7 +28,8 @@ from server.events.outbox import append_event
 from server.events.outbox import money as event_money
 from server.money import INT64_MAX
 from server.store import rounds_sql, wallet_sql
-from server.store.rounds_sql import RoundRow, StepRow
+from server.store.rounds_sql import RoundRow as RoundRow
+from server.store.rounds_sql import StepRow as StepRow
 from server.store.wallet_sql import Leg
 from server.types import Conn
 

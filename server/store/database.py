@@ -43,16 +43,6 @@ _MIGRATION_LOCK_ID = 0x63726F75  # "crou"
 psycopg_pool.base.AttemptWithBackoff.INITIAL_DELAY = 0.5
 psycopg_pool.base.AttemptWithBackoff.DELAY_BACKOFF = 1.0
 
-# Errors that mean "the database cannot take this now", not "this request is wrong": the
-# primary died or is restarting (connection lost, AdminShutdown, CannotConnectNow), a failover
-# is under way (a session that turned read-only), no connection came free in time. A caller
-# may retry with the same idempotency key; the transport answers UNAVAILABLE.
-DATABASE_OUTAGE: tuple[type[Exception], ...] = (
-    psycopg.OperationalError,
-    psycopg.errors.ReadOnlySqlTransaction,
-    psycopg_pool.PoolTimeout,
-)
-
 
 @dataclass(frozen=True)
 class Migration:

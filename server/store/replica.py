@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from server.store.database import DATABASE_OUTAGE
+from server.types import DATABASE_OUTAGE
 
 log = logging.getLogger(__name__)
 

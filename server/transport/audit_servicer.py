@@ -25,15 +25,13 @@ from server.errors import DomainError, ErrorCode, invalid
 from server.idempotency import Scope
 from server.money import Money, check_amount
 from server.recon import disputes
-from server.recon.export import ExportRounds, check_range, export_rounds
+from server.recon.export import ExportRounds, PayloadRow, RoundRow, check_range, export_rounds
 from server.recon.provider import (
     DEFAULT_THRESHOLD_PPM,
     ReconcileProvider,
     Report,
     reconcile_provider,
 )
-from server.store import recon_sql
-from server.store.export_sql import PayloadRow, RoundRow
 from server.transport.common import (
     Ctx,
     money_out,
@@ -307,8 +305,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
                 raise invalid(
                     "page_token", "INVALID_PAGE_TOKEN", "page_token is malformed"
                 ) from exc
-        async with self.pool.connection() as conn:
-            rows = await recon_sql.list_disputes(conn, tenant, provider, state, after, size + 1)
+        rows = await disputes.list_disputes(self.pool, tenant, provider, state, after, size + 1)
         out = pb.ListDisputesResponse(
             disputes=[dispute_out(disputes.DisputeView(r, [])) for r in rows[:size]]
         )

@@ -11,8 +11,8 @@ import grpc
 import psycopg
 
 from server.errors import DomainError, ErrorCode
-from server.store.database import DATABASE_OUTAGE
 from server.transport.status import abort_error, abort_with_status, internal_status
+from server.types import DATABASE_OUTAGE
 
 log = logging.getLogger("croupier.rpc")
 

@@ -24,12 +24,12 @@ import grpc
 from server.auth import KeyStore, authorize
 from server.errors import DomainError
 from server.events.context import current_trace_id
-from server.store.database import DATABASE_OUTAGE
 from server.telemetry import RPC_ERRORS, RPC_LATENCY, tracing_enabled
 from server.telemetry import current_trace_id as otel_trace_id
 from server.transport.guard import database_unavailable
 from server.transport.status import abort_with_status, error_reason, to_status_proto
 from server.transport.wellformed import Malformed, check_well_known, safe_deserializer
+from server.types import DATABASE_OUTAGE
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 

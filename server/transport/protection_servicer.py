@@ -14,13 +14,13 @@ from server.idempotency import Scope
 from server.jackpot import review
 from server.money import Money as DomainMoney
 from server.money import check_amount, check_currency
-from server.store.limits_sql import Exclusion
 from server.transport.common import Ctx, money_out, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.validation import check_id, check_text
 from server.wallet import model
 from server.wallet.protection import (
     MAX_COOLING_OFF_SECONDS,
+    Exclusion,
     LimitKind,
     LimitView,
     SetExclusion,

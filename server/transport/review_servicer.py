@@ -12,8 +12,7 @@ from croupier.jackpot.v1 import jackpot_service_pb2 as pb
 from server.errors import invalid
 from server.idempotency import Scope
 from server.jackpot import review
-from server.store import aml_sql
-from server.store.aml_sql import ReviewRow
+from server.jackpot.review import ReviewRow
 from server.transport.common import Ctx, money_out, parse_uuid, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.transport.paging import page_size
@@ -69,7 +68,7 @@ class ReviewRpcs:
             state = _STATE_IN[request.state]
         size = page_size(request.page_size, 50, 500)
         async with self.saga.db.connection() as conn:
-            rows = await aml_sql.list_reviews(conn, tenant, state, size)
+            rows = await review.list_reviews(conn, tenant, state, size)
         return pb.ListReviewsResponse(reviews=[review_out(r) for r in rows])
 
     async def _decide(

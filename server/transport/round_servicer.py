@@ -9,7 +9,7 @@ from server.errors import invalid
 from server.idempotency import Scope, check_client_key
 from server.money import Money, check_amount
 from server.rounds import engine
-from server.store.rounds_sql import RoundRow, StepRow
+from server.rounds.engine import RoundRow, StepRow
 from server.transport.common import Ctx, money_out, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.validation import check_id, check_metadata

@@ -16,7 +16,6 @@ from google.protobuf import message as _message
 from server.errors import invalid
 from server.idempotency import RequestKey, Scope
 from server.money import check_amount, check_currency
-from server.store.wallet_sql import TransactionRow
 from server.transport.common import (
     Ctx,
     money_in,
@@ -102,7 +101,7 @@ def transfer_command(request: pb.CreditRequest | pb.DebitRequest) -> model.Trans
     )
 
 
-def transaction_out(row: TransactionRow) -> pb.Transaction:
+def transaction_out(row: model.TransactionRow) -> pb.Transaction:
     """TransactionRow -> proto Transaction."""
     tx = pb.Transaction(
         transaction_id=str(row.transaction_id),

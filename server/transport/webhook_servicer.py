@@ -12,13 +12,17 @@ from google.protobuf import message as _message
 
 from server.errors import invalid
 from server.idempotency import Scope
-from server.store.webhook_sql import DeliveryRow, SubscriptionRow
 from server.transport.common import Ctx, request_key, timestamp, write
 from server.transport.guard import guarded
 from server.transport.paging import decode_int_token, encode_token, page_size
 from server.validation import check_id
 from server.webhooks.patterns import check_patterns
-from server.webhooks.subscriptions import CreateSubscription, Subscriptions
+from server.webhooks.subscriptions import (
+    CreateSubscription,
+    DeliveryRow,
+    SubscriptionRow,
+    Subscriptions,
+)
 from server.webhooks.validation import (
     check_callback_url,
     check_description,

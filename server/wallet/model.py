@@ -1,4 +1,8 @@
-"""Commands the wallet accepts and results it returns (plain data, no grpc, no SQL)."""
+"""Commands the wallet accepts and results it returns (plain data, no grpc, no SQL).
+
+The stored types it returns (`TransactionRow`) are the store's (server/store/wallet_sql.py),
+re-exported here so the transport imports them from the domain (docs/architecture.md, "Layers").
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from server.money import Money
+from server.store.wallet_sql import TransactionRow as TransactionRow
 
 
 class PlayerStatus(enum.Enum):

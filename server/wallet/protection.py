@@ -27,6 +27,7 @@ from server.events.outbox import money as event_money
 from server.money import Money
 from server.store import aml_sql, limits_sql
 from server.store.limits_sql import CheckState, LimitRow, Windows
+from server.store.limits_sql import Exclusion as Exclusion
 from server.types import Conn
 from server.wallet.model import Caller, RoundRef
 

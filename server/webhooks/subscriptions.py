@@ -20,7 +20,8 @@ from psycopg_pool import AsyncConnectionPool
 from server.errors import DomainError, ErrorCode
 from server.idempotency import RequestKey, StoredReply, run_idempotent
 from server.store import webhook_sql
-from server.store.webhook_sql import DeliveryRow, SubscriptionRow
+from server.store.webhook_sql import DeliveryRow as DeliveryRow
+from server.store.webhook_sql import SubscriptionRow as SubscriptionRow
 from server.types import Conn
 
 R = TypeVar("R")
