@@ -146,9 +146,9 @@ class KeyStore:
                 row = await auth_sql.find_key(conn, key_id)
             principal = None
             digest = b""
-            if row is not None and row[3] is None:
-                principal = Principal(key_id, row[0], frozenset(row[1]))
-                digest = row[2]
+            if row is not None and row.revoked_at is None:
+                principal = Principal(key_id, row.tenant_id, frozenset(row.scopes))
+                digest = row.secret_hash
             cached = (now, principal)
             self._cache[key_id] = cached
             self._digests[key_id] = digest

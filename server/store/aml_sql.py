@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import class_row, scalar_row
+
+from server.store.rows import fetch_scalar
 from server.types import Conn
 
 
@@ -40,23 +43,6 @@ _COLUMNS = (
 )
 
 
-def _review(row: tuple[Any, ...]) -> ReviewRow:
-    return ReviewRow(
-        str(row[0]),
-        row[1],
-        row[2],
-        str(row[3]),
-        str(row[4]),
-        int(row[5]),
-        int(row[6]),
-        str(row[7]),
-        str(row[8]),
-        row[9],
-        row[10],
-        row[11],
-    )
-
-
 async def thresholds(conn: Conn, tenant_id: str) -> dict[str, int]:
     """The tenant's thresholds: currency -> minor units."""
     cur = await conn.execute(
@@ -78,12 +64,13 @@ async def put_thresholds(conn: Conn, tenant_id: str, values: dict[str, int]) -> 
 
 async def review_of_win(conn: Conn, tenant_id: str, win_id: uuid.UUID) -> ReviewRow | None:
     """The review of a win, if any."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(ReviewRow))
+    await cur.execute(
         f"SELECT {_COLUMNS} FROM aml_reviews WHERE tenant_id = %s AND win_id = %s",
         (tenant_id, win_id),
     )
     row = await cur.fetchone()
-    return None if row is None else _review(row)
+    return row
 
 
 async def open_review(
@@ -98,7 +85,8 @@ async def open_review(
 ) -> ReviewRow | None:
     """Open the review of a `requested` win and move the win to `review`; None when the win
     has a review already or is no longer `requested` (a concurrent saga run)."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(ReviewRow))
+    await cur.execute(
         "WITH w AS (UPDATE jp_wins SET payout_state = 'review', next_attempt_at = NULL"
         "           WHERE win_id = %(w)s AND payout_state = 'requested' RETURNING win_id)"
         " INSERT INTO aml_reviews (tenant_id, review_id, win_id, player_id, currency, amount,"
@@ -117,7 +105,7 @@ async def open_review(
         },
     )
     row = await cur.fetchone()
-    return None if row is None else _review(row)
+    return row
 
 
 async def open_credit_review(
@@ -131,7 +119,8 @@ async def open_credit_review(
     credit_request: dict[str, Any],
 ) -> ReviewRow:
     """Open the review of a held Credit."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(ReviewRow))
+    await cur.execute(
         "INSERT INTO aml_reviews (tenant_id, review_id, player_id, currency, amount, threshold,"
         " state, credit_request) VALUES (%s, %s, %s, %s, %s, %s, 'open', %s)"
         f" RETURNING {_COLUMNS}",
@@ -147,34 +136,36 @@ async def open_credit_review(
     )
     row = await cur.fetchone()
     assert row is not None
-    return _review(row)
+    return row
 
 
 async def threshold(conn: Conn, tenant_id: str, currency: str) -> int | None:
     """The tenant's threshold in `currency`, if any."""
-    cur = await conn.execute(
+    amount = await fetch_scalar(
+        conn,
         "SELECT threshold FROM aml_thresholds WHERE tenant_id = %s AND currency = %s",
         (tenant_id, currency),
     )
-    row = await cur.fetchone()
-    return None if row is None else int(row[0])
+    return None if amount is None else int(amount)
 
 
 async def lock_review(conn: Conn, tenant_id: str, review_id: uuid.UUID) -> ReviewRow | None:
     """Lock (FOR UPDATE) one review."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(ReviewRow))
+    await cur.execute(
         f"SELECT {_COLUMNS} FROM aml_reviews WHERE tenant_id = %s AND review_id = %s FOR UPDATE",
         (tenant_id, review_id),
     )
     row = await cur.fetchone()
-    return None if row is None else _review(row)
+    return row
 
 
 async def decide(
     conn: Conn, tenant_id: str, review_id: uuid.UUID, state: str, reason: str, key: str
 ) -> ReviewRow:
     """Record a decision on a locked review; return it."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(ReviewRow))
+    await cur.execute(
         "UPDATE aml_reviews SET state = %s, decision_reason = %s, decision_key = %s,"
         " decided_at = now() WHERE tenant_id = %s AND review_id = %s"
         f" RETURNING {_COLUMNS}",
@@ -182,7 +173,7 @@ async def decide(
     )
     row = await cur.fetchone()
     assert row is not None
-    return _review(row)
+    return row
 
 
 async def release_win(conn: Conn, win_id: uuid.UUID, step: str, detail: str) -> None:
@@ -215,12 +206,13 @@ async def list_reviews(
     conn: Conn, tenant_id: str, state: str | None, limit: int
 ) -> list[ReviewRow]:
     """The tenant's reviews, newest first."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(ReviewRow))
+    await cur.execute(
         f"SELECT {_COLUMNS} FROM aml_reviews WHERE tenant_id = %s"
         " AND (%s::text IS NULL OR state = %s) ORDER BY opened_at DESC, review_id LIMIT %s",
         (tenant_id, state, state, limit),
     )
-    return [_review(r) for r in await cur.fetchall()]
+    return await cur.fetchall()
 
 
 # -- compliance holds ---------------------------------------------------------------------------
@@ -247,13 +239,14 @@ async def player_exists(conn: Conn, tenant_id: str, player_id: str) -> bool:
 
 async def holds_of(conn: Conn, tenant_id: str, player_id: str) -> list[str]:
     """The holds raised on the player, in a fixed order."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=scalar_row)
+    await cur.execute(
         "SELECT hold FROM compliance_holds WHERE tenant_id = %s AND player_id = %s"
         " ORDER BY array_position(ARRAY['sanctions', 'geo_block', 'withdrawal_limit', 'aml'],"
         "                         hold)",
         (tenant_id, player_id),
     )
-    return [str(r[0]) for r in await cur.fetchall()]
+    return [str(hold) for hold in await cur.fetchall()]
 
 
 async def set_hold(
@@ -282,7 +275,8 @@ async def set_hold(
 async def requeue_lifted(conn: Conn, limit: int) -> list[uuid.UUID]:
     """Put back to `requested` (due now) up to `limit` failed wins whose failure reason is one
     of LIFTABLE_REASONS and whose player now has no hold and is active (or unknown)."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=scalar_row)
+    await cur.execute(
         "WITH lifted AS (SELECT w.win_id FROM jp_wins w"
         "  WHERE w.payout_state = 'failed' AND w.failure_reason = ANY(%s)"
         "    AND NOT EXISTS (SELECT 1 FROM compliance_holds h"
@@ -295,7 +289,7 @@ async def requeue_lifted(conn: Conn, limit: int) -> list[uuid.UUID]:
         "  FROM lifted WHERE w.win_id = lifted.win_id RETURNING w.win_id",
         (list(LIFTABLE_REASONS), limit),
     )
-    ids = [r[0] for r in await cur.fetchall()]
+    ids = await cur.fetchall()
     for win_id in ids:
         await conn.execute(
             "INSERT INTO jp_payout_steps (win_id, step, detail)"

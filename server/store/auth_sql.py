@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
+from server.store.rows import fetch_one
 from server.types import Conn
 
 
@@ -18,16 +20,24 @@ async def insert_key(
     )
 
 
-async def find_key(conn: Conn, key_id: str) -> tuple[str, list[str], bytes, datetime | None] | None:
-    """(tenant_id, scopes, secret_hash, revoked_at) of a key, or None."""
-    cur = await conn.execute(
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    """A stored API key: its tenant, scopes, the hash of its secret, when it was revoked."""
+
+    tenant_id: str
+    scopes: list[str]
+    secret_hash: bytes
+    revoked_at: datetime | None
+
+
+async def find_key(conn: Conn, key_id: str) -> ApiKeyRow | None:
+    """The key, or None."""
+    return await fetch_one(
+        conn,
+        ApiKeyRow,
         "SELECT tenant_id, scopes, secret_hash, revoked_at FROM api_keys WHERE key_id = %s",
         (key_id,),
     )
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    return str(row[0]), [str(s) for s in row[1]], bytes(row[2]), row[3]
 
 
 async def revoke_key(conn: Conn, key_id: str) -> bool:

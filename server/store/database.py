@@ -31,7 +31,7 @@ import psycopg
 import psycopg_pool
 import psycopg_pool.base
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import tuple_row
+from psycopg.rows import scalar_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 _MIGRATION_LOCK_ID = 0x63726F75  # "crou"
@@ -155,9 +155,9 @@ async def _upgrade_checksums(conn: psycopg.AsyncConnection[Any]) -> None:
 async def _rename_recorded(conn: psycopg.AsyncConnection[Any]) -> list[str]:
     """Rewrite `schema_migrations` rows recorded under an old name in `RENAMED` to the new
     name and version, in one transaction; return the old names rewritten."""
-    cur = conn.cursor(row_factory=tuple_row)
+    cur = conn.cursor(row_factory=scalar_row)
     await cur.execute("SELECT name FROM schema_migrations WHERE name = ANY(%s)", (list(RENAMED),))
-    old = [str(r[0]) for r in await cur.fetchall()]
+    old = [str(name) for name in await cur.fetchall()]
     if not old:
         return []
     async with conn.transaction():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg.rows import tuple_row
+from psycopg.rows import class_row, scalar_row
 from psycopg_pool import AsyncConnectionPool
 
 
@@ -51,7 +51,7 @@ async def insert_callback(
 ) -> int:
     """Record a received callback; returns its callback_id."""
     async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=tuple_row)
+        cur = conn.cursor(row_factory=scalar_row)
         await cur.execute(
             "INSERT INTO sportsbook_callbacks (tenant_id, integration, endpoint,"
             " provider_transaction_id, rollback_transaction_id, remote_addr, headers, raw_body)"
@@ -67,9 +67,9 @@ async def insert_callback(
                 raw_body,
             ),
         )
-        row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
+        callback_id = await cur.fetchone()
+    assert callback_id is not None
+    return int(callback_id)
 
 
 async def complete_callback(
@@ -115,7 +115,7 @@ async def callbacks_for(
 ) -> list[CallbackRow]:
     """Deliveries of a provider transaction and of the rollbacks naming it, oldest first."""
     async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=tuple_row)
+        cur = conn.cursor(row_factory=class_row(CallbackRow))
         await cur.execute(
             f"SELECT {_COLUMNS} FROM sportsbook_callbacks"
             " WHERE tenant_id = %s AND integration = %s"
@@ -123,23 +123,4 @@ async def callbacks_for(
             " ORDER BY callback_id LIMIT %s",
             (tenant_id, integration, provider_transaction_id, provider_transaction_id, limit),
         )
-        rows = await cur.fetchall()
-    return [
-        CallbackRow(
-            int(r[0]),
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            dict(r[7]),
-            bytes(r[8]),
-            r[9],
-            r[10],
-            r[11],
-            r[12],
-            r[13],
-        )
-        for r in rows
-    ]
+        return await cur.fetchall()

@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from psycopg.rows import kwargs_row
+
 from server.store.recon_sql import EVENT_ID, PROVIDER
+from server.store.rows import fetch_all
 from server.types import Conn
 
 _ROUND_KEY = (
@@ -71,17 +74,18 @@ async def rounds(
     if provider:
         where.append(f"{PROVIDER} = %(provider)s")
     query = (
-        f"SELECT {_ROUND_KEY} AS round_key, t.player_id, max(t.game_id),"
-        f"       coalesce(max({PROVIDER}), ''), t.currency,"
+        f"SELECT {_ROUND_KEY} AS round_key, t.player_id, max(t.game_id) AS game_id,"
+        f"       coalesce(max({PROVIDER}), '') AS provider, t.currency,"
         "       coalesce(sum(t.amount) FILTER (WHERE t.kind IN ('authorize', 'debit', 'round')),"
-        "                0)::text,"
+        "                0)::text AS bets,"
         f"      coalesce(sum(CASE WHEN t.kind IN ('settle', 'round') THEN {_WIN}"
         "                    WHEN t.kind = 'credit' THEN t.amount"
-        "                    END), 0)::text,"
+        "                    END), 0)::text AS wins,"
         "       coalesce(sum(abs(t.amount)) FILTER (WHERE t.kind IN ('cancel', 'rollback',"
-        "                'expire')), 0)::text,"
-        "       min(t.created_at), max(t.created_at), count(*),"
-        "       array_agg(t.transaction_id ORDER BY t.seq)"
+        "                'expire')), 0)::text AS refunds,"
+        "       min(t.created_at) AS started_at, max(t.created_at) AS ended_at,"
+        "       count(*) AS transactions,"
+        "       array_agg(t.transaction_id ORDER BY t.seq) AS transaction_ids"
         "  FROM transactions t WHERE " + " AND ".join(where) + " GROUP BY 1, 2, 5"
         " ORDER BY min(t.created_at), 2, 1"
     )
@@ -93,33 +97,53 @@ async def rounds(
         "game": game,
         "provider": provider,
     }
-    async with conn.cursor(name=f"export_{uuid.uuid4().hex}") as cur:
+    async with conn.cursor(
+        name=f"export_{uuid.uuid4().hex}", row_factory=kwargs_row(_round)
+    ) as cur:
         await cur.execute(query, params)
         while rows := await cur.fetchmany(page):
-            yield [
-                RoundRow(
-                    str(r[0]),
-                    str(r[1]),
-                    str(r[2] or ""),
-                    str(r[3]),
-                    str(r[4]),
-                    int(r[5]),
-                    int(r[6]),
-                    int(r[7]),
-                    r[8],
-                    r[9],
-                    int(r[10]),
-                    list(r[11]),
-                )
-                for r in rows
-            ]
+            yield rows
+
+
+def _round(
+    *,
+    round_key: str,
+    player_id: str,
+    game_id: str | None,
+    provider: str,
+    currency: str,
+    bets: str,
+    wins: str,
+    refunds: str,
+    started_at: datetime,
+    ended_at: datetime,
+    transactions: int,
+    transaction_ids: list[uuid.UUID],
+) -> RoundRow:
+    # The sums come as text (numeric sums of bigints, exact); game_id is NULL without a game.
+    return RoundRow(
+        str(round_key),
+        str(player_id),
+        str(game_id or ""),
+        str(provider),
+        str(currency),
+        int(bets),
+        int(wins),
+        int(refunds),
+        started_at,
+        ended_at,
+        int(transactions),
+        list(transaction_ids),
+    )
 
 
 async def payloads(conn: Conn, tenant: str, transaction_ids: list[uuid.UUID]) -> list[PayloadRow]:
     """The edge's stored callbacks of these wallet transactions, in arrival order."""
-    cur = await conn.execute(
-        "SELECT wallet_transaction_id, received_at, endpoint, raw_body FROM sportsbook_callbacks"
+    return await fetch_all(
+        conn,
+        PayloadRow,
+        "SELECT wallet_transaction_id AS transaction_id, received_at, endpoint, raw_body AS body"
+        "  FROM sportsbook_callbacks"
         " WHERE tenant_id = %s AND wallet_transaction_id = ANY(%s) ORDER BY callback_id",
         (tenant, transaction_ids),
     )
-    return [PayloadRow(r[0], r[1], str(r[2]), bytes(r[3])) for r in await cur.fetchall()]

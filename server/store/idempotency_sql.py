@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from server.store.rows import fetch_one, fetch_scalar
 from server.types import Conn
 
 
@@ -28,21 +29,13 @@ async def fetch(
     conn: Conn, tenant_id: str, scope: str, key: str, *, lock: bool = False
 ) -> IdempotencyRecord | None:
     """The record for the key in `scope`, locked FOR UPDATE when `lock`."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        IdempotencyRecord,
         "SELECT method, fingerprint, state, grpc_code, response FROM idempotency_records"
         " WHERE tenant_id = %s AND scope = %s AND idempotency_key = %s"
         + (" FOR UPDATE" if lock else ""),
         (tenant_id, scope, key),
-    )
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    return IdempotencyRecord(
-        str(row[0]),
-        None if row[1] is None else bytes(row[1]),
-        str(row[2]),
-        None if row[3] is None else int(row[3]),
-        None if row[4] is None else bytes(row[4]),
     )
 
 
@@ -123,7 +116,8 @@ async def used_keys(conn: Conn, keys: Sequence[Slot]) -> set[Slot]:
     statement; keys of one tenant read only that tenant's shard on a distributed database)."""
     tenants = {t for t, _, _ in keys}
     if len(tenants) == 1:
-        cur = await conn.execute(
+        used = await fetch_scalar(
+            conn,
             "SELECT coalesce(json_agg(json_build_array(r.tenant_id, r.scope,"
             " r.idempotency_key)), '[]'::json) FROM idempotency_records r"
             " JOIN unnest(%s::text[], %s::text[]) AS k(scope, idempotency_key)"
@@ -132,9 +126,8 @@ async def used_keys(conn: Conn, keys: Sequence[Slot]) -> set[Slot]:
             ([s for _, s, _ in keys], [k for _, _, k in keys], next(iter(tenants))),
         )
     else:
-        cur = await conn.execute(USED_KEYS_JSON.format(keys="%s"), (key_rows(keys),))
-    row = await cur.fetchone()
-    return used_of(row[0] if row else [])
+        used = await fetch_scalar(conn, USED_KEYS_JSON.format(keys="%s"), (key_rows(keys),))
+    return used_of(used or [])
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from psycopg.rows import dict_row, scalar_row, tuple_row
+
 from server.store import idempotency_sql, outbox_sql
 from server.store.outbox_sql import NewEvent
+from server.store.rows import fetch_all, fetch_one, fetch_scalar, fetch_scalars
 from server.types import Conn
 
 
@@ -280,40 +283,46 @@ _JACKPOT_COLUMNS = (
 )
 
 
-def _config(row: tuple[Any, ...]) -> TierConfig:
+def _config(c: dict[str, Any]) -> TierConfig:
+    """The tier configuration from the `_CONFIG_COLUMNS` of a row."""
     return TierConfig(
-        tier=str(row[0]),
-        kind=PoolKind(row[1]),
-        seed_minor=int(row[2]),
-        contribution_rate_ppm=int(row[3]),
-        reseed_split_ppm=int(row[4]),
-        cap_minor=int(row[5]),
-        overflow_policy=OverflowPolicy(row[6]),
-        min_bet_minor=int(row[7]),
-        trigger=TriggerKind(row[8]),
-        hit_probability_ppb=int(row[9]),
-        reference_bet_minor=int(row[10]),
-        must_drop_min_minor=int(row[11]),
-        must_drop_max_minor=int(row[12]),
-        deadline_min_seconds=int(row[13]),
-        deadline_max_seconds=int(row[14]),
-        shards=int(row[15]),
+        tier=str(c["tier"]),
+        kind=PoolKind(c["kind"]),
+        seed_minor=int(c["seed"]),
+        contribution_rate_ppm=int(c["contribution_rate_ppm"]),
+        reseed_split_ppm=int(c["reseed_split_ppm"]),
+        cap_minor=int(c["cap"]),
+        overflow_policy=OverflowPolicy(c["overflow_policy"]),
+        min_bet_minor=int(c["min_bet"]),
+        trigger=TriggerKind(c["trigger_kind"]),
+        hit_probability_ppb=int(c["hit_probability_ppb"]),
+        reference_bet_minor=int(c["reference_bet"]),
+        must_drop_min_minor=int(c["must_drop_min"]),
+        must_drop_max_minor=int(c["must_drop_max"]),
+        deadline_min_seconds=int(c["deadline_min_seconds"]),
+        deadline_max_seconds=int(c["deadline_max_seconds"]),
+        shards=int(c["shards"]),
     )
 
 
-def _jackpot(row: tuple[Any, ...]) -> JackpotRow:
+def _jackpot(c: dict[str, Any]) -> JackpotRow:
+    """The jackpot from the `_JACKPOT_COLUMNS` of a row."""
     return JackpotRow(
-        jackpot_id=str(row[0]),
-        owner_tenant_id=str(row[1]),
-        display_name=str(row[2]),
-        currency=str(row[3]),
-        scope=Scope(row[4]),
-        tenant_ids=tuple(row[5]),
-        region=str(row[6]),
-        game_ids=tuple(row[7]),
-        created_at=row[8],
-        conversion_rates={str(k): int(v) for k, v in dict(row[9]).items()},
+        jackpot_id=str(c["jackpot_id"]),
+        owner_tenant_id=str(c["owner_tenant_id"]),
+        display_name=str(c["display_name"]),
+        currency=str(c["currency"]),
+        scope=Scope(c["scope"]),
+        tenant_ids=tuple(c["tenant_ids"]),
+        region=str(c["region"]),
+        game_ids=tuple(c["game_ids"]),
+        created_at=c["created_at"],
+        conversion_rates={str(k): int(v) for k, v in dict(c["conversion_rates"]).items()},
     )
+
+
+def _jackpot_row(**c: Any) -> JackpotRow:
+    return _jackpot(c)
 
 
 # -- configuration -----------------------------------------------------------------------------
@@ -387,7 +396,8 @@ def _config_values(cfg: TierConfig) -> tuple[Any, ...]:
 async def update_pool_config(conn: Conn, pool_id: str, cfg: TierConfig) -> int:
     """Replace the configuration columns, bump config_version (also on the shard rows, which
     the caller has locked); return the new version."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=scalar_row)
+    await cur.execute(
         "UPDATE jp_pools SET kind = %s, seed = %s, contribution_rate_ppm = %s,"
         " reseed_split_ppm = %s, cap = %s, overflow_policy = %s, min_bet = %s, trigger_kind = %s,"
         " hit_probability_ppb = %s, reference_bet = %s, must_drop_min = %s, must_drop_max = %s,"
@@ -397,7 +407,7 @@ async def update_pool_config(conn: Conn, pool_id: str, cfg: TierConfig) -> int:
     )
     row = await cur.fetchone()
     assert row is not None
-    version = int(row[0])
+    version = int(row)
     await conn.execute(
         "UPDATE jp_pool_shards SET config_version = %s WHERE pool_id = %s", (version, pool_id)
     )
@@ -406,11 +416,12 @@ async def update_pool_config(conn: Conn, pool_id: str, cfg: TierConfig) -> int:
 
 async def get_jackpot(conn: Conn, jackpot_id: str) -> JackpotRow | None:
     """The jackpot row, or None."""
-    cur = await conn.execute(
-        f"SELECT {_JACKPOT_COLUMNS} FROM jp_jackpots j WHERE j.jackpot_id = %s", (jackpot_id,)
+    return await fetch_one(
+        conn,
+        _jackpot_row,
+        f"SELECT {_JACKPOT_COLUMNS} FROM jp_jackpots j WHERE j.jackpot_id = %s",
+        (jackpot_id,),
     )
-    row = await cur.fetchone()
-    return None if row is None else _jackpot(row)
 
 
 # -- pools: configuration and cycle state --------------------------------------------------------
@@ -440,28 +451,27 @@ _POOL_ROW = (
 )
 
 
-def _pool_row(row: tuple[Any, ...]) -> PoolRow:
+def _pool_row(**c: Any) -> PoolRow:
     return PoolRow(
-        pool_id=str(row[0]),
-        jackpot_id=str(row[1]),
-        config=_config(row[2:18]),
-        config_version=int(row[18]),
-        cycle=int(row[19]),
-        cycle_base=int(row[20]),
-        carried_in=int(row[21]),
-        tier_order=int(row[22]),
-        server_seed=bytes(row[23]),
-        must_drop_point=None if row[24] is None else int(row[24]),
-        drop_at=row[25],
+        pool_id=str(c["pool_id"]),
+        jackpot_id=str(c["jackpot_id"]),
+        config=_config(c),
+        config_version=int(c["config_version"]),
+        cycle=int(c["cycle"]),
+        cycle_base=int(c["cycle_base"]),
+        carried_in=int(c["carried_in"]),
+        tier_order=int(c["tier_order"]),
+        server_seed=bytes(c["server_seed"]),
+        must_drop_point=None if c["must_drop_point"] is None else int(c["must_drop_point"]),
+        drop_at=c["drop_at"],
     )
 
 
 async def jackpot_pools(conn: Conn, jackpot_id: str) -> list[PoolRow]:
     """The jackpot's pools (unlocked read), by pool_id (the lock order)."""
-    cur = await conn.execute(
-        _POOL_ROW + " WHERE p.jackpot_id = %s ORDER BY p.pool_id", (jackpot_id,)
+    return await fetch_all(
+        conn, _pool_row, _POOL_ROW + " WHERE p.jackpot_id = %s ORDER BY p.pool_id", (jackpot_id,)
     )
-    return [_pool_row(r) for r in await cur.fetchall()]
 
 
 async def pool_row(conn: Conn, pool_id: str, *, lock: bool = False) -> PoolRow | None:
@@ -473,9 +483,7 @@ async def pool_row(conn: Conn, pool_id: str, *, lock: bool = False) -> PoolRow |
     """
     if lock:
         await conn.execute("SELECT 1 FROM jp_pools WHERE pool_id = %s FOR UPDATE", (pool_id,))
-    cur = await conn.execute(_POOL_ROW + " WHERE p.pool_id = %s", (pool_id,))
-    row = await cur.fetchone()
-    return None if row is None else _pool_row(row)
+    return await fetch_one(conn, _pool_row, _POOL_ROW + " WHERE p.pool_id = %s", (pool_id,))
 
 
 @dataclass(slots=True)
@@ -498,22 +506,16 @@ _SHARD = (
 )
 
 
-def _shard(row: tuple[Any, ...]) -> ShardRow:
-    return ShardRow(*(int(v) for v in row))
-
-
 async def lock_shard(conn: Conn, pool_id: str, shard: int) -> ShardRow:
     """Lock (FOR UPDATE) one counter row."""
-    cur = await conn.execute(_SHARD + " AND shard = %s FOR UPDATE", (pool_id, shard))
-    row = await cur.fetchone()
+    row = await fetch_one(conn, ShardRow, _SHARD + " AND shard = %s FOR UPDATE", (pool_id, shard))
     assert row is not None, f"shard {shard} of {pool_id} missing"
-    return _shard(row)
+    return row
 
 
 async def lock_all_shards(conn: Conn, pool_id: str) -> list[ShardRow]:
     """Lock every counter row of the pool in shard order (waits for in-flight contributions)."""
-    cur = await conn.execute(_SHARD + " ORDER BY shard FOR UPDATE", (pool_id,))
-    return [_shard(r) for r in await cur.fetchall()]
+    return await fetch_all(conn, ShardRow, _SHARD + " ORDER BY shard FOR UPDATE", (pool_id,))
 
 
 async def save_shard(conn: Conn, pool_id: str, s: ShardRow) -> None:
@@ -568,10 +570,11 @@ WHERE pool_id = %(pool)s AND shard = %(shard)s AND cycle = %(cycle)s
   AND config_version = %(version)s
 RETURNING last_total, last_reseed, visible,
     (SELECT coalesce(sum(o.visible), 0) FROM jp_pool_shards o
-      WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s),
+      WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s) AS others,
     reseed + overflow
       + (SELECT coalesce(sum(o.reseed + o.overflow), 0) FROM jp_pool_shards o
           WHERE o.pool_id = %(pool)s AND o.cycle = %(cycle)s AND o.shard <> %(shard)s)
+      AS hidden
 """
 _ADD_TOTAL = (
     "coalesce(%(given)s::bigint,"
@@ -597,7 +600,9 @@ async def add_to_shard(
 ) -> Added | None:
     """Add one uncapped contribution to a counter row; None if the row is not at `cycle` and
     `config_version` any more (a hit or a config change committed: read the pool again)."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        _added,
         _ADD,
         {
             "pool": pool_id,
@@ -611,11 +616,12 @@ async def add_to_shard(
             "conv": conversion_micro,
         },
     )
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    total, reseed, visible, others, hidden = (int(v) for v in row)
-    return Added(total, total - reseed, reseed, visible + others, hidden)
+
+
+def _added(*, last_total: int, last_reseed: int, visible: int, others: Any, hidden: Any) -> Added:
+    return Added(
+        last_total, last_total - last_reseed, last_reseed, visible + int(others), int(hidden)
+    )
 
 
 @dataclass(slots=True)
@@ -647,14 +653,16 @@ async def read_batch(
 ) -> tuple[list[BatchShard], set[idempotency_sql.Slot]]:
     """One statement, no lock: the (pool_id, shard) counter rows a batch will add to, and which
     of its (tenant_id, scope, idempotency_key) triples already have an idempotency record."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
         "SELECT s.pool_id, s.shard, s.cycle, s.config_version, s.visible, s.reseed,"
         " s.total_carry, s.reseed_carry,"
         " (SELECT coalesce(sum(o.visible), 0) FROM jp_pool_shards o"
-        "   WHERE o.pool_id = s.pool_id AND o.cycle = s.cycle AND o.shard <> s.shard),"
-        f" ({idempotency_sql.USED_KEYS_JSON.format(keys='%s')}),"
+        "   WHERE o.pool_id = s.pool_id AND o.cycle = s.cycle AND o.shard <> s.shard) AS others,"
+        f" ({idempotency_sql.USED_KEYS_JSON.format(keys='%s')}) AS used,"
         " s.overflow + (SELECT coalesce(sum(o.reseed + o.overflow), 0) FROM jp_pool_shards o"
         "   WHERE o.pool_id = s.pool_id AND o.cycle = s.cycle AND o.shard <> s.shard)"
+        " AS hidden_others"
         " FROM jp_pool_shards s JOIN unnest(%s::text[], %s::int[]) AS w(pool_id, shard)"
         " USING (pool_id, shard)",
         (
@@ -664,19 +672,19 @@ async def read_batch(
         ),
     )
     rows = await cur.fetchall()
-    used = idempotency_sql.used_of(rows[0][9]) if rows else set()
+    used = idempotency_sql.used_of(rows[0]["used"]) if rows else set()
     shards = [
         BatchShard(
-            pool_id=str(r[0]),
-            shard=int(r[1]),
-            cycle=int(r[2]),
-            config_version=int(r[3]),
-            visible=int(r[4]),
-            reseed=int(r[5]),
-            total_carry=int(r[6]),
-            reseed_carry=int(r[7]),
-            others=int(r[8]),
-            hidden_others=int(r[10]),
+            pool_id=str(r["pool_id"]),
+            shard=int(r["shard"]),
+            cycle=int(r["cycle"]),
+            config_version=int(r["config_version"]),
+            visible=int(r["visible"]),
+            reseed=int(r["reseed"]),
+            total_carry=int(r["total_carry"]),
+            reseed_carry=int(r["reseed_carry"]),
+            others=int(r["others"]),
+            hidden_others=int(r["hidden_others"]),
         )
         for r in rows
     ]
@@ -779,13 +787,14 @@ async def write_batch(
 
 async def contributed(conn: Conn, pool_id: str, cycle: int) -> int:
     """Sum of the visible counters of the cycle (as this transaction sees them)."""
-    cur = await conn.execute(
-        "SELECT coalesce(sum(visible), 0) FROM jp_pool_shards WHERE pool_id = %s AND cycle = %s",
-        (pool_id, cycle),
+    return int(
+        await fetch_scalar(
+            conn,
+            "SELECT coalesce(sum(visible), 0) FROM jp_pool_shards"
+            " WHERE pool_id = %s AND cycle = %s",
+            (pool_id, cycle),
+        )
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def insert_contribution(conn: Conn, **values: Any) -> None:
@@ -863,31 +872,35 @@ async def advance_pool(
     )
 
 
-def _cycle(row: tuple[Any, ...]) -> CycleRow:
-    ended = row[13] is not None
+def _cycle(**c: Any) -> CycleRow:
+    ended = c["ended_at"] is not None
     return CycleRow(
-        pool_id=str(row[0]),
-        cycle=int(row[1]),
-        seed_commitment=bytes(row[2]),
-        server_seed=bytes(row[3]) if ended else None,
-        start_amount=int(row[4]),
-        carried_in=int(row[5]),
-        must_drop_min_minor=int(row[6]),
-        must_drop_max_minor=int(row[7]),
-        must_drop_point=int(row[8]) if ended and row[8] is not None else None,
-        deadline_min_seconds=int(row[9]),
-        deadline_max_seconds=int(row[10]),
-        drop_at=row[11] if ended else None,
-        started_at=row[12],
-        ended_at=row[13],
-        win_id=row[14],
-        currency=str(row[15]),
+        pool_id=str(c["pool_id"]),
+        cycle=int(c["cycle"]),
+        seed_commitment=bytes(c["seed_commitment"]),
+        server_seed=bytes(c["server_seed"]) if ended else None,
+        start_amount=int(c["start_amount"]),
+        carried_in=int(c["carried_in"]),
+        must_drop_min_minor=int(c["must_drop_min"]),
+        must_drop_max_minor=int(c["must_drop_max"]),
+        must_drop_point=(
+            int(c["must_drop_point"]) if ended and c["must_drop_point"] is not None else None
+        ),
+        deadline_min_seconds=int(c["deadline_min_seconds"]),
+        deadline_max_seconds=int(c["deadline_max_seconds"]),
+        drop_at=c["drop_at"] if ended else None,
+        started_at=c["started_at"],
+        ended_at=c["ended_at"],
+        win_id=c["win_id"],
+        currency=str(c["currency"]),
     )
 
 
 async def get_cycle(conn: Conn, pool_id: str, cycle: int) -> CycleRow | None:
     """A cycle; the seed, drop point and drop time only once it ended (never before)."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        _cycle,
         "SELECT c.pool_id, c.cycle, c.seed_commitment, c.server_seed, c.start_amount,"
         " c.carried_in, c.must_drop_min, c.must_drop_max, c.must_drop_point,"
         " c.deadline_min_seconds, c.deadline_max_seconds, c.drop_at, c.started_at, c.ended_at,"
@@ -896,41 +909,22 @@ async def get_cycle(conn: Conn, pool_id: str, cycle: int) -> CycleRow | None:
         " WHERE c.pool_id = %s AND c.cycle = %s",
         (pool_id, cycle),
     )
-    row = await cur.fetchone()
-    return None if row is None else _cycle(row)
 
 
 async def list_contributions(
     conn: Conn, pool_id: str, cycle: int, tenant_id: str | None, after: int, limit: int
 ) -> list[ContributionRow]:
     """A cycle's contributions in sequence order (only `tenant_id`'s when given)."""
-    cur = await conn.execute(
-        "SELECT seq, tenant_id, pool_id, cycle, round_id, idempotency_key, bet, to_pool,"
+    return await fetch_all(
+        conn,
+        ContributionRow,
+        "SELECT seq, tenant_id, pool_id, cycle, round_id, idempotency_key AS salt, bet, to_pool,"
         " to_reseed, hit_probability_ppb, hit, win_id, created_at, bet_currency"
         "  FROM jp_contributions"
         " WHERE pool_id = %s AND cycle = %s AND seq > %s"
         "   AND (%s::text IS NULL OR tenant_id = %s) ORDER BY seq LIMIT %s",
         (pool_id, cycle, after, tenant_id, tenant_id, limit),
     )
-    return [
-        ContributionRow(
-            seq=int(r[0]),
-            tenant_id=str(r[1]),
-            pool_id=str(r[2]),
-            cycle=int(r[3]),
-            round_id=str(r[4]),
-            salt=str(r[5]),
-            bet=int(r[6]),
-            to_pool=int(r[7]),
-            to_reseed=int(r[8]),
-            hit_probability_ppb=int(r[9]),
-            hit=bool(r[10]),
-            win_id=r[11],
-            created_at=r[12],
-            bet_currency=str(r[13]),
-        )
-        for r in await cur.fetchall()
-    ]
 
 
 # -- reads of pool state --------------------------------------------------------------------------
@@ -938,37 +932,36 @@ async def list_contributions(
 _STATE = (
     f"SELECT p.pool_id, {_JACKPOT_COLUMNS}, {_CONFIG_COLUMNS}, p.config_version, p.cycle,"
     " p.cycle_base, p.carried_in,"
-    " (SELECT coalesce(sum(s.visible), 0) FROM jp_pool_shards s WHERE s.pool_id = p.pool_id),"
+    " (SELECT coalesce(sum(s.visible), 0) FROM jp_pool_shards s WHERE s.pool_id = p.pool_id)"
+    "   AS contributed,"
     " (SELECT coalesce(sum(s.contributions), 0) FROM jp_pool_shards s"
-    "   WHERE s.pool_id = p.pool_id),"
-    " c.seed_commitment, c.started_at, c.drop_at"
+    "   WHERE s.pool_id = p.pool_id) AS contribution_count,"
+    " c.seed_commitment, c.started_at AS cycle_started_at, c.drop_at"
     "  FROM jp_pools p JOIN jp_jackpots j USING (jackpot_id)"
     "  JOIN jp_cycles c ON c.pool_id = p.pool_id AND c.cycle = p.cycle"
 )
 
 
-def _state(row: tuple[Any, ...]) -> PoolState:
+def _state(**c: Any) -> PoolState:
     return PoolState(
-        pool_id=str(row[0]),
-        jackpot=_jackpot(row[1:11]),
-        config=_config(row[11:27]),
-        config_version=int(row[27]),
-        cycle=int(row[28]),
-        cycle_base=int(row[29]),
-        carried_in=int(row[30]),
-        contributed=int(row[31]),
-        contribution_count=int(row[32]),
-        seed_commitment=bytes(row[33]),
-        cycle_started_at=row[34],
-        drop_at=row[35],
+        pool_id=str(c["pool_id"]),
+        jackpot=_jackpot(c),
+        config=_config(c),
+        config_version=int(c["config_version"]),
+        cycle=int(c["cycle"]),
+        cycle_base=int(c["cycle_base"]),
+        carried_in=int(c["carried_in"]),
+        contributed=int(c["contributed"]),
+        contribution_count=int(c["contribution_count"]),
+        seed_commitment=bytes(c["seed_commitment"]),
+        cycle_started_at=c["cycle_started_at"],
+        drop_at=c["drop_at"],
     )
 
 
 async def pool_state(conn: Conn, pool_id: str) -> PoolState | None:
     """One pool's published state (one snapshot: the amount is exact as of it)."""
-    cur = await conn.execute(_STATE + " WHERE p.pool_id = %s", (pool_id,))
-    row = await cur.fetchone()
-    return None if row is None else _state(row)
+    return await fetch_one(conn, _state, _STATE + " WHERE p.pool_id = %s", (pool_id,))
 
 
 async def list_pool_states(
@@ -983,7 +976,9 @@ async def list_pool_states(
     limit: int = 500,
 ) -> list[PoolState]:
     """Pools the tenant owns or is listed on (invariant 7), by pool_id, after `after`."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        _state,
         _STATE + " WHERE (j.owner_tenant_id = %(t)s OR %(t)s = ANY (j.tenant_ids))"
         "   AND (%(region)s = '' OR j.region = %(region)s)"
         "   AND (%(game)s = '' OR j.game_ids = '{}' OR %(game)s = ANY (j.game_ids))"
@@ -1000,7 +995,6 @@ async def list_pool_states(
             "limit": limit,
         },
     )
-    return [_state(r) for r in await cur.fetchall()]
 
 
 # -- wins and the payout saga ---------------------------------------------------------------------
@@ -1013,28 +1007,8 @@ _WIN = (
 )
 
 
-def _win(row: tuple[Any, ...]) -> WinRow:
-    return WinRow(
-        win_id=row[0],
-        tenant_id=str(row[1]),
-        player_id=str(row[2]),
-        pool_id=str(row[3]),
-        jackpot_id=str(row[4]),
-        tier=str(row[5]),
-        cycle=int(row[6]),
-        round_id=str(row[7]),
-        game_id=str(row[8]),
-        reason=str(row[9]),
-        amount=int(row[10]),
-        currency=str(row[11]),
-        payout_state=PayoutState(row[12]),
-        failure_reason=str(row[13]),
-        attempts=int(row[14]),
-        wallet_transaction_id=row[15],
-        hit_at=row[16],
-        credited_at=row[17],
-        seq=int(row[18]),
-    )
+def _win(*, payout_state: str, **c: Any) -> WinRow:
+    return WinRow(payout_state=PayoutState(payout_state), **c)
 
 
 async def insert_win(
@@ -1087,11 +1061,9 @@ async def insert_step(conn: Conn, win_id: uuid.UUID, step: str, detail: str) -> 
 
 async def get_win(conn: Conn, win_id: uuid.UUID, *, lock: bool = False) -> WinRow | None:
     """A win, or None; the win row locked FOR UPDATE when `lock`."""
-    cur = await conn.execute(
-        _WIN + " WHERE w.win_id = %s" + (" FOR UPDATE OF w" if lock else ""), (win_id,)
+    return await fetch_one(
+        conn, _win, _WIN + " WHERE w.win_id = %s" + (" FOR UPDATE OF w" if lock else ""), (win_id,)
     )
-    row = await cur.fetchone()
-    return None if row is None else _win(row)
 
 
 async def list_wins(
@@ -1104,7 +1076,9 @@ async def list_wins(
     limit: int,
 ) -> list[WinRow]:
     """The tenant's wins, newest first."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        _win,
         _WIN + " WHERE w.tenant_id = %(t)s AND (%(pool)s = '' OR w.pool_id = %(pool)s)"
         "   AND (%(player)s = '' OR w.player_id = %(player)s)"
         "   AND (%(state)s = '' OR w.payout_state = %(state)s)"
@@ -1119,7 +1093,6 @@ async def list_wins(
             "limit": limit,
         },
     )
-    return [_win(r) for r in await cur.fetchall()]
 
 
 async def mark_credited(
@@ -1167,12 +1140,12 @@ async def mark_attempt_failed(
 
 async def due_wins(conn: Conn, limit: int) -> list[uuid.UUID]:
     """Requested wins whose next attempt is due (oldest first)."""
-    cur = await conn.execute(
+    return await fetch_scalars(
+        conn,
         "SELECT win_id FROM jp_wins WHERE payout_state = 'requested'"
         "   AND next_attempt_at <= clock_timestamp() ORDER BY next_attempt_at LIMIT %s",
         (limit,),
     )
-    return [r[0] for r in await cur.fetchall()]
 
 
 # -- audit ------------------------------------------------------------------------------------
@@ -1185,12 +1158,18 @@ async def lock_audit_head(conn: Conn, tenant_id: str, genesis: bytes) -> tuple[i
         " ON CONFLICT DO NOTHING",
         (tenant_id, genesis),
     )
-    cur = await conn.execute(
-        "SELECT seq, hash FROM jp_audit_heads WHERE tenant_id = %s FOR UPDATE", (tenant_id,)
+    head = await fetch_one(
+        conn,
+        _audit_head,
+        "SELECT seq, hash FROM jp_audit_heads WHERE tenant_id = %s FOR UPDATE",
+        (tenant_id,),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0]), bytes(row[1])
+    assert head is not None
+    return head
+
+
+def _audit_head(*, seq: int, hash: bytes) -> tuple[int, bytes]:
+    return int(seq), bytes(hash)
 
 
 async def append_audit(
@@ -1221,15 +1200,34 @@ async def audit_page(
     conn: Conn, tenant_id: str, after: int, limit: int
 ) -> list[tuple[int, str, str, str, int, bytes, bytes]]:
     """(seq, action, subject, payload, time_micros, prev_hash, hash) in order."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        _audit_record,
         "SELECT seq, action, subject, payload, time_micros, prev_hash, hash FROM jp_audit_log"
         " WHERE tenant_id = %s AND seq > %s ORDER BY seq LIMIT %s",
         (tenant_id, after, limit),
     )
-    return [
-        (int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), bytes(r[5]), bytes(r[6]))
-        for r in await cur.fetchall()
-    ]
+
+
+def _audit_record(
+    *,
+    seq: int,
+    action: str,
+    subject: str,
+    payload: str,
+    time_micros: int,
+    prev_hash: bytes,
+    hash: bytes,
+) -> tuple[int, str, str, str, int, bytes, bytes]:
+    return (
+        int(seq),
+        str(action),
+        str(subject),
+        str(payload),
+        int(time_micros),
+        bytes(prev_hash),
+        bytes(hash),
+    )
 
 
 # -- reconciliation ---------------------------------------------------------------------------
@@ -1238,7 +1236,9 @@ async def audit_page(
 async def reconcile(conn: Conn, tenant_id: str, pool_id: str) -> list[Reconciliation]:
     """Recompute every pool `tenant_id` owns ('' = every tenant's) from its contribution and
     win records (invariant 5)."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        _reconciliation,
         """
         WITH pools AS (
             SELECT p.pool_id, p.cycle, p.cycle_base, j.currency FROM jp_pools p
@@ -1272,13 +1272,16 @@ async def reconcile(conn: Conn, tenant_id: str, pool_id: str) -> list[Reconcilia
                    coalesce(sum(k.total::numeric * k.split_ppm - 1000000::numeric * k.to_reseed),
                             0) AS reseed_rest
               FROM jp_contributions k JOIN pools USING (pool_id) GROUP BY k.pool_id)
-        SELECT p.pool_id, p.currency, p.cycle, cur.start_amount - cur.carried_in,
-               cur.carried_in, cur.to_pool, p.cycle_base + s.visible,
-               coalesce(past.wins, 0), coalesce(past.win_count, 0),
-               coalesce(past.wins_drift, 0) + abs(p.cycle_base - cur.start_amount),
-               s.hidden, s.hidden - cur.hidden + coalesce(past.carry_drift, 0),
+        SELECT p.pool_id, p.currency, p.cycle,
+               cur.start_amount - cur.carried_in AS seed_minor,
+               cur.carried_in AS carried, cur.to_pool AS contributions,
+               p.cycle_base + s.visible AS amount,
+               coalesce(past.wins, 0) AS wins, coalesce(past.win_count, 0) AS win_count,
+               coalesce(past.wins_drift, 0) + abs(p.cycle_base - cur.start_amount)
+                 AS wins_drift,
+               s.hidden, s.hidden - cur.hidden + coalesce(past.carry_drift, 0) AS hidden_drift,
                abs(coalesce(f.total_rest, 0) - s.total_carry)
-                 + abs(coalesce(f.reseed_rest, 0) - s.reseed_carry)
+                 + abs(coalesce(f.reseed_rest, 0) - s.reseed_carry) AS fraction_drift
           FROM pools p
           JOIN per_cycle cur ON cur.pool_id = p.pool_id AND cur.cycle = p.cycle
           JOIN shards s ON s.pool_id = p.pool_id
@@ -1288,24 +1291,13 @@ async def reconcile(conn: Conn, tenant_id: str, pool_id: str) -> list[Reconcilia
         """,
         {"t": tenant_id, "pool": pool_id},
     )
-    return [
-        Reconciliation(
-            pool_id=str(r[0]),
-            currency=str(r[1]),
-            cycle=int(r[2]),
-            seed_minor=int(r[3]),
-            carried=int(r[4]),
-            contributions=int(r[5]),
-            amount=int(r[6]),
-            wins=int(r[7]),
-            win_count=int(r[8]),
-            wins_drift=int(r[9]),
-            hidden=int(r[10]),
-            hidden_drift=int(r[11]),
-            fraction_drift=int(r[12]),
-        )
-        for r in await cur.fetchall()
-    ]
+
+
+def _reconciliation(*, pool_id: str, currency: str, **sums: Any) -> Reconciliation:
+    # The sums are numeric in SQL (Decimal here): whole minor units, read as int.
+    return Reconciliation(
+        pool_id=str(pool_id), currency=str(currency), **{k: int(v) for k, v in sums.items()}
+    )
 
 
 # -- deadline drops --------------------------------------------------------------------------
@@ -1314,7 +1306,8 @@ async def reconcile(conn: Conn, tenant_id: str, pool_id: str) -> list[Reconcilia
 async def due_deadline_pools(conn: Conn, limit: int, exclude: Sequence[str] = ()) -> list[str]:
     """DEADLINE pools whose current cycle's drop time has passed, but the `exclude`d pool ids
     (set aside), oldest drop time first (unlocked read)."""
-    cur = await conn.execute(
+    return await fetch_scalars(
+        conn,
         "SELECT p.pool_id FROM jp_pools p"
         "  JOIN jp_cycles c ON c.pool_id = p.pool_id AND c.cycle = p.cycle"
         " WHERE p.trigger_kind = 'deadline' AND c.ended_at IS NULL AND c.drop_at <= now()"
@@ -1322,22 +1315,23 @@ async def due_deadline_pools(conn: Conn, limit: int, exclude: Sequence[str] = ()
         " ORDER BY c.drop_at LIMIT %s",
         (list(exclude), limit),
     )
-    return [str(r[0]) for r in await cur.fetchall()]
 
 
 async def last_contribution(
     conn: Conn, pool_id: str, cycle: int
 ) -> tuple[str, str, str, str, str] | None:
     """(tenant, player, round, game, idempotency key) of the cycle's last contribution."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=tuple_row)
+    await cur.execute(
         "SELECT tenant_id, player_id, round_id, game_id, idempotency_key FROM jp_contributions"
         " WHERE pool_id = %s AND cycle = %s ORDER BY seq DESC LIMIT 1",
         (pool_id, cycle),
     )
     row = await cur.fetchone()
-    return (
-        None if row is None else (str(row[0]), str(row[1]), str(row[2]), str(row[3]), str(row[4]))
-    )
+    if row is None:
+        return None
+    tenant, player, round_id, game, key = (str(v) for v in row)
+    return tenant, player, round_id, game, key
 
 
 async def win_ledger_mismatches(conn: Conn, limit: int = 100) -> list[dict[str, object]]:
@@ -1350,10 +1344,14 @@ async def win_ledger_mismatches(conn: Conn, limit: int = 100) -> list[dict[str, 
     amount (minor units), currency, credits (how many payout credits), credited_minor_units
     (their sum less any reversal) and the wallet_transaction_id the win names.
     """
-    cur = await conn.execute(
-        "SELECT w.win_id::text, w.tenant_id, w.player_id, w.payout_state, w.amount::text,"
-        "       w.currency, count(t.transaction_id),"
-        "       (coalesce(sum(t.amount), 0) - coalesce(sum(r.amount), 0))::numeric::text,"
+    return await fetch_all(
+        conn,
+        _mismatch,
+        "SELECT w.win_id::text, w.tenant_id, w.player_id, w.payout_state,"
+        "       w.amount::text AS amount_minor_units, w.currency,"
+        "       count(t.transaction_id) AS credits,"
+        "       (coalesce(sum(t.amount), 0) - coalesce(sum(r.amount), 0))::numeric::text"
+        "         AS credited_minor_units,"
         "       w.wallet_transaction_id::text"
         "  FROM jp_wins w"
         "  LEFT JOIN transactions t ON t.tenant_id = w.tenant_id AND t.kind = 'credit'"
@@ -1371,17 +1369,19 @@ async def win_ledger_mismatches(conn: Conn, limit: int = 100) -> list[dict[str, 
         " ORDER BY w.win_id LIMIT %s",
         (limit,),
     )
-    return [
-        {
-            "win_id": str(r[0]),
-            "tenant_id": str(r[1]),
-            "player_id": str(r[2]),
-            "payout_state": str(r[3]),
-            "amount_minor_units": int(r[4]),
-            "currency": str(r[5]),
-            "credits": int(r[6]),
-            "credited_minor_units": int(r[7]),
-            "wallet_transaction_id": r[8],
-        }
-        for r in await cur.fetchall()
-    ]
+
+
+def _mismatch(
+    *, amount_minor_units: str, credits: int, credited_minor_units: str, **text: str | None
+) -> dict[str, object]:
+    return {
+        "win_id": str(text["win_id"]),
+        "tenant_id": str(text["tenant_id"]),
+        "player_id": str(text["player_id"]),
+        "payout_state": str(text["payout_state"]),
+        "amount_minor_units": int(amount_minor_units),
+        "currency": str(text["currency"]),
+        "credits": int(credits),
+        "credited_minor_units": int(credited_minor_units),
+        "wallet_transaction_id": text["wallet_transaction_id"],
+    }

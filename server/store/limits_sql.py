@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from psycopg.rows import dict_row
+
+from server.store.rows import fetch_all, fetch_one, fetch_scalar
 from server.types import Conn
 
 DEFAULT_TIME_ZONE = "UTC"
@@ -102,9 +105,13 @@ _USAGE = (
 )
 
 
-def _windows(row: tuple[Any, ...]) -> Windows:
-    tz, now, today, week, month, sums = row
-    v = [int(x) for x in sums]
+_WINDOW_COLUMNS = f"b.tz, now(), b.today, b.week, b.month, {_USAGE} AS usage"
+
+
+def _windows(c: dict[str, Any]) -> Windows:
+    """The `_WINDOW_COLUMNS` of a row: the tenant's calendar now and the usage sums."""
+    tz, now, today, week, month = c["tz"], c["now"], c["today"], c["week"], c["month"]
+    v = [int(x) for x in c["usage"]]
     usage = {
         "day": Usage(v[0], v[1], v[2]),
         "week": Usage(v[3], v[4], v[5]),
@@ -117,30 +124,32 @@ async def check_state(conn: Conn, tenant_id: str, player_id: str, currency: str)
     """The limits in force, the usage of the current windows and the exclusion of the
     player's `currency` account (one statement; call it under the account lock so the usage
     includes every committed request of the account)."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
         f"{_WINDOWS}"
-        f" SELECT b.tz, now(), b.today, b.week, b.month, {_USAGE},"
+        f" SELECT {_WINDOW_COLUMNS},"
         f"  (SELECT json_agg(json_build_array(l.kind, l.period, {_IN_FORCE}))"
         "     FROM rg_limits l WHERE l.tenant_id = %(t)s AND l.player_id = %(p)s"
-        "      AND l.currency = %(c)s),"
+        "      AND l.currency = %(c)s) AS limits,"
         "  (SELECT json_build_array(e.kind, e.until, e.until IS NULL OR e.until > now(), e.reason)"
         "     FROM rg_exclusions e WHERE e.tenant_id = %(t)s AND e.player_id = %(p)s)"
+        "   AS exclusion"
         " FROM b",
         {"t": tenant_id, "p": player_id, "c": currency},
     )
     row = await cur.fetchone()
     assert row is not None
-    limits = {(str(k), str(p)): int(a) for k, p, a in (row[6] or []) if a is not None}
+    limits = {(str(k), str(p)): int(a) for k, p, a in (row["limits"] or []) if a is not None}
     exclusion = None
-    if row[7] is not None:
-        kind, until, active, reason = row[7]
+    if row["exclusion"] is not None:
+        kind, until, active, reason = row["exclusion"]
         exclusion = Exclusion(
             str(kind),
             None if until is None else datetime.fromisoformat(until),
             bool(active),
             reason,
         )
-    return CheckState(_windows(row[:6]), limits, exclusion)
+    return CheckState(_windows(row), limits, exclusion)
 
 
 async def add_usage(
@@ -182,8 +191,9 @@ async def add_usage(
 
 async def windows(conn: Conn, tenant_id: str, player_id: str, currency: str) -> Windows:
     """The tenant's local calendar now and the player's usage in `currency`."""
-    cur = await conn.execute(
-        f"{_WINDOWS} SELECT b.tz, now(), b.today, b.week, b.month, {_USAGE} FROM b",
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        f"{_WINDOWS} SELECT {_WINDOW_COLUMNS} FROM b",
         {"t": tenant_id, "p": player_id, "c": currency},
     )
     row = await cur.fetchone()
@@ -196,14 +206,26 @@ async def windows(conn: Conn, tenant_id: str, player_id: str, currency: str) -> 
 
 async def settings(conn: Conn, tenant_id: str) -> tuple[str, int]:
     """(time zone, limit cooling-off seconds) of the tenant, the defaults when never set."""
-    cur = await conn.execute(
+    found = await fetch_one(
+        conn,
+        _settings,
         "SELECT time_zone, limit_cooling_off_seconds FROM rg_tenant_settings WHERE tenant_id = %s",
         (tenant_id,),
     )
-    row = await cur.fetchone()
-    if row is None:
-        return DEFAULT_TIME_ZONE, DEFAULT_COOLING_OFF_SECONDS
-    return str(row[0]), int(row[1])
+    return (DEFAULT_TIME_ZONE, DEFAULT_COOLING_OFF_SECONDS) if found is None else found
+
+
+def _settings(*, time_zone: str, limit_cooling_off_seconds: int) -> tuple[str, int]:
+    return str(time_zone), int(limit_cooling_off_seconds)
+
+
+async def time_zone_known(conn: Conn, time_zone: str) -> bool:
+    """Whether the database knows the IANA time zone `time_zone`."""
+    return bool(
+        await fetch_scalar(
+            conn, "SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = %s)", (time_zone,)
+        )
+    )
 
 
 async def put_settings(conn: Conn, tenant_id: str, time_zone: str, cooling_off: int) -> None:
@@ -224,15 +246,17 @@ _LIMIT_COLUMNS = (
 )
 
 
-def _limit(row: tuple[Any, ...]) -> LimitRow:
+def _limit(j: list[Any]) -> LimitRow:
+    """A LimitRow from the JSON array of `_LIMIT_COLUMNS` (timestamps as ISO text)."""
+    currency, kind, period, amount, pending_amount, pending_at, in_force = j
     return LimitRow(
-        str(row[0]),
-        str(row[1]),
-        str(row[2]),
-        None if row[3] is None else int(row[3]),
-        None if row[4] is None else int(row[4]),
-        row[5],
-        None if row[6] is None else int(row[6]),
+        str(currency),
+        str(kind),
+        str(period),
+        None if amount is None else int(amount),
+        None if pending_amount is None else int(pending_amount),
+        None if pending_at is None else datetime.fromisoformat(pending_at),
+        None if in_force is None else int(in_force),
     )
 
 
@@ -240,34 +264,43 @@ async def player_holds(
     conn: Conn, tenant_id: str, player_id: str, currency: str
 ) -> tuple[bool, bool]:
     """(the player exists, the player has an account in `currency`)."""
-    cur = await conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM players WHERE tenant_id = %(t)s AND player_id = %(p)s),"
+    found = await fetch_one(
+        conn,
+        _exists,
+        "SELECT EXISTS (SELECT 1 FROM players WHERE tenant_id = %(t)s AND player_id = %(p)s)"
+        "   AS player,"
         " EXISTS (SELECT 1 FROM accounts WHERE tenant_id = %(t)s AND kind = 'player'"
-        "         AND owner = %(p)s AND currency = %(c)s)",
+        "         AND owner = %(p)s AND currency = %(c)s) AS account",
         {"t": tenant_id, "p": player_id, "c": currency},
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return bool(row[0]), bool(row[1])
+    assert found is not None
+    return found
+
+
+def _exists(*, player: bool, account: bool) -> tuple[bool, bool]:
+    return bool(player), bool(account)
 
 
 async def lock_limit(
     conn: Conn, tenant_id: str, player_id: str, currency: str, kind: str, period: str
 ) -> tuple[LimitRow | None, datetime]:
     """Lock (FOR UPDATE) one limit row; with the transaction's time `now()`."""
-    cur = await conn.execute(
+    found = await fetch_one(
+        conn,
+        _locked_limit,
         f"SELECT now(), (SELECT json_build_array({_LIMIT_COLUMNS}) FROM rg_limits l"
         "  WHERE l.tenant_id = %s AND l.player_id = %s AND l.currency = %s AND l.kind = %s"
-        "    AND l.period = %s FOR UPDATE)",
+        "    AND l.period = %s FOR UPDATE) AS limit_row",
         (tenant_id, player_id, currency, kind, period),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    if row[1] is None:
-        return None, row[0]
-    j = row[1]
-    pending_at = None if j[5] is None else datetime.fromisoformat(j[5])
-    return _limit((*j[:5], pending_at, j[6])), row[0]
+    assert found is not None
+    return found
+
+
+def _locked_limit(
+    *, now: datetime, limit_row: list[Any] | None
+) -> tuple[LimitRow | None, datetime]:
+    return (None if limit_row is None else _limit(limit_row)), now
 
 
 async def put_limit(
@@ -337,15 +370,37 @@ async def list_limits(
     conn: Conn, tenant_id: str, player_id: str, currency: str | None
 ) -> list[LimitRow]:
     """The player's limit rows (all, or of one currency), by currency, kind, period."""
-    cur = await conn.execute(
-        f"SELECT {_LIMIT_COLUMNS} FROM rg_limits l"
+    return await fetch_all(
+        conn,
+        _limit_row,
+        f"SELECT {_LIMIT_COLUMNS} AS in_force FROM rg_limits l"
         " WHERE l.tenant_id = %(t)s AND l.player_id = %(p)s"
         "   AND (%(c)s::text IS NULL OR l.currency = %(c)s)"
         " ORDER BY l.currency, array_position(ARRAY['deposit', 'loss', 'wager'], l.kind),"
         "          array_position(ARRAY['day', 'week', 'month'], l.period)",
         {"t": tenant_id, "p": player_id, "c": currency},
     )
-    return [_limit(r) for r in await cur.fetchall()]
+
+
+def _limit_row(
+    *,
+    currency: str,
+    kind: str,
+    period: str,
+    amount: int | None,
+    pending_amount: int | None,
+    pending_at: datetime | None,
+    in_force: int | None,
+) -> LimitRow:
+    return LimitRow(
+        str(currency),
+        str(kind),
+        str(period),
+        None if amount is None else int(amount),
+        None if pending_amount is None else int(pending_amount),
+        pending_at,
+        None if in_force is None else int(in_force),
+    )
 
 
 # -- exclusions --------------------------------------------------------------------------------
@@ -355,22 +410,30 @@ async def lock_exclusion(
     conn: Conn, tenant_id: str, player_id: str
 ) -> tuple[Exclusion | None, datetime]:
     """Lock (FOR UPDATE) the player's exclusion row; with the transaction's time."""
-    cur = await conn.execute(
+    found = await fetch_one(
+        conn,
+        _locked_exclusion,
         "SELECT now(), (SELECT json_build_array(e.kind, e.until,"
         "                 e.until IS NULL OR e.until > now(), e.reason)"
-        "   FROM rg_exclusions e WHERE e.tenant_id = %s AND e.player_id = %s FOR UPDATE)",
+        "   FROM rg_exclusions e WHERE e.tenant_id = %s AND e.player_id = %s FOR UPDATE)"
+        "   AS exclusion",
         (tenant_id, player_id),
     )
-    row = await cur.fetchone()
-    assert row is not None
-    if row[1] is None:
-        return None, row[0]
-    kind, until, active, reason = row[1]
+    assert found is not None
+    return found
+
+
+def _locked_exclusion(
+    *, now: datetime, exclusion: list[Any] | None
+) -> tuple[Exclusion | None, datetime]:
+    if exclusion is None:
+        return None, now
+    kind, until, active, reason = exclusion
     return (
         Exclusion(
             str(kind), None if until is None else datetime.fromisoformat(until), active, reason
         ),
-        row[0],
+        now,
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from server.store.rows import fetch_all, fetch_one, fetch_scalars
 from server.types import Conn
 
 PARTITIONS = 16
@@ -115,11 +116,11 @@ async def insert_events(conn: Conn, events: list[NewEvent]) -> None:
 
 async def lock_free_partitions(conn: Conn) -> list[int]:
     """Take every partition lock no other relay holds (transaction-level advisory locks)."""
-    cur = await conn.execute(
+    return await fetch_scalars(
+        conn,
         "SELECT p FROM generate_series(0, %s - 1) AS p WHERE pg_try_advisory_xact_lock(%s + p)",
         (PARTITIONS, _LOCK_BASE),
     )
-    return [int(r[0]) for r in await cur.fetchall()]
 
 
 async def pending(conn: Conn, partitions: list[int], limit: int) -> list[OutboxRow]:
@@ -127,34 +128,20 @@ async def pending(conn: Conn, partitions: list[int], limit: int) -> list[OutboxR
 
     No transaction-id or snapshot gate: the caller publishes an aggregate's events in
     `aggregate_seq` order starting only at a `ready` row (see `publishable`)."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        OutboxRow,
         "SELECT o.seq, o.event_id, o.event_type, o.schema_version, o.aggregate,"
         " o.aggregate_seq,"
         " o.aggregate_seq = 1 OR EXISTS (SELECT 1 FROM outbox p"
         "   WHERE p.tenant_id = o.tenant_id AND p.aggregate = o.aggregate"
         "     AND p.aggregate_seq = o.aggregate_seq - 1"
-        "     AND p.published_at IS NOT NULL),"
+        "     AND p.published_at IS NOT NULL) AS ready,"
         " o.tenant_id, o.trace_id, o.occurred_at, o.payload FROM outbox o"
         " WHERE o.published_at IS NULL AND o.partition = ANY(%s)"
         " ORDER BY o.seq LIMIT %s",
         (partitions, limit),
     )
-    return [
-        OutboxRow(
-            int(r[0]),
-            r[1],
-            str(r[2]),
-            str(r[3]),
-            str(r[4]),
-            int(r[5]),
-            bool(r[6]),
-            str(r[7]),
-            str(r[8]),
-            r[9],
-            dict(r[10]),
-        )
-        for r in await cur.fetchall()
-    ]
 
 
 def publishable(rows: list[OutboxRow]) -> dict[tuple[str, str], list[OutboxRow]]:
@@ -180,11 +167,17 @@ async def mark_published(conn: Conn, seqs: list[int]) -> None:
 
 async def lag(conn: Conn) -> tuple[int, int]:
     """(unpublished count, age in milliseconds of the oldest unpublished event)."""
-    cur = await conn.execute(
-        "SELECT count(*),"
+    lag = await fetch_one(
+        conn,
+        _lag,
+        "SELECT count(*) AS unpublished,"
         " coalesce((extract(epoch FROM clock_timestamp() - min(occurred_at)) * 1000)::bigint, 0)"
-        "  FROM outbox WHERE published_at IS NULL"
+        "   AS age_ms"
+        "  FROM outbox WHERE published_at IS NULL",
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
+    assert lag is not None
+    return lag
+
+
+def _lag(*, unpublished: int, age_ms: int) -> tuple[int, int]:
+    return int(unpublished), int(age_ms)

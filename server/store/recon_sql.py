@@ -18,6 +18,7 @@ from datetime import datetime
 
 from psycopg import AsyncCopy
 
+from server.store.rows import fetch_one
 from server.types import Conn
 
 PROVIDER = "coalesce(t.metadata->>'provider', t.metadata->>'sportsbook.integration')"
@@ -190,13 +191,17 @@ async def net_positions(
 
 async def find_run(conn: Conn, tenant: str, key: str) -> tuple[bytes, bytes] | None:
     """(fingerprint, response) of the run made with `key`, if any."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        _run,
         "SELECT fingerprint, response FROM recon_runs WHERE tenant_id = %s"
         " AND idempotency_key = %s",
         (tenant, key),
     )
-    row = await cur.fetchone()
-    return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+
+def _run(*, fingerprint: bytes, response: bytes) -> tuple[bytes, bytes]:
+    return bytes(fingerprint), bytes(response)
 
 
 async def insert_run(

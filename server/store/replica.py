@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from server.store.rows import fetch_one, fetch_scalar
 from server.types import DATABASE_OUTAGE
 
 log = logging.getLogger(__name__)
@@ -99,21 +100,24 @@ class ReadRouter:
         now = time.monotonic()
         try:
             async with self.primary.connection(timeout=2) as conn:
-                cur = await conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')")
-                row = await cur.fetchone()
-            assert row is not None
-            self._samples.append((now, int(row[0])))
-            async with self.replica.connection(timeout=2) as conn:
-                cur = await conn.execute(
-                    "SELECT pg_is_in_recovery(), pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')"
+                written = await fetch_scalar(
+                    conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"
                 )
-                row = await cur.fetchone()
+            assert written is not None
+            self._samples.append((now, int(written)))
+            async with self.replica.connection(timeout=2) as conn:
+                standby = await fetch_one(
+                    conn,
+                    _standby,
+                    "SELECT pg_is_in_recovery() AS in_recovery,"
+                    " pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0') AS replayed",
+                )
         except psycopg.Error:  # includes a standby or primary that is down
             log.debug("read replica probe failed", exc_info=True)
             self.lag = None
             return None
-        assert row is not None
-        in_recovery, replayed = bool(row[0]), row[1]
+        assert standby is not None
+        in_recovery, replayed = standby
         if not in_recovery or replayed is None:
             # not a standby (promoted, or pointed at the primary): never stale
             self._samples.clear()
@@ -131,3 +135,7 @@ class ReadRouter:
             with contextlib.suppress(Exception):
                 await self.probe()
             await asyncio.sleep(self.probe_seconds)
+
+
+def _standby(*, in_recovery: bool, replayed: Any) -> tuple[bool, Any]:
+    return bool(in_recovery), replayed

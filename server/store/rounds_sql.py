@@ -6,7 +6,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from server.store.rows import fetch_all, fetch_one, fetch_scalar
 from server.types import Conn
 
 
@@ -58,28 +60,23 @@ _ROUND = (
 
 async def lock_account(conn: Conn, tenant: str, player: str, currency: str) -> Account | None:
     """The player's account in `currency`, locked, or None."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        Account,
         "SELECT a.account_id, a.available, a.held, a.pending, p.status"
         "  FROM accounts a JOIN players p ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
         " WHERE a.tenant_id = %s AND a.kind = 'player' AND a.owner = %s AND a.currency = %s"
         "   FOR UPDATE OF a",
         (tenant, player, currency),
     )
-    row = await cur.fetchone()
-    return (
-        None
-        if row is None
-        else Account(int(row[0]), int(row[1]), int(row[2]), int(row[3]), str(row[4]))
-    )
 
 
 async def bets_use_pending(conn: Conn, tenant: str) -> bool:
     """Whether the tenant lets a round's bets use its pending wins (default no)."""
-    cur = await conn.execute(
-        "SELECT bets_use_pending FROM round_settings WHERE tenant_id = %s", (tenant,)
+    use = await fetch_scalar(
+        conn, "SELECT bets_use_pending FROM round_settings WHERE tenant_id = %s", (tenant,)
     )
-    row = await cur.fetchone()
-    return bool(row[0]) if row is not None else False
+    return bool(use)
 
 
 async def lock_or_open_round(
@@ -91,19 +88,21 @@ async def lock_or_open_round(
         " VALUES (%s, %s, %s, %s, %s, 'open') ON CONFLICT DO NOTHING",
         (tenant, round_id, player, currency, game),
     )
-    cur = await conn.execute(
-        _ROUND + " WHERE tenant_id = %s AND round_id = %s FOR UPDATE", (tenant, round_id)
+    row = await fetch_one(
+        conn,
+        RoundRow,
+        _ROUND + " WHERE tenant_id = %s AND round_id = %s FOR UPDATE",
+        (tenant, round_id),
     )
-    row = await cur.fetchone()
     assert row is not None
-    return RoundRow(*row)
+    return row
 
 
 async def get_round(conn: Conn, tenant: str, round_id: str) -> RoundRow | None:
     """The round, or None."""
-    cur = await conn.execute(_ROUND + " WHERE tenant_id = %s AND round_id = %s", (tenant, round_id))
-    row = await cur.fetchone()
-    return None if row is None else RoundRow(*row)
+    return await fetch_one(
+        conn, RoundRow, _ROUND + " WHERE tenant_id = %s AND round_id = %s", (tenant, round_id)
+    )
 
 
 async def update_round(
@@ -132,17 +131,25 @@ async def update_round(
 async def steps(conn: Conn, tenant: str, round_id: str) -> list[StepRow]:
     """The round's steps in ledger order: bet = the transaction's amount, win = what the house
     paid (its negative house postings), final = it released pending money."""
-    cur = await conn.execute(
-        "SELECT t.transaction_id, t.amount,"
+    return await fetch_all(
+        conn,
+        _step,
+        "SELECT t.transaction_id, t.amount AS bet,"
         "       coalesce((SELECT -sum(p.amount) FROM postings p JOIN accounts a"
         "                   ON a.account_id = p.account_id WHERE p.transaction_id ="
-        "                   t.transaction_id AND a.kind <> 'player' AND p.amount < 0), 0),"
-        "       (t.metadata->>'round.final') = 'true', t.created_at"
+        "                   t.transaction_id AND a.kind <> 'player' AND p.amount < 0), 0) AS win,"
+        "       (t.metadata->>'round.final') = 'true' AS final, t.created_at"
         "  FROM transactions t WHERE t.tenant_id = %s AND t.round_id = %s AND t.kind = 'round'"
         " ORDER BY t.seq",
         (tenant, round_id),
     )
-    return [StepRow(r[0], int(r[1]), int(r[2]), bool(r[3]), r[4]) for r in await cur.fetchall()]
+
+
+def _step(
+    *, transaction_id: uuid.UUID, bet: int, win: Any, final: bool | None, created_at: datetime
+) -> StepRow:
+    # `win` is a numeric sum; `final` is NULL when the step's metadata does not say.
+    return StepRow(transaction_id, int(bet), int(win), bool(final), created_at)
 
 
 async def overdue_rounds(conn: Conn, limit: int) -> list[tuple[str, str]]:

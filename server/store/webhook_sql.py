@@ -8,7 +8,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+
+from psycopg.rows import class_row, kwargs_row, scalar_row
 
 from server.types import Conn
 
@@ -70,36 +71,6 @@ class DueDelivery:
     body: bytes = field(repr=False)
 
 
-def _subscription(r: tuple[Any, ...]) -> SubscriptionRow:
-    return SubscriptionRow(
-        int(r[0]),
-        r[1],
-        str(r[2]),
-        str(r[3]),
-        list(r[4]),
-        str(r[5]),
-        r[6],
-        r[7],
-    )
-
-
-def _delivery(r: tuple[Any, ...]) -> DeliveryRow:
-    return DeliveryRow(
-        int(r[0]),
-        r[1],
-        r[2],
-        r[3],
-        str(r[4]),
-        str(r[5]),
-        int(r[6]),
-        r[7],
-        int(r[8]),
-        str(r[9]),
-        r[10],
-        r[11],
-    )
-
-
 # --- subscriptions -------------------------------------------------------------------------
 
 
@@ -113,40 +84,43 @@ async def insert_subscription(
     description: str,
 ) -> SubscriptionRow:
     """Create a subscription in the caller's transaction."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(SubscriptionRow))
+    await cur.execute(
         "INSERT INTO webhook_subscriptions (tenant_id, callback_url, secret, event_types,"
         " description) VALUES (%s, %s, %s, %s, %s) RETURNING " + _SUBSCRIPTION_COLUMNS,
         (tenant_id, callback_url, secret, event_types, description),
     )
     row = await cur.fetchone()
     assert row is not None
-    return _subscription(row)
+    return row
 
 
 async def get_subscription(
     conn: Conn, tenant_id: str, subscription_id: uuid.UUID, *, include_deleted: bool = False
 ) -> SubscriptionRow | None:
     """The tenant's subscription, or None (also None when deleted, unless include_deleted)."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(SubscriptionRow))
+    await cur.execute(
         "SELECT " + _SUBSCRIPTION_COLUMNS + " FROM webhook_subscriptions"
         " WHERE tenant_id = %s AND subscription_id = %s"
         + ("" if include_deleted else " AND deleted_at IS NULL"),
         (tenant_id, subscription_id),
     )
     row = await cur.fetchone()
-    return None if row is None else _subscription(row)
+    return row
 
 
 async def list_subscriptions(
     conn: Conn, tenant_id: str, after_seq: int, limit: int
 ) -> list[SubscriptionRow]:
     """The tenant's active subscriptions with seq > after_seq, oldest first."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(SubscriptionRow))
+    await cur.execute(
         "SELECT " + _SUBSCRIPTION_COLUMNS + " FROM webhook_subscriptions"
         " WHERE tenant_id = %s AND deleted_at IS NULL AND seq > %s ORDER BY seq LIMIT %s",
         (tenant_id, after_seq, limit),
     )
-    return [_subscription(r) for r in await cur.fetchall()]
+    return await cur.fetchall()
 
 
 async def delete_subscription(
@@ -154,7 +128,8 @@ async def delete_subscription(
 ) -> SubscriptionRow | None:
     """Soft-delete an active subscription and cancel its pending deliveries; None if there is
     no such active subscription."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(SubscriptionRow))
+    await cur.execute(
         "UPDATE webhook_subscriptions SET deleted_at = clock_timestamp()"
         " WHERE tenant_id = %s AND subscription_id = %s AND deleted_at IS NULL"
         " RETURNING " + _SUBSCRIPTION_COLUMNS,
@@ -168,17 +143,22 @@ async def delete_subscription(
         " WHERE subscription_id = %s AND state = 'pending'",
         (subscription_id,),
     )
-    return _subscription(row)
+    return row
 
 
 async def active_subscriptions(conn: Conn, tenant_id: str) -> list[tuple[uuid.UUID, list[str]]]:
     """(subscription_id, event type patterns) of the tenant's active subscriptions."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=kwargs_row(_patterns))
+    await cur.execute(
         "SELECT subscription_id, event_types FROM webhook_subscriptions"
         " WHERE tenant_id = %s AND deleted_at IS NULL",
         (tenant_id,),
     )
-    return [(r[0], list(r[1])) for r in await cur.fetchall()]
+    return await cur.fetchall()
+
+
+def _patterns(*, subscription_id: uuid.UUID, event_types: list[str]) -> tuple[uuid.UUID, list[str]]:
+    return subscription_id, list(event_types)
 
 
 # --- recording events ----------------------------------------------------------------------
@@ -228,7 +208,8 @@ async def claim_due(
     delivery; each claimed one gets `attempts + 1` and is leased for `lease_seconds` (its
     `next_attempt_at` moves past the request timeout).
     """
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(DueDelivery))
+    await cur.execute(
         "WITH ranked AS ("
         "  SELECT w.delivery_id, w.next_attempt_at, coalesce(b.n, 0) AS busy,"
         "    row_number() OVER (PARTITION BY w.subscription_id ORDER BY w.next_attempt_at) AS rn"
@@ -248,16 +229,11 @@ async def claim_due(
         "  FROM due, webhook_subscriptions s, webhook_events e"
         " WHERE d.delivery_id = due.delivery_id AND s.subscription_id = d.subscription_id"
         "   AND e.event_id = d.event_id"
-        " RETURNING d.delivery_id, d.attempts, s.subscription_id, s.callback_url, s.secret,"
-        "   e.event_id, e.event_type, e.trace_id, e.body",
+        " RETURNING d.delivery_id, d.attempts AS attempt, s.subscription_id, s.callback_url,"
+        "   s.secret, e.event_id, e.event_type, e.trace_id, e.body",
         (list(busy), list(busy.values()), per_subscription, limit, lease_seconds),
     )
-    return [
-        DueDelivery(
-            r[0], int(r[1]), r[2], str(r[3]), bytes(r[4]), r[5], str(r[6]), str(r[7]), bytes(r[8])
-        )
-        for r in await cur.fetchall()
-    ]
+    return await cur.fetchall()
 
 
 async def mark_delivered(conn: Conn, delivery_id: uuid.UUID, attempt: int, status: int) -> bool:
@@ -302,12 +278,13 @@ async def mark_failed(
 
 async def seconds_until_due(conn: Conn) -> float | None:
     """Seconds until the earliest pending delivery is due (<= 0: due now); None if none."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=scalar_row)
+    await cur.execute(
         "SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8"
         "  FROM webhook_deliveries WHERE state = 'pending'"
     )
-    row = await cur.fetchone()
-    return None if row is None or row[0] is None else float(row[0])
+    seconds = await cur.fetchone()
+    return None if seconds is None else float(seconds)
 
 
 # --- reading and redelivering --------------------------------------------------------------
@@ -322,32 +299,35 @@ async def list_deliveries(
     limit: int,
 ) -> list[DeliveryRow]:
     """A subscription's deliveries, newest first, optionally of one state."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(DeliveryRow))
+    await cur.execute(
         "SELECT " + _DELIVERY_COLUMNS + " FROM webhook_deliveries"
         " WHERE tenant_id = %s AND subscription_id = %s"
         "   AND (%s::text IS NULL OR state = %s) AND (%s::bigint IS NULL OR seq < %s)"
         " ORDER BY seq DESC LIMIT %s",
         (tenant_id, subscription_id, state, state, before_seq, before_seq, limit),
     )
-    return [_delivery(r) for r in await cur.fetchall()]
+    return await cur.fetchall()
 
 
 async def get_delivery(
     conn: Conn, tenant_id: str, subscription_id: uuid.UUID, delivery_id: uuid.UUID
 ) -> DeliveryRow | None:
     """One delivery of the tenant's subscription, locked FOR UPDATE."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(DeliveryRow))
+    await cur.execute(
         "SELECT " + _DELIVERY_COLUMNS + " FROM webhook_deliveries"
         " WHERE tenant_id = %s AND subscription_id = %s AND delivery_id = %s FOR UPDATE",
         (tenant_id, subscription_id, delivery_id),
     )
     row = await cur.fetchone()
-    return None if row is None else _delivery(row)
+    return row
 
 
 async def redeliver(conn: Conn, delivery_id: uuid.UUID) -> DeliveryRow:
     """Put a dead-lettered delivery back to pending, due now, with its attempts reset."""
-    cur = await conn.execute(
+    cur = conn.cursor(row_factory=class_row(DeliveryRow))
+    await cur.execute(
         "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, finished_at = NULL,"
         " next_attempt_at = clock_timestamp() WHERE delivery_id = %s AND state = 'dead'"
         " RETURNING " + _DELIVERY_COLUMNS,
@@ -355,4 +335,4 @@ async def redeliver(conn: Conn, delivery_id: uuid.UUID) -> DeliveryRow:
     )
     row = await cur.fetchone()
     assert row is not None
-    return _delivery(row)
+    return row

@@ -558,12 +558,7 @@ class Protection:
     async def set_settings(self, conn: Conn, tenant_id: str, settings: Settings) -> Settings:
         """Replace the tenant's settings. Errors: INVALID_ARGUMENT `UNKNOWN_TIME_ZONE` (field
         settings.time_zone) for a zone the database does not know either."""
-        cur = await conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = %s)",
-            (settings.time_zone,),
-        )
-        row = await cur.fetchone()
-        if row is None or not row[0]:
+        if not await limits_sql.time_zone_known(conn, settings.time_zone):
             raise invalid(
                 "settings.time_zone", "UNKNOWN_TIME_ZONE", "the database does not know this zone"
             )
