@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from server.store.embedded import find_pg_bindir
 
@@ -159,14 +160,19 @@ def notify_triggers(url: str, enabled: bool) -> list[str]:
     touched = []
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT t.tgrelid::regclass::text, t.tgname FROM pg_trigger t"
+            "SELECT t.tgrelid::regclass::text, n.nspname, c.relname, t.tgname FROM pg_trigger t"
             " JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_class c ON c.oid = t.tgrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE NOT t.tgisinternal AND c.relname LIKE 'outbox%'"
             " AND p.prosrc ILIKE '%notify%'"
         ).fetchall()
-        for table, name in rows:
-            verb = "ENABLE" if enabled else "DISABLE"
-            conn.execute(f'ALTER TABLE {table} {verb} TRIGGER "{name}"')
+        for table, schema, relation, name in rows:
+            verb = sql.SQL("ENABLE" if enabled else "DISABLE")
+            conn.execute(
+                sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
+                    sql.Identifier(schema, relation), verb, sql.Identifier(name)
+                )
+            )
             touched.append(f"{table}.{name}")
     return touched
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from server.ops import citus_cluster
@@ -37,7 +38,7 @@ def database_on(base_url: str, prefix: str) -> Iterator[str]:
         citus_cluster.prepare_database(base_url, name, ports=ports)
     else:
         with psycopg.connect(base_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield make_conninfo(**{**params, "dbname": name})
     finally:
@@ -45,7 +46,9 @@ def database_on(base_url: str, prefix: str) -> Iterator[str]:
             citus_cluster.drop_database(base_url, name, ports)
         else:
             with psycopg.connect(base_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from server.store.embedded import EmbeddedPostgresError, find_pg_bindir
@@ -262,7 +263,7 @@ def prepare_database(
     if create:
         for port in [coord_port, *ports]:
             with psycopg.connect(_on(base_url, "postgres", port), autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{name}"')
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     for port in [*ports, coord_port]:
         with psycopg.connect(_on(base_url, name, port), autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS citus")
@@ -283,7 +284,9 @@ def drop_database(base_url: str, dbname: str, ports: list[int]) -> None:
             contextlib.suppress(psycopg.OperationalError),
             psycopg.connect(_on(base_url, "postgres", port), autocommit=True) as conn,
         ):
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from server.store.embedded import find_system_pg_bindir
 
@@ -332,7 +333,11 @@ class Cluster:
                 ("pgautofailover.primary_demote_timeout", str(ms + 2000)),
                 ("pgautofailover.startup_grace_period", "2000"),
             ):
-                conn.execute(f"ALTER SYSTEM SET {guc} = '{value}'")
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                        sql.Identifier(*guc.split(".")), sql.Literal(value)
+                    )
+                )
             conn.execute("SELECT pg_reload_conf()")
 
     def _wait_sql(self, url: str, timeout: float) -> None:

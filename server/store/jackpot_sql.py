@@ -10,6 +10,7 @@ row (FOR UPDATE) before its shard rows, shards by number.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from psycopg import sql
 from psycopg.rows import dict_row, scalar_row, tuple_row
 
 from server.store import idempotency_sql, outbox_sql
@@ -740,6 +742,13 @@ def _json_value(value: object) -> str:
     raise TypeError(f"not JSON: {type(value).__name__}")
 
 
+@functools.cache
+def _write_batch_sql(columns: tuple[str, ...]) -> str:
+    """`_WRITE_BATCH` for these jp_contributions columns, composed once per column set."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    return sql.SQL(_WRITE_BATCH).format(cols=cols).as_string()
+
+
 async def write_batch(
     conn: Conn,
     shards: list[BatchShard],
@@ -753,7 +762,7 @@ async def write_batch(
     row maps jp_contributions columns to JSON values); the events; the idempotency records (a
     key used meanwhile fails it with UniqueViolation)."""
     await conn.execute(
-        _WRITE_BATCH.format(cols=", ".join(contributions[0])),
+        _write_batch_sql(tuple(contributions[0])),
         {
             "shards": json.dumps(
                 [
@@ -799,9 +808,20 @@ async def contributed(conn: Conn, pool_id: str, cycle: int) -> int:
 
 async def insert_contribution(conn: Conn, **values: Any) -> None:
     """Append a contribution record (no result is read: pipelined, no round trip)."""
-    columns = ", ".join(values)
-    placeholders = ", ".join(f"%({k})s" for k in values)
-    await conn.execute(f"INSERT INTO jp_contributions ({columns}) VALUES ({placeholders})", values)
+    await conn.execute(_insert_contribution_sql(tuple(values)), values)
+
+
+@functools.cache
+def _insert_contribution_sql(columns: tuple[str, ...]) -> str:
+    """The INSERT of `insert_contribution` for these columns, composed once per column set."""
+    return (
+        sql.SQL("INSERT INTO jp_contributions ({}) VALUES ({})")
+        .format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)),
+            sql.SQL(", ").join(map(sql.Placeholder, columns)),
+        )
+        .as_string()
+    )
 
 
 # -- cycles --------------------------------------------------------------------------------------

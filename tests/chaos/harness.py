@@ -46,6 +46,7 @@ from croupier.jackpot.v1 import jackpot_service_pb2 as jpb
 from croupier.jackpot.v1.jackpot_service_pb2_grpc import JackpotServiceStub
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from server.error_info import reason_of
@@ -583,8 +584,8 @@ class Drill:
         base = await asyncio.to_thread(self.embedded.start)
         name = "croupier_chaos"
         with psycopg.connect(base, autocommit=True) as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            c.execute(f'CREATE DATABASE "{name}"')
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         params = conninfo_to_dict(base)
         params["dbname"] = name
         self.url = make_conninfo(**params)
