@@ -249,14 +249,14 @@ _LIMIT_COLUMNS = (
 def _limit(j: list[Any]) -> LimitRow:
     """A LimitRow from the JSON array of `_LIMIT_COLUMNS` (timestamps as ISO text)."""
     currency, kind, period, amount, pending_amount, pending_at, in_force = j
-    return LimitRow(
-        str(currency),
-        str(kind),
-        str(period),
-        None if amount is None else int(amount),
-        None if pending_amount is None else int(pending_amount),
-        None if pending_at is None else datetime.fromisoformat(pending_at),
-        None if in_force is None else int(in_force),
+    return _limit_row(
+        currency=currency,
+        kind=kind,
+        period=period,
+        amount=amount,
+        pending_amount=pending_amount,
+        pending_at=None if pending_at is None else datetime.fromisoformat(pending_at),
+        in_force=in_force,
     )
 
 
