@@ -346,13 +346,17 @@ async def insert_hold(
     state: str,
     expires_at: datetime | None,
     transaction_id: uuid.UUID,
+    created_at: datetime | None = None,
 ) -> None:
-    """Insert a hold (or tombstone); a second one for `bet_id` raises UniqueViolation."""
+    """Insert a hold (or tombstone); a second one for `bet_id` raises UniqueViolation.
+    `created_at` is the database time `expires_at` was computed from (default: `now()` where
+    the row is written; on Citus that is the worker's clock, not the coordinator's)."""
     open_ = state == "open"
     await conn.execute(
         "INSERT INTO holds (hold_id, tenant_id, player_id, bet_id, round_id, game_id, account_id,"
         " currency, amount, state, expires_at, authorize_transaction_id, close_transaction_id,"
-        " closed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " closed_at, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()))",
         (
             hold_id,
             tenant_id,
@@ -368,6 +372,7 @@ async def insert_hold(
             transaction_id if open_ else None,
             None if open_ else transaction_id,
             None if open_ else datetime.now(UTC),
+            created_at,
         ),
     )
 

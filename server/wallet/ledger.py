@@ -372,6 +372,7 @@ class Wallet:
             state="open",
             expires_at=expires_at,
             transaction_id=tx,
+            created_at=db_now,
         )
         view = BalanceView(currency, account.available - amount, account.held + amount)
         await _emit(
