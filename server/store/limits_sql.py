@@ -226,7 +226,8 @@ async def put_settings(conn: Conn, tenant_id: str, time_zone: str, cooling_off: 
         "INSERT INTO rg_tenant_settings (tenant_id, time_zone, limit_cooling_off_seconds)"
         " VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
         " SET time_zone = EXCLUDED.time_zone,"
-        "     limit_cooling_off_seconds = EXCLUDED.limit_cooling_off_seconds, updated_at = now()",
+        "     limit_cooling_off_seconds = EXCLUDED.limit_cooling_off_seconds,"
+        "     updated_at = EXCLUDED.updated_at",
         (tenant_id, time_zone, cooling_off),
     )
 
@@ -301,7 +302,7 @@ async def put_limit(
         " pending_amount, pending_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (tenant_id, player_id, currency, kind, period) DO UPDATE"
         " SET amount = EXCLUDED.amount, pending_amount = EXCLUDED.pending_amount,"
-        "     pending_at = EXCLUDED.pending_at, updated_at = now()",
+        "     pending_at = EXCLUDED.pending_at, updated_at = EXCLUDED.updated_at",
         (tenant_id, player_id, currency, kind, period, amount, pending_amount, pending_at),
     )
 
@@ -403,7 +404,7 @@ async def put_exclusion(
         "INSERT INTO rg_exclusions (tenant_id, player_id, kind, until, reason)"
         " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant_id, player_id) DO UPDATE"
         " SET kind = EXCLUDED.kind, until = EXCLUDED.until, reason = EXCLUDED.reason,"
-        "     updated_at = now()",
+        "     updated_at = EXCLUDED.updated_at",
         (tenant_id, player_id, kind, until, reason),
     )
     await conn.execute(
