@@ -1166,8 +1166,10 @@ def main() -> int:
     )
     print(report(out))
     if "citus" in out:
-        print("\n== the same phases on the local Citus cluster (coordinator + 2 workers; "
-              "db ms/call summed over the 3 nodes) ==")
+        print(
+            "\n== the same phases on the local Citus cluster (coordinator + 2 workers; "
+            "db ms/call summed over the 3 nodes) =="
+        )
         print(report(out["citus"]))
         print(citus_comparison(out))
     print(

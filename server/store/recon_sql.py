@@ -31,12 +31,15 @@ _LEDGER_COLUMNS = f"""
          WHEN t.kind IN ('settle', 'credit', 'round') THEN 'win' ELSE 'refund' END AS type,
     CASE WHEN t.kind = 'settle' OR (t.kind = 'round' AND t.amount = 0)
          THEN coalesce((SELECT -sum(p.amount) FROM postings p
-                          JOIN accounts a ON a.account_id = p.account_id
-                         WHERE p.transaction_id = t.transaction_id AND a.kind <> 'player'
-                           AND p.amount < 0), 0)
+                          JOIN accounts a
+                            ON a.tenant_id = p.tenant_id AND a.account_id = p.account_id
+                         WHERE p.tenant_id = t.tenant_id AND p.transaction_id = t.transaction_id
+                           AND a.kind <> 'player' AND p.amount < 0), 0)
          ELSE abs(t.amount) END::bigint AS minor,
-    coalesce((SELECT sum(p.amount) FROM postings p JOIN accounts a ON a.account_id = p.account_id
-               WHERE p.transaction_id = t.transaction_id AND a.kind <> 'player'), 0)::bigint
+    coalesce((SELECT sum(p.amount) FROM postings p
+                JOIN accounts a ON a.tenant_id = p.tenant_id AND a.account_id = p.account_id
+               WHERE p.tenant_id = t.tenant_id AND p.transaction_id = t.transaction_id
+                 AND a.kind <> 'player'), 0)::bigint
       AS house_net"""
 
 

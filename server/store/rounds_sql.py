@@ -135,8 +135,9 @@ async def steps(conn: Conn, tenant: str, round_id: str) -> list[StepRow]:
     cur = await conn.execute(
         "SELECT t.transaction_id, t.amount,"
         "       coalesce((SELECT -sum(p.amount) FROM postings p JOIN accounts a"
-        "                   ON a.account_id = p.account_id WHERE p.transaction_id ="
-        "                   t.transaction_id AND a.kind <> 'player' AND p.amount < 0), 0),"
+        "                   ON a.tenant_id = p.tenant_id AND a.account_id = p.account_id"
+        "                WHERE p.tenant_id = t.tenant_id AND p.transaction_id = t.transaction_id"
+        "                  AND a.kind <> 'player' AND p.amount < 0), 0),"
         "       (t.metadata->>'round.final') = 'true', t.created_at"
         "  FROM transactions t WHERE t.tenant_id = %s AND t.round_id = %s AND t.kind = 'round'"
         " ORDER BY t.seq",

@@ -50,9 +50,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from server.error_info import reason_of
 from server.jackpot.reconcile_all import reconcile_pools
+from server.ops import citus_cluster
 from server.reconcile import reconcile_ledger
 from server.store.database import migrate, open_pool
-from server.ops import citus_cluster
 from server.store.embedded import EmbeddedPostgres
 from tests.scratch import database_on
 
