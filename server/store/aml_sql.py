@@ -196,7 +196,7 @@ async def release_win(conn: Conn, win_id: uuid.UUID, step: str, detail: str) -> 
     """Put a reviewed (or rejected) win back to `requested`, due now, with a saga step."""
     await conn.execute(
         "UPDATE jp_wins SET payout_state = 'requested', failure_reason = '',"
-        " next_attempt_at = clock_timestamp() WHERE win_id = %s AND payout_state <> 'credited'",
+        " next_attempt_at = statement_timestamp() WHERE win_id = %s AND payout_state <> 'credited'",
         (win_id,),
     )
     await conn.execute(
@@ -311,7 +311,7 @@ async def requeue_lifted(conn: Conn, limit: int) -> list[uuid.UUID]:
             continue
         await conn.execute(
             "UPDATE jp_wins SET payout_state = 'requested', failure_reason = '',"
-            " next_attempt_at = clock_timestamp() WHERE win_id = %s",
+            " next_attempt_at = statement_timestamp() WHERE win_id = %s",
             (win_id,),
         )
         ids.append(win_id)

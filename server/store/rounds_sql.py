@@ -119,13 +119,11 @@ async def update_round(
 ) -> None:
     """Add `bets` and `wins` to the round's totals, set its pending share, count the step,
     and close it when `final`."""
+    close = ", state = 'final', finalised_by = %s, closed_at = now()" if final else ""
     await conn.execute(
-        "UPDATE rounds SET bets = bets + %s, wins = wins + %s, pending = %s, steps = steps + 1,"
-        " state = CASE WHEN %s THEN 'final' ELSE state END,"
-        " finalised_by = CASE WHEN %s THEN %s ELSE finalised_by END,"
-        " closed_at = CASE WHEN %s THEN now() ELSE closed_at END"
-        " WHERE tenant_id = %s AND round_id = %s",
-        (bets, wins, pending, final, final, finalised_by, final, tenant, round_id),
+        "UPDATE rounds SET bets = bets + %s, wins = wins + %s, pending = %s, steps = steps + 1"
+        f"{close} WHERE tenant_id = %s AND round_id = %s",
+        (bets, wins, pending, *((finalised_by,) if final else ()), tenant, round_id),
     )
 
 

@@ -356,7 +356,8 @@ async def insert_hold(
         "INSERT INTO holds (hold_id, tenant_id, player_id, bet_id, round_id, game_id, account_id,"
         " currency, amount, state, expires_at, authorize_transaction_id, close_transaction_id,"
         " closed_at, created_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s, now()))",
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+        + ("DEFAULT)" if created_at is None else "%s)"),
         (
             hold_id,
             tenant_id,
@@ -372,7 +373,7 @@ async def insert_hold(
             transaction_id if open_ else None,
             None if open_ else transaction_id,
             None if open_ else datetime.now(UTC),
-            created_at,
+            *(() if created_at is None else (created_at,)),
         ),
     )
 
