@@ -38,7 +38,7 @@ citus-stop: $(VENV)/.installed
 
 ## test-citus: the wallet, jackpot, edge and events suites and the Citus proofs and drills (tests/citus)
 ## against the local Citus cluster (started when it is not running), then a 60-second chaos run on it
-CITUS_SUITES ?= tests/wallet tests/jackpot tests/edge tests/events tests/citus
+CITUS_SUITES ?= tests/wallet tests/jackpot tests/edge tests/events tests/rounds tests/citus
 test-citus: citus
 	CROUPIER_DATABASE_URL=$$($(PY) -m server.ops.citus_cluster url) CROUPIER_CITUS=1 \
 	  $(PY) -m pytest -q -p no:cacheprovider $(CITUS_SUITES)

@@ -131,7 +131,7 @@ async def open_disputes(conn: Conn, tenant: str, provider: str, run_id: uuid.UUI
         "         %(run)s, player_id, p_minor, p_currency, l_minor, l_currency, transaction_id"
         "    FROM recon_diff"
         "  ON CONFLICT (tenant_id, provider, event_id, kind) WHERE state <> 'resolved'"
-        "  DO UPDATE SET run_id = EXCLUDED.run_id, updated_at = now()"
+        "  DO UPDATE SET run_id = EXCLUDED.run_id, updated_at = EXCLUDED.updated_at"
         "  RETURNING dispute_id, kind, (xmax = 0) AS inserted)"
         " INSERT INTO dispute_history (tenant_id, dispute_id, from_state, to_state, actor, reason)"
         " SELECT %(tenant)s, dispute_id, NULL, 'auto_failed', 'reconciliation',"
