@@ -52,6 +52,9 @@ _KIND_TO_PB = {
 _ACCOUNT_NAMES = {
     ("player", "available"): "player/available",
     ("player", "held"): "player/held",
+    ("player", "bonus"): "player/bonus",
+    ("player", "locked"): "player/locked",
+    ("house_bonus", "available"): "house/bonus",
     ("house_game", "available"): "house/game",
     ("house_cashier", "available"): "house/cashier",
 }
