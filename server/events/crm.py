@@ -9,10 +9,11 @@ after its wallet event, in the same per-account order, so a round's Bet precedes
 Amounts: the CRM wants decimal numbers with `amount = wager_amount + bonus_wager_amount +
 locked_wager_amount`: the cash, bonus and locked parts recorded by the wallet (docs/bonus.md;
 a bet's split, a win's attribution, a release's or reversal's parts). Without bonus money every
-part but cash is 0 and `amount == wager_amount`. The numbers are rendered exactly from minor units (EUR 1250 -> 12.50)
-as JSON number literals, never through a float. Game name/type, vendor and origin come from the
-round's metadata keys `game_name`, `game_type`, `vendor_id`, `vendor_name`, `origin`,
-`user_bonus_id` when the RGS sends them (defaults: the game id, "Slots", the tenant).
+part but cash is 0 and `amount == wager_amount`. The numbers are rendered exactly from minor
+units (EUR 1250 -> 12.50) as JSON number literals, never through a float. Game name/type,
+vendor and origin come from the round's metadata keys `game_name`, `game_type`, `vendor_id`,
+`vendor_name`, `origin`, `user_bonus_id` when the RGS sends them (defaults: the game id,
+"Slots", the tenant).
 """
 
 from __future__ import annotations
