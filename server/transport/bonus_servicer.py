@@ -69,7 +69,7 @@ _POLICY_FROM_PB = {v: k for k, v in _POLICY_TO_PB.items()}
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 # The furthest a bonus may expire (a bound that keeps every timestamp representable).
-MAX_BONUS_DAYS = 3660
+MAX_BONUS_DAYS = 36600
 
 
 def balance_out(view: model.BalanceView) -> pb.Balance:
