@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from server.money import Money
+from server.store.bonus_sql import BonusRow
 
 
 class PlayerStatus(enum.Enum):
@@ -90,11 +91,19 @@ class Rollback:
 
 @dataclass(frozen=True, slots=True)
 class BalanceView:
-    """Balances of one account in minor units."""
+    """Balances of one account in minor units: `available` is the cash bucket; `bonus` and
+    `locked` are the bonus money and the real money tied to an active bonus (docs/bonus.md)."""
 
     currency: str
     available: int
     held: int
+    bonus: int = 0
+    locked: int = 0
+
+    @property
+    def spendable(self) -> int:
+        """What the player may bet: cash + bonus + locked (GetBalance's `available`)."""
+        return self.available + self.bonus + self.locked
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,3 +172,12 @@ class StatusResult:
 
     previous: PlayerStatus | None
     status: PlayerStatus
+
+
+@dataclass(frozen=True, slots=True)
+class BonusResult:
+    """A bonus after a grant or forfeit, the journal transaction and the balances after."""
+
+    transaction_id: uuid.UUID
+    bonus: BonusRow
+    balance: BalanceView
