@@ -28,6 +28,7 @@ from importlib import resources
 from typing import Any
 
 import psycopg
+import sqlparse
 import psycopg_pool
 import psycopg_pool.base
 from psycopg.conninfo import conninfo_to_dict
@@ -64,6 +65,13 @@ def is_node_commit_failure(exc: BaseException) -> bool:
         "could not commit transaction for shard" in str(exc)
         or "on at least one active node" in str(exc)
     )
+
+
+async def _on_citus(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """True when the database has the citus extension (a Citus coordinator)."""
+    cur = await conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'citus'")
+    row = await cur.fetchone()
+    return bool(row and row[0])
 
 
 @dataclass(frozen=True)
@@ -246,7 +254,16 @@ async def migrate(url: str) -> list[str]:
                 if m.version in done:
                     continue
                 async with conn.transaction():
-                    await conn.execute(m.sql.encode())
+                    if await _on_citus(conn):
+                        # Citus sends a DDL statement's own text to the workers, so a migration
+                        # runs statement by statement there; DDL on distributed tables and the
+                        # functions they depend on, in one transaction, must also use one
+                        # connection per worker node.
+                        await conn.execute("SET LOCAL citus.multi_shard_modify_mode = sequential")
+                        for statement in sqlparse.split(m.sql):
+                            await conn.execute(statement.encode())
+                    else:
+                        await conn.execute(m.sql.encode())
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name, checksum)"
                         " VALUES (%s, %s, %s)",

@@ -10,8 +10,9 @@
 
 ALTER TABLE accounts ADD COLUMN bonus bigint NOT NULL DEFAULT 0,
                      ADD COLUMN locked bigint NOT NULL DEFAULT 0;
-ALTER TABLE accounts ADD CONSTRAINT player_bonus_not_negative CHECK (bonus >= 0),
-                     ADD CONSTRAINT player_locked_not_negative CHECK (locked >= 0);
+-- (one constraint per statement: Citus propagates no ADD CONSTRAINT with other subcommands)
+ALTER TABLE accounts ADD CONSTRAINT player_bonus_not_negative CHECK (bonus >= 0);
+ALTER TABLE accounts ADD CONSTRAINT player_locked_not_negative CHECK (locked >= 0);
 
 ALTER TABLE accounts DROP CONSTRAINT accounts_kind_check;
 ALTER TABLE accounts ADD CONSTRAINT accounts_kind_check
@@ -32,10 +33,12 @@ ALTER TABLE transactions VALIDATE CONSTRAINT transactions_kind_check;
 -- The split of a hold's amount: `amount` = cash part + bonus_part + locked_part, taken in the
 -- tenant's spend order; `bonus_id` names the bonus the non-cash parts belong to;
 -- `game_category` (the bet's metadata `game_category`) picks the bet's wagering weight.
-ALTER TABLE holds ADD COLUMN bonus_part bigint NOT NULL DEFAULT 0 CHECK (bonus_part >= 0),
-                  ADD COLUMN locked_part bigint NOT NULL DEFAULT 0 CHECK (locked_part >= 0),
+ALTER TABLE holds ADD COLUMN bonus_part bigint NOT NULL DEFAULT 0,
+                  ADD COLUMN locked_part bigint NOT NULL DEFAULT 0,
                   ADD COLUMN bonus_id uuid,
                   ADD COLUMN game_category text NOT NULL DEFAULT '';
+ALTER TABLE holds ADD CONSTRAINT holds_bonus_part_check CHECK (bonus_part >= 0);
+ALTER TABLE holds ADD CONSTRAINT holds_locked_part_check CHECK (locked_part >= 0);
 ALTER TABLE holds ADD CONSTRAINT holds_parts_within_amount
     CHECK (bonus_part + locked_part <= amount);
 
