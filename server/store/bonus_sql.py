@@ -111,7 +111,7 @@ async def set_settings(conn: Conn, tenant_id: str, s: SettingsRow) -> None:
         "INSERT INTO bonus_settings (tenant_id, spend_order, withdrawal_policy)"
         " VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
         " SET spend_order = EXCLUDED.spend_order,"
-        "     withdrawal_policy = EXCLUDED.withdrawal_policy, updated_at = now()",
+        "     withdrawal_policy = EXCLUDED.withdrawal_policy, updated_at = EXCLUDED.updated_at",
         (tenant_id, list(s.spend_order), s.withdrawal_policy),
     )
 
