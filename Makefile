@@ -37,11 +37,12 @@ citus-stop: $(VENV)/.installed
 	$(PY) -m server.ops.citus_cluster stop
 
 ## test-citus: the wallet, jackpot, edge and events suites and the Citus proofs and drills (tests/citus)
-## against the local Citus cluster (started when it is not running)
-CITUS_SUITES ?= tests/wallet tests/jackpot tests/edge tests/events tests/citus
+## against the local Citus cluster (started when it is not running), then a 60-second chaos run on it
+CITUS_SUITES ?= tests/wallet tests/jackpot tests/edge tests/events tests/rounds tests/citus
 test-citus: citus
 	CROUPIER_DATABASE_URL=$$($(PY) -m server.ops.citus_cluster url) CROUPIER_CITUS=1 \
 	  $(PY) -m pytest -q -p no:cacheprovider $(CITUS_SUITES)
+	$(PY) -m tests.chaos --seconds 60 --citus
 
 ## chaos: the 5-minute chaos drill (faults injected under load, exact audit afterwards)
 chaos: $(VENV)/.installed

@@ -66,6 +66,7 @@ import anchor
 import openloop
 from openloop import SloResult, echo_server, find_slo_rate
 
+from server.ops import citus_cluster
 from server.store.database import migrate
 from tests.scratch import database_on, scratch_database
 
@@ -133,12 +134,13 @@ def tree_cpu(root: int) -> float:
 class CpuMeter:
     """Server and PostgreSQL CPU seconds between `start` and `stop`."""
 
-    def __init__(self, server_pids: list[int], postmaster: int | None) -> None:
-        self.server_pids, self.postmaster = server_pids, postmaster
+    def __init__(self, server_pids: list[int], postmasters: list[int]) -> None:
+        self.server_pids, self.postmasters = server_pids, postmasters
 
     def read(self) -> tuple[float, float]:
+        """(server CPU s, database CPU s summed over every node's postmaster tree)."""
         server = sum(tree_cpu(p) for p in self.server_pids)
-        db = tree_cpu(self.postmaster) if self.postmaster else 0.0
+        db = sum(tree_cpu(p) for p in self.postmasters)
         return server, db
 
 
@@ -429,9 +431,14 @@ class Load:
 class Run:
     """Holds the results and the CPU meter while the phases run."""
 
-    def __init__(self, args: argparse.Namespace, url: str) -> None:
+    def __init__(
+        self, args: argparse.Namespace, url: str, postmasters: list[int] | None = None
+    ) -> None:
         self.args, self.url = args, url
-        self.postmaster = postmaster_pid(url)
+        if postmasters is None:
+            pid = postmaster_pid(url)
+            postmasters = [pid] if pid else []
+        self.postmasters = postmasters
         self.out: dict[str, Any] = {"slo": [], "closed_loop": [], "hot_pool": [], "anchor": {}}
 
     def log(self, text: str) -> None:
@@ -441,7 +448,7 @@ class Run:
     def metered(self, srv: Server | None, pids: list[int], kind: str | None) -> Any:
         """Measure server/PostgreSQL CPU and the batch histogram around a block; the dict
         yielded is filled in at the end (`calls` must be set by the block)."""
-        meter = CpuMeter(pids, self.postmaster)
+        meter = CpuMeter(pids, self.postmasters)
         hist0 = srv.batch_histogram(kind) if srv and kind else {}
         s0, d0 = meter.read()
         t0 = time.perf_counter()
@@ -837,6 +844,51 @@ class Run:
         )
 
 
+def citus_run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the same phases on a fresh database of the local Citus cluster (started when it is
+    not running); database CPU is summed over the coordinator's and the workers' postmasters."""
+    cluster = citus_cluster.Cluster()
+    base = cluster.start()
+    postmasters = [pid for pid in (n.pid() for n in cluster.nodes) if pid]
+    citus_args = argparse.Namespace(**{**vars(args), "phases": args.citus_phases.split(",")})
+    with database_on(base, "croupier_bench") as url:
+        run = Run(citus_args, url, postmasters)
+        try:
+            asyncio.run(run.main())
+        finally:
+            out = run.out
+    out["nodes"] = len(postmasters)
+    return out
+
+
+def citus_comparison(out: dict[str, Any]) -> str:
+    """Per-call database CPU and throughput, single node against Citus, from one run."""
+    lines = ["", "single node vs Citus (same run):"]
+    single = {(r["arm"], r["rpc"]): r for r in out["slo"]}
+    for r in out["citus"]["slo"]:
+        one = single.get((r["arm"], r["rpc"]))
+        if not one:
+            continue
+        lines.append(
+            f"  {r['arm']:<6} {r['rpc']:<13} SLO rate {one['slo_rate_per_s']:.0f} -> "
+            f"{r['slo_rate_per_s']:.0f}/s; db CPU/call {one['metered']['db_cpu_ms_per_call']} -> "
+            f"{r['metered']['db_cpu_ms_per_call']} ms; server CPU/call "
+            f"{one['metered']['server_cpu_ms_per_call']} -> "
+            f"{r['metered']['server_cpu_ms_per_call']} ms"
+        )
+    closed = {r["inflight"]: r for r in out["closed_loop"]}
+    for r in out["citus"]["closed_loop"]:
+        one = closed.get(r["inflight"])
+        if not one:
+            continue
+        lines.append(
+            f"  closed loop {r['inflight']:>3} in flight: {one['calls_per_s']:.0f} -> "
+            f"{r['calls_per_s']:.0f}/s; db CPU/call {one['metered']['db_cpu_ms_per_call']} -> "
+            f"{r['metered']['db_cpu_ms_per_call']} ms"
+        )
+    return "\n".join(lines)
+
+
 def git_revision() -> str:
     out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     dirty = subprocess.run(
@@ -1065,6 +1117,12 @@ def main() -> int:
         "need a looser bound to compare arms at all: say so when quoting)",
     )
     parser.add_argument("--quick", action="store_true", help="short cells, one repeat (smoke)")
+    parser.add_argument(
+        "--citus",
+        action="store_true",
+        help="also run --citus-phases on the local Citus cluster (make citus); print both",
+    )
+    parser.add_argument("--citus-phases", default="slo,closed")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.repeats, args.probe_seconds, args.warmup = 5, 1, 2, 2
@@ -1090,6 +1148,8 @@ def main() -> int:
             asyncio.run(run.main())
         finally:
             out = run.out
+    if args.citus:
+        out["citus"] = citus_run(args)
     out.update(
         started=stamp,
         git=git_revision(),
@@ -1105,6 +1165,13 @@ def main() -> int:
         slo_p99_ms=openloop.SLO_P99_MS,
     )
     print(report(out))
+    if "citus" in out:
+        print(
+            "\n== the same phases on the local Citus cluster (coordinator + 2 workers; "
+            "db ms/call summed over the 3 nodes) =="
+        )
+        print(report(out["citus"]))
+        print(citus_comparison(out))
     print(
         f"\n{os.cpu_count()} CPUs (shared machine), load average {os.getloadavg()[0]:.2f}, "
         f"{out['seconds']}s"

@@ -324,6 +324,36 @@ class BetNotFound(NotFound):
     REASON = "BET_NOT_FOUND"
 
 
+class BonusNotFound(NotFound):
+    """No such bonus for this tenant and player."""
+
+    REASON = "BONUS_NOT_FOUND"
+
+
+class BonusActive(FailedPrecondition):
+    """A withdrawal while a bonus is active, under the tenant's refuse policy."""
+
+    REASON = "BONUS_ACTIVE"
+
+
+class BonusAlreadyActive(FailedPrecondition):
+    """The player already has an active bonus in this currency."""
+
+    REASON = "BONUS_ALREADY_ACTIVE"
+
+
+class BonusMaxBetExceeded(FailedPrecondition):
+    """A stake above the active bonus's max bet (metadata `max_bet`)."""
+
+    REASON = "BONUS_MAX_BET_EXCEEDED"
+
+
+class BonusNotActive(FailedPrecondition):
+    """The bonus already completed, was forfeited or expired (metadata `state`)."""
+
+    REASON = "BONUS_NOT_ACTIVE"
+
+
 class TransactionNotFound(NotFound):
     """No such transaction for this tenant and player."""
 

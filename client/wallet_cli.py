@@ -28,7 +28,7 @@ from typing import Any
 from croupier.wallet.v1 import wallet_service_pb2 as pb
 from google.protobuf.message import Message
 
-from client import protection_cli
+from client import bonus_cli, protection_cli
 from client.cli import channel_credentials, connection_options
 from client.retry import RetryPolicy
 from client.wallet import WalletClient
@@ -227,3 +227,4 @@ def register(groups: Any) -> None:
     p.add_argument("--id", required=True, help="transaction id (UUID)")
     p.set_defaults(run=_runner(_tx))
     protection_cli.register_wallet(commands)
+    bonus_cli.register_wallet(commands)

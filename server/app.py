@@ -93,6 +93,13 @@ async def _sweep_expired_holds(wallet: Wallet, every: float) -> None:
                         break
         except Exception:  # keep sweeping after a database hiccup
             log.exception("expired-hold sweep failed")
+        try:
+            while True:
+                with background_trace("wallet.expire_bonuses"):
+                    if await wallet.expire_bonuses(limit=200) < 200:
+                        break
+        except Exception:  # keep sweeping after a database hiccup
+            log.exception("expired-bonus sweep failed")
 
 
 async def _sweep_open_rounds(pool: AsyncConnectionPool, every: float) -> None:

@@ -24,3 +24,15 @@ DATABASE_OUTAGE: tuple[type[Exception], ...] = (
     psycopg.errors.ReadOnlySqlTransaction,
     psycopg_pool.PoolTimeout,
 )
+
+
+def is_node_commit_failure(exc: BaseException) -> bool:
+    """True for a Citus coordinator's report that a worker node died while the transaction
+    committed ("could not commit transaction for shard ... on at least one active node").
+    Citus raises it as SQLSTATE XX000 (internal_error), so the class alone cannot tell it from
+    a bug; its outcome is unknown until the node is back, so it is an outage: the caller
+    retries with the same idempotency key, which applies the request exactly once."""
+    return isinstance(exc, psycopg.errors.InternalError_) and (
+        "could not commit transaction for shard" in str(exc)
+        or "on at least one active node" in str(exc)
+    )

@@ -16,17 +16,19 @@ async def check_ledger_invariants(pool: AsyncConnectionPool) -> None:
         unbalanced = await cur.fetchall()
         assert not unbalanced, f"unbalanced transactions: {unbalanced}"
         cur = await conn.execute(
-            "SELECT a.account_id, a.available, a.held, a.pending, b.available, b.held, b.pending"
+            "SELECT a.account_id, a.available, a.held, a.pending, a.bonus, a.locked,"
+            "       b.available, b.held, b.pending, b.bonus, b.locked"
             "  FROM accounts a JOIN account_balances b USING (tenant_id, account_id)"
             " WHERE a.kind = 'player' AND (a.available <> b.available OR a.held <> b.held"
-            "                              OR a.pending <> b.pending)"
+            "                              OR a.pending <> b.pending OR a.bonus <> b.bonus"
+            "                              OR a.locked <> b.locked)"
             " LIMIT 5"
         )
         drift = await cur.fetchall()
         assert not drift, f"balances differ from posting sums: {drift}"
         cur = await conn.execute(
             "SELECT count(*) FROM accounts WHERE kind = 'player'"
-            " AND (available < 0 OR held < 0 OR pending < 0)"
+            " AND (available < 0 OR held < 0 OR pending < 0 OR bonus < 0 OR locked < 0)"
         )
         row = await cur.fetchone()
         assert row is not None and row[0] == 0, "negative player balance"

@@ -104,3 +104,37 @@ async def test_readme_player_protection_lines_work_verbatim(app: App) -> None:
                 assert deposit["remaining"] == {"minor_units": "5000", "currency": "EUR"}
 
     await asyncio.to_thread(drive)
+
+
+async def test_readme_bonus_walk_through_reproduces_the_example(app: App) -> None:
+    section = _section(README, "## Bonus money (grpcurl)")
+    script = "\n".join(re.findall(r"```sh\n(.*?)```", section, re.S))
+    script = script.replace("127.0.0.1:50051", f"127.0.0.1:{app.port}")
+
+    def drive() -> str:
+        proc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+            check=False,
+        )
+        assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
+        return proc.stdout
+
+    out = await asyncio.to_thread(drive)
+    outputs = re.findall(r"^\{.*?^\}", out, re.S | re.M)
+    balance = json.loads(outputs[-1])["balances"][0]
+    assert {
+        k: balance[k].get("minor_units", "0") for k in ("available", "cash", "bonus", "locked")
+    } == {
+        "available": "30000",
+        "cash": "30000",
+        "bonus": "0",
+        "locked": "0",
+    }
+    completed = json.loads(outputs[-2])["bonuses"][0]
+    assert completed["converted"]["minor_units"] == "30000"
+    assert completed["removed"]["minor_units"] == "10000"
+    assert completed["requirement"]["minor_units"] == "1200000"

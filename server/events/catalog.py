@@ -10,14 +10,22 @@ from __future__ import annotations
 from typing import Final
 
 WALLET_EVENTS: Final = {
-    "wallet.bet.authorized": "1.1.0",
-    "wallet.bet.settled": "1.1.0",
-    "wallet.bet.cancelled": "1.1.0",
-    "wallet.bet.expired": "1.1.0",
-    "wallet.credited": "1.1.0",
-    "wallet.debited": "1.1.0",
-    "wallet.rolled_back": "1.1.0",
+    "wallet.bet.authorized": "1.2.0",
+    "wallet.bet.settled": "1.2.0",
+    "wallet.bet.cancelled": "1.2.0",
+    "wallet.bet.expired": "1.2.0",
+    "wallet.credited": "1.2.0",
+    "wallet.debited": "1.2.0",
+    "wallet.rolled_back": "1.2.0",
     "wallet.round.step": "1.0.0",
+}
+
+# Bonus money (docs/bonus.md); aggregate: the player's account, as the other wallet events.
+BONUS_EVENTS: Final = {
+    "wallet.bonus.granted": "1.0.0",
+    "wallet.bonus.completed": "1.0.0",
+    "wallet.bonus.forfeited": "1.0.0",
+    "wallet.bonus.expired": "1.0.0",
 }
 
 JACKPOT_EVENTS: Final = {
@@ -43,4 +51,10 @@ AML_EVENTS: Final = {
     "aml.alert.resolved": "1.0.0",
 }
 
-EVENT_TYPES: Final = {**WALLET_EVENTS, **JACKPOT_EVENTS, **PROTECTION_EVENTS, **AML_EVENTS}
+EVENT_TYPES: Final = {
+    **WALLET_EVENTS,
+    **BONUS_EVENTS,
+    **JACKPOT_EVENTS,
+    **PROTECTION_EVENTS,
+    **AML_EVENTS,
+}

@@ -7,11 +7,13 @@ rolled-back transactions. It is published with the AMQP message property `type=C
 after its wallet event, in the same per-account order, so a round's Bet precedes its Win/Loss.
 
 Amounts: the CRM wants decimal numbers with `amount = wager_amount + bonus_wager_amount +
-locked_wager_amount`. Croupier has no bonus or locked wallets, so those are 0 and
-`amount == wager_amount`. The numbers are rendered exactly from minor units (EUR 1250 -> 12.50)
-as JSON number literals, never through a float. Game name/type, vendor and origin come from the
-round's metadata keys `game_name`, `game_type`, `vendor_id`, `vendor_name`, `origin`,
-`user_bonus_id` when the RGS sends them (defaults: the game id, "Slots", the tenant).
+locked_wager_amount`: the cash, bonus and locked parts recorded by the wallet (docs/bonus.md;
+a bet's split, a win's attribution, a release's or reversal's parts). Without bonus money every
+part but cash is 0 and `amount == wager_amount`. The numbers are rendered exactly from minor
+units (EUR 1250 -> 12.50) as JSON number literals, never through a float. Game name/type,
+vendor and origin come from the round's metadata keys `game_name`, `game_type`, `vendor_id`,
+`vendor_name`, `origin`, `user_bonus_id` when the RGS sends them (defaults: the game id,
+"Slots", the tenant).
 """
 
 from __future__ import annotations
@@ -34,6 +36,17 @@ def _number(minor_units: int, currency: str) -> str:
 def dumps(body: dict[str, Any]) -> bytes:
     """JSON with exact decimal number literals for amounts (no float on the way)."""
     return _NUM_RE.sub(r"\1", json.dumps(body, sort_keys=True)).encode()
+
+
+# The payload field holding the cash/bonus/locked split of each event's casino amount.
+_PARTS = {
+    "wallet.bet.authorized": "amount_parts",
+    "wallet.debited": "amount_parts",
+    "wallet.bet.settled": "win_parts",
+    "wallet.bet.cancelled": "released_parts",
+    "wallet.bet.expired": "released_parts",
+    "wallet.rolled_back": "reversed_parts",
+}
 
 
 def _kind(event_type: str, payload: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
@@ -72,15 +85,19 @@ def casino_event(
         return None
     type_, status, amount = kind
     currency = amount["currency"]
+    parts = payload.get(_PARTS.get(event_type, ""))
+    bonus_part = 0 if parts is None else abs(int(parts["bonus"]["minor_units"]))
+    locked_part = 0 if parts is None else abs(int(parts["locked"]["minor_units"]))
+    cash_part = amount["minor_units"] - bonus_part - locked_part
     meta: dict[str, str] = payload.get("metadata", {})
     body: dict[str, Any] = {
         "activity_id": event_id,
         "type": type_,
         "status": status,
         "amount": _number(amount["minor_units"], currency),
-        "wager_amount": _number(amount["minor_units"], currency),
-        "bonus_wager_amount": _number(0, currency),
-        "locked_wager_amount": _number(0, currency),
+        "wager_amount": _number(cash_part, currency),
+        "bonus_wager_amount": _number(bonus_part, currency),
+        "locked_wager_amount": _number(locked_part, currency),
         "currency": currency,
         "exchange_rate": "\x00NUM:1",
         "game_id": payload.get("game_id", ""),

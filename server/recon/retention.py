@@ -63,21 +63,25 @@ class Purged:
 async def purge(
     pool: AsyncConnectionPool, policy: Retention, now: datetime | None = None
 ) -> Purged:
-    """Remove what is older than the retention, batch by batch, until nothing is left."""
+    """Remove what is older than the retention, tenant by tenant and batch by batch, until
+    nothing is left."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=policy.days)
     done = Purged()
-    for name, step in (
-        ("callbacks", retention_sql.purge_callbacks),
-        ("runs", retention_sql.purge_runs),
-    ):
-        while True:
-            async with pool.connection() as conn, conn.transaction():
-                await conn.execute("SET LOCAL lock_timeout = '1s'")
-                n = await step(conn, cutoff, policy.batch)
-            setattr(done, name, getattr(done, name) + n)
-            if n < policy.batch:
-                break
-            await asyncio.sleep(policy.pause)
+    async with pool.connection() as conn:
+        tenants = await retention_sql.expired_tenants(conn, cutoff)
+    for tenant_id in tenants:
+        for name, step in (
+            ("callbacks", retention_sql.purge_callbacks),
+            ("runs", retention_sql.purge_runs),
+        ):
+            while True:
+                async with pool.connection() as conn, conn.transaction():
+                    await conn.execute("SET LOCAL lock_timeout = '1s'")
+                    n = await step(conn, tenant_id, cutoff, policy.batch)
+                setattr(done, name, getattr(done, name) + n)
+                if n < policy.batch:
+                    break
+                await asyncio.sleep(policy.pause)
     return done
 
 

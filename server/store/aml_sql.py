@@ -85,13 +85,20 @@ async def open_review(
 ) -> ReviewRow | None:
     """Open the review of a `requested` win and move the win to `review`; None when the win
     has a review already or is no longer `requested` (a concurrent saga run)."""
-    cur = conn.cursor(row_factory=class_row(ReviewRow))
-    await cur.execute(
-        "WITH w AS (UPDATE jp_wins SET payout_state = 'review', next_attempt_at = NULL"
-        "           WHERE win_id = %(w)s AND payout_state = 'requested' RETURNING win_id)"
-        " INSERT INTO aml_reviews (tenant_id, review_id, win_id, player_id, currency, amount,"
+    # Two statements: the win (a jackpot table) and the review (a tenant table) may live on
+    # different nodes of a distributed database, and one statement may not write both there.
+    cur = await conn.execute(
+        "UPDATE jp_wins SET payout_state = 'review', next_attempt_at = NULL"
+        " WHERE win_id = %s AND payout_state = 'requested' RETURNING win_id",
+        (win_id,),
+    )
+    if await cur.fetchone() is None:
+        return None
+    review = conn.cursor(row_factory=class_row(ReviewRow))
+    await review.execute(
+        "INSERT INTO aml_reviews (tenant_id, review_id, win_id, player_id, currency, amount,"
         "  threshold, state)"
-        " SELECT %(t)s, %(r)s, w.win_id, %(p)s, %(c)s, %(a)s, %(th)s, 'open' FROM w"
+        " VALUES (%(t)s, %(r)s, %(w)s, %(p)s, %(c)s, %(a)s, %(th)s, 'open')"
         " ON CONFLICT DO NOTHING"
         f" RETURNING {_COLUMNS}",
         {
@@ -104,8 +111,7 @@ async def open_review(
             "th": threshold,
         },
     )
-    row = await cur.fetchone()
-    return row
+    return await review.fetchone()
 
 
 async def open_credit_review(
@@ -180,7 +186,7 @@ async def release_win(conn: Conn, win_id: uuid.UUID, step: str, detail: str) -> 
     """Put a reviewed (or rejected) win back to `requested`, due now, with a saga step."""
     await conn.execute(
         "UPDATE jp_wins SET payout_state = 'requested', failure_reason = '',"
-        " next_attempt_at = clock_timestamp() WHERE win_id = %s AND payout_state <> 'credited'",
+        " next_attempt_at = statement_timestamp() WHERE win_id = %s AND payout_state <> 'credited'",
         (win_id,),
     )
     await conn.execute(
@@ -275,21 +281,32 @@ async def set_hold(
 async def requeue_lifted(conn: Conn, limit: int) -> list[uuid.UUID]:
     """Put back to `requested` (due now) up to `limit` failed wins whose failure reason is one
     of LIFTABLE_REASONS and whose player now has no hold and is active (or unknown)."""
-    cur = conn.cursor(row_factory=scalar_row)
-    await cur.execute(
-        "WITH lifted AS (SELECT w.win_id FROM jp_wins w"
-        "  WHERE w.payout_state = 'failed' AND w.failure_reason = ANY(%s)"
-        "    AND NOT EXISTS (SELECT 1 FROM compliance_holds h"
-        "                     WHERE h.tenant_id = w.tenant_id AND h.player_id = w.player_id)"
-        "    AND coalesce((SELECT p.status FROM players p WHERE p.tenant_id = w.tenant_id"
-        "                  AND p.player_id = w.player_id), 'active') = 'active'"
-        "  LIMIT %s FOR UPDATE SKIP LOCKED)"
-        " UPDATE jp_wins w SET payout_state = 'requested', failure_reason = '',"
-        "   next_attempt_at = clock_timestamp()"
-        "  FROM lifted WHERE w.win_id = lifted.win_id RETURNING w.win_id",
+    # The failed wins (jackpot tables) first, then each player's holds and status within the
+    # tenant: on a distributed database those live on the tenant's node, not beside the wins.
+    cur = await conn.execute(
+        "SELECT win_id, tenant_id, player_id FROM jp_wins"
+        " WHERE payout_state = 'failed' AND failure_reason = ANY(%s)"
+        " ORDER BY win_id LIMIT %s FOR UPDATE SKIP LOCKED",
         (list(LIFTABLE_REASONS), limit),
     )
-    ids = await cur.fetchall()
+    ids: list[uuid.UUID] = []
+    for win_id, tenant_id, player_id in await cur.fetchall():
+        free = await fetch_scalar(
+            conn,
+            "SELECT NOT EXISTS (SELECT 1 FROM compliance_holds h"
+            "                    WHERE h.tenant_id = %(t)s AND h.player_id = %(p)s)"
+            "   AND coalesce((SELECT status FROM players WHERE tenant_id = %(t)s"
+            "                 AND player_id = %(p)s), 'active') = 'active'",
+            {"t": tenant_id, "p": player_id},
+        )
+        if not free:
+            continue
+        await conn.execute(
+            "UPDATE jp_wins SET payout_state = 'requested', failure_reason = '',"
+            " next_attempt_at = statement_timestamp() WHERE win_id = %s",
+            (win_id,),
+        )
+        ids.append(win_id)
     for win_id in ids:
         await conn.execute(
             "INSERT INTO jp_payout_steps (win_id, step, detail)"

@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 import psycopg_pool.base
+import sqlparse
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import scalar_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
@@ -42,6 +43,13 @@ _MIGRATION_LOCK_ID = 0x63726F75  # "crou"
 # attempts that fail are cheap), so the pool is back within half a second of the promotion.
 psycopg_pool.base.AttemptWithBackoff.INITIAL_DELAY = 0.5
 psycopg_pool.base.AttemptWithBackoff.DELAY_BACKOFF = 1.0
+
+
+async def _on_citus(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """True when the database has the citus extension (a Citus coordinator)."""
+    cur = conn.cursor(row_factory=scalar_row)
+    await cur.execute("SELECT count(*) FROM pg_extension WHERE extname = 'citus'")
+    return bool(await cur.fetchone())
 
 
 @dataclass(frozen=True)
@@ -224,7 +232,16 @@ async def migrate(url: str) -> list[str]:
                 if m.version in done:
                     continue
                 async with conn.transaction():
-                    await conn.execute(m.sql.encode())
+                    if await _on_citus(conn):
+                        # Citus sends a DDL statement's own text to the workers, so a migration
+                        # runs statement by statement there; DDL on distributed tables and the
+                        # functions they depend on, in one transaction, must also use one
+                        # connection per worker node.
+                        await conn.execute("SET LOCAL citus.multi_shard_modify_mode = sequential")
+                        for statement in sqlparse.split(m.sql):
+                            await conn.execute(statement.encode())
+                    else:
+                        await conn.execute(m.sql.encode())
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name, checksum)"
                         " VALUES (%s, %s, %s)",

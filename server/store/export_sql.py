@@ -20,7 +20,8 @@ _ROUND_KEY = (
 )
 _WIN = (
     "coalesce((SELECT -sum(p.amount) FROM postings p JOIN accounts a"
-    " ON a.account_id = p.account_id WHERE p.transaction_id = t.transaction_id"
+    " ON a.tenant_id = p.tenant_id AND a.account_id = p.account_id"
+    " WHERE p.tenant_id = t.tenant_id AND p.transaction_id = t.transaction_id"
     " AND a.kind <> 'player' AND p.amount < 0), 0)"
 )
 

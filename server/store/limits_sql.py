@@ -165,13 +165,27 @@ async def add_usage(
     at: datetime | None = None,
 ) -> None:
     """Add to the usage of the local day of `at_hold`'s creation, of `at`, or of the
-    transaction's time (in that order); no result is read, so it pipelines."""
+    transaction's time (in that order); no result is read, so it pipelines. The player's
+    account in `currency` exists (the caller holds its lock): the row is built from it, so
+    on Citus the statement runs on the tenant's shard alone."""
+    # (without a hold, no join on holds: a join on `hold_id = NULL` is folded away, and Citus
+    # then no longer sees it as a join on the tenant)
+    hold_join, hold_time = (
+        (" LEFT JOIN holds h ON h.tenant_id = a.tenant_id AND h.hold_id = %(h)s", "h.created_at, ")
+        if at_hold is not None
+        else ("", "")
+    )
     await conn.execute(
         "INSERT INTO rg_usage (tenant_id, player_id, currency, day, deposits, stakes, wins)"
-        " SELECT %(t)s, %(p)s, %(c)s,"
-        "   (coalesce((SELECT h.created_at FROM holds h WHERE h.hold_id = %(h)s),"
-        f"             %(at)s::timestamptz, now()) AT TIME ZONE {_TZ})::date,"
+        " SELECT a.tenant_id, a.owner, a.currency,"
+        f"   (coalesce({hold_time}%(at)s::timestamptz, now())"
+        "      AT TIME ZONE coalesce(s.time_zone, 'UTC'))::date,"
         "   %(d)s, %(s)s, %(w)s"
+        "  FROM accounts a"
+        "  LEFT JOIN rg_tenant_settings s ON s.tenant_id = a.tenant_id"
+        f"{hold_join}"
+        " WHERE a.tenant_id = %(t)s AND a.kind = 'player' AND a.owner = %(p)s"
+        "   AND a.currency = %(c)s"
         " ON CONFLICT (tenant_id, player_id, currency, day) DO UPDATE"
         "   SET deposits = rg_usage.deposits + EXCLUDED.deposits,"
         "       stakes = rg_usage.stakes + EXCLUDED.stakes,"
@@ -234,7 +248,8 @@ async def put_settings(conn: Conn, tenant_id: str, time_zone: str, cooling_off: 
         "INSERT INTO rg_tenant_settings (tenant_id, time_zone, limit_cooling_off_seconds)"
         " VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
         " SET time_zone = EXCLUDED.time_zone,"
-        "     limit_cooling_off_seconds = EXCLUDED.limit_cooling_off_seconds, updated_at = now()",
+        "     limit_cooling_off_seconds = EXCLUDED.limit_cooling_off_seconds,"
+        "     updated_at = EXCLUDED.updated_at",
         (tenant_id, time_zone, cooling_off),
     )
 
@@ -320,7 +335,7 @@ async def put_limit(
         " pending_amount, pending_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (tenant_id, player_id, currency, kind, period) DO UPDATE"
         " SET amount = EXCLUDED.amount, pending_amount = EXCLUDED.pending_amount,"
-        "     pending_at = EXCLUDED.pending_at, updated_at = now()",
+        "     pending_at = EXCLUDED.pending_at, updated_at = EXCLUDED.updated_at",
         (tenant_id, player_id, currency, kind, period, amount, pending_amount, pending_at),
     )
 
@@ -452,7 +467,7 @@ async def put_exclusion(
         "INSERT INTO rg_exclusions (tenant_id, player_id, kind, until, reason)"
         " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant_id, player_id) DO UPDATE"
         " SET kind = EXCLUDED.kind, until = EXCLUDED.until, reason = EXCLUDED.reason,"
-        "     updated_at = now()",
+        "     updated_at = EXCLUDED.updated_at",
         (tenant_id, player_id, kind, until, reason),
     )
     await conn.execute(

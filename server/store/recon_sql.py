@@ -32,12 +32,15 @@ _LEDGER_COLUMNS = f"""
          WHEN t.kind IN ('settle', 'credit', 'round') THEN 'win' ELSE 'refund' END AS type,
     CASE WHEN t.kind = 'settle' OR (t.kind = 'round' AND t.amount = 0)
          THEN coalesce((SELECT -sum(p.amount) FROM postings p
-                          JOIN accounts a ON a.account_id = p.account_id
-                         WHERE p.transaction_id = t.transaction_id AND a.kind <> 'player'
-                           AND p.amount < 0), 0)
+                          JOIN accounts a
+                            ON a.tenant_id = p.tenant_id AND a.account_id = p.account_id
+                         WHERE p.tenant_id = t.tenant_id AND p.transaction_id = t.transaction_id
+                           AND a.kind <> 'player' AND p.amount < 0), 0)
          ELSE abs(t.amount) END::bigint AS minor,
-    coalesce((SELECT sum(p.amount) FROM postings p JOIN accounts a ON a.account_id = p.account_id
-               WHERE p.transaction_id = t.transaction_id AND a.kind <> 'player'), 0)::bigint
+    coalesce((SELECT sum(p.amount) FROM postings p
+                JOIN accounts a ON a.tenant_id = p.tenant_id AND a.account_id = p.account_id
+               WHERE p.tenant_id = t.tenant_id AND p.transaction_id = t.transaction_id
+                 AND a.kind <> 'player'), 0)::bigint
       AS house_net"""
 
 
@@ -129,7 +132,7 @@ async def open_disputes(conn: Conn, tenant: str, provider: str, run_id: uuid.UUI
         "         %(run)s, player_id, p_minor, p_currency, l_minor, l_currency, transaction_id"
         "    FROM recon_diff"
         "  ON CONFLICT (tenant_id, provider, event_id, kind) WHERE state <> 'resolved'"
-        "  DO UPDATE SET run_id = EXCLUDED.run_id, updated_at = now()"
+        "  DO UPDATE SET run_id = EXCLUDED.run_id, updated_at = EXCLUDED.updated_at"
         "  RETURNING dispute_id, kind, (xmax = 0) AS inserted)"
         " INSERT INTO dispute_history (tenant_id, dispute_id, from_state, to_state, actor, reason)"
         " SELECT %(tenant)s, dispute_id, NULL, 'auto_failed', 'reconciliation',"

@@ -26,8 +26,8 @@ async def unbalanced_transactions(conn: Conn, limit: int = 20) -> list[tuple[str
 
 
 async def account_drift(conn: Conn, limit: int = 20) -> list[tuple[int, str, int, int]]:
-    """Player accounts whose stored balances differ from their postings:
-    (account_id, currency, available - posted available, held - posted held)."""
+    """Player accounts whose stored balances (available, held, bonus, locked) differ from their
+    postings: (account_id, currency, available - posted available, held - posted held)."""
     cur = await conn.execute(
         "SELECT a.account_id, a.currency,"
         "       (a.available - coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'available'), 0))"
@@ -39,6 +39,8 @@ async def account_drift(conn: Conn, limit: int = 20) -> list[tuple[int, str, int
         " WHERE a.kind = 'player' GROUP BY a.tenant_id, a.account_id"
         " HAVING a.available <> coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'available'), 0)"
         "     OR a.held <> coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'held'), 0)"
+        "     OR a.bonus <> coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'bonus'), 0)"
+        "     OR a.locked <> coalesce(sum(p.amount) FILTER (WHERE p.bucket = 'locked'), 0)"
         " LIMIT %s",
         (limit,),
     )

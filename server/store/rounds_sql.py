@@ -118,13 +118,11 @@ async def update_round(
 ) -> None:
     """Add `bets` and `wins` to the round's totals, set its pending share, count the step,
     and close it when `final`."""
+    close = ", state = 'final', finalised_by = %s, closed_at = now()" if final else ""
     await conn.execute(
-        "UPDATE rounds SET bets = bets + %s, wins = wins + %s, pending = %s, steps = steps + 1,"
-        " state = CASE WHEN %s THEN 'final' ELSE state END,"
-        " finalised_by = CASE WHEN %s THEN %s ELSE finalised_by END,"
-        " closed_at = CASE WHEN %s THEN now() ELSE closed_at END"
-        " WHERE tenant_id = %s AND round_id = %s",
-        (bets, wins, pending, final, final, finalised_by, final, tenant, round_id),
+        "UPDATE rounds SET bets = bets + %s, wins = wins + %s, pending = %s, steps = steps + 1"
+        f"{close} WHERE tenant_id = %s AND round_id = %s",
+        (bets, wins, pending, *((finalised_by,) if final else ()), tenant, round_id),
     )
 
 
@@ -136,8 +134,9 @@ async def steps(conn: Conn, tenant: str, round_id: str) -> list[StepRow]:
         _step,
         "SELECT t.transaction_id, t.amount AS bet,"
         "       coalesce((SELECT -sum(p.amount) FROM postings p JOIN accounts a"
-        "                   ON a.account_id = p.account_id WHERE p.transaction_id ="
-        "                   t.transaction_id AND a.kind <> 'player' AND p.amount < 0), 0) AS win,"
+        "                   ON a.tenant_id = p.tenant_id AND a.account_id = p.account_id"
+        "                WHERE p.tenant_id = t.tenant_id AND p.transaction_id = t.transaction_id"
+        "                  AND a.kind <> 'player' AND p.amount < 0), 0) AS win,"
         "       (t.metadata->>'round.final') = 'true' AS final, t.created_at"
         "  FROM transactions t WHERE t.tenant_id = %s AND t.round_id = %s AND t.kind = 'round'"
         " ORDER BY t.seq",

@@ -28,6 +28,20 @@ class AccountRow:
     available: int
     held: int
     player_status: str
+    bonus: int = 0
+    locked: int = 0
+    bonus_id: uuid.UUID | None = None  # the player's active bonus in this currency
+    bonus_max_bet: int | None = None  # its cap on one bet (None: no cap)
+
+    @property
+    def spendable(self) -> int:
+        """What a bet may take: cash (available) + locked + bonus."""
+        return self.available + self.locked + self.bonus
+
+    @property
+    def total(self) -> int:
+        """Every bucket a bet or credit may touch: available + held + bonus + locked."""
+        return self.available + self.held + self.bonus + self.locked
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +57,11 @@ class HoldRow:
     expired: bool
     expires_at: datetime | None
     authorize_transaction_id: uuid.UUID | None
+    bonus_part: int = 0
+    locked_part: int = 0
+    bonus_id: uuid.UUID | None = None
+    game_id: str = ""
+    game_category: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +99,32 @@ class TransactionRow:
     postings: list[tuple[str, str, str, int]]  # (account kind, bucket, currency, amount)
 
 
+# The bonus columns of a locked account: its bonus and locked buckets and its active bonus
+# (id, max bet), joined with `_ACTIVE_BONUS_JOIN` (accounts a).
+_BONUS_COLUMNS = "a.bonus, a.locked, ab.bonus_id, ab.max_bet"
+_ACTIVE_BONUS_JOIN = (
+    "LEFT JOIN bonuses ab ON ab.tenant_id = a.tenant_id AND ab.player_id = a.owner"
+    " AND ab.currency = a.currency AND ab.state = 'active'"
+)
+
+
+def _account(
+    account_id: int, currency: str, base: Sequence[Any], bonus: Sequence[Any]
+) -> AccountRow:
+    """An AccountRow from (available, held, status) and the `_BONUS_COLUMNS` values."""
+    return AccountRow(
+        account_id,
+        currency,
+        int(base[0]),
+        int(base[1]),
+        str(base[2]),
+        int(bonus[0]),
+        int(bonus[1]),
+        bonus[2],
+        None if bonus[3] is None else int(bonus[3]),
+    )
+
+
 async def player_status(
     conn: Conn, tenant_id: str, player_id: str, *, share: bool = False
 ) -> str | None:
@@ -99,9 +144,10 @@ async def lock_account(
 ) -> AccountRow | None:
     """Lock (FOR UPDATE) and return the player's account in `currency`, or None."""
     cur = await conn.execute(
-        "SELECT a.account_id, a.available, a.held, p.status"
+        f"SELECT a.account_id, a.available, a.held, p.status, {_BONUS_COLUMNS}"
         "  FROM accounts a JOIN players p"
         "    ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
+        f" {_ACTIVE_BONUS_JOIN}"
         " WHERE a.tenant_id = %s AND a.kind = 'player' AND a.owner = %s AND a.currency = %s"
         "   FOR UPDATE OF a",
         (tenant_id, player_id, currency),
@@ -109,7 +155,7 @@ async def lock_account(
     row = await cur.fetchone()
     if row is None:
         return None
-    return AccountRow(int(row[0]), currency, int(row[1]), int(row[2]), str(row[3]))
+    return _account(int(row[0]), currency, row[1:4], row[4:8])
 
 
 async def lock_account_for_bet(
@@ -122,9 +168,10 @@ async def lock_account_for_bet(
     cur = await conn.execute(
         "SELECT a.account_id, a.available, a.held, p.status,"
         "       (SELECT h.state FROM holds h WHERE h.tenant_id = %s AND h.bet_id = %s),"
-        "       now()"
+        f"       now(), {_BONUS_COLUMNS}"
         "  FROM accounts a JOIN players p"
         "    ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
+        f" {_ACTIVE_BONUS_JOIN}"
         " WHERE a.tenant_id = %s AND a.kind = 'player' AND a.owner = %s AND a.currency = %s"
         "   FOR UPDATE OF a",
         (tenant_id, bet_id, tenant_id, player_id, currency),
@@ -132,7 +179,7 @@ async def lock_account_for_bet(
     row = await cur.fetchone()
     if row is None:
         return None, None, datetime.now(UTC)
-    account = AccountRow(int(row[0]), currency, int(row[1]), int(row[2]), str(row[3]))
+    account = _account(int(row[0]), currency, row[1:4], row[6:10])
     return account, None if row[4] is None else str(row[4]), row[5]
 
 
@@ -142,33 +189,36 @@ async def lock_hold_and_account(
     """Lock the hold for `bet_id` and its player account in one statement; None when there is
     no such hold with an account (none at all, or a tombstone: see `find_hold`)."""
     cur = await conn.execute(
-        f"SELECT {_HOLD_COLUMNS_H}, a.available, a.held, p.status"
+        f"SELECT {_HOLD_COLUMNS_H}, a.available, a.held, p.status, {_BONUS_COLUMNS}"
         "  FROM holds h JOIN accounts a"
         "    ON a.tenant_id = h.tenant_id AND a.account_id = h.account_id"
         "  JOIN players p ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
+        f" {_ACTIVE_BONUS_JOIN}"
         " WHERE h.tenant_id = %s AND h.bet_id = %s FOR UPDATE OF h, a",
         (tenant_id, bet_id),
     )
     row = await cur.fetchone()
     if row is None:
         return None
-    hold = _hold(row[:9])
+    n = _HOLD_WIDTH
+    hold = _hold(row[:n])
     assert hold.account_id is not None
-    return hold, AccountRow(hold.account_id, hold.currency, int(row[9]), int(row[10]), str(row[11]))
+    return hold, _account(hold.account_id, hold.currency, row[n : n + 3], row[n + 3 : n + 7])
 
 
 async def lock_account_by_id(conn: Conn, tenant_id: str, account_id: int) -> AccountRow:
     """Lock (FOR UPDATE) and return a player account of the tenant by id."""
     cur = await conn.execute(
-        "SELECT a.account_id, a.currency, a.available, a.held, p.status"
+        f"SELECT a.account_id, a.currency, a.available, a.held, p.status, {_BONUS_COLUMNS}"
         "  FROM accounts a JOIN players p"
         "    ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
+        f" {_ACTIVE_BONUS_JOIN}"
         " WHERE a.tenant_id = %s AND a.account_id = %s FOR UPDATE OF a",
         (tenant_id, account_id),
     )
     row = await cur.fetchone()
     assert row is not None, f"account {account_id} vanished"
-    return AccountRow(int(row[0]), str(row[1]), int(row[2]), int(row[3]), str(row[4]))
+    return _account(int(row[0]), str(row[1]), row[2:5], row[5:9])
 
 
 async def open_account(conn: Conn, tenant_id: str, player_id: str, currency: str) -> None:
@@ -295,25 +345,29 @@ async def insert_postings(
 
 async def balances(
     conn: Conn, tenant_id: str, player_id: str, currency: str | None
-) -> list[tuple[str, int, int]]:
-    """[(currency, available, held)] of the player's accounts, by currency."""
+) -> list[tuple[str, int, int, int, int]]:
+    """[(currency, available (cash), held, bonus, locked)] of the player's accounts, by
+    currency."""
     cur = await conn.execute(
-        "SELECT currency, available, held FROM accounts"
+        "SELECT currency, available, held, bonus, locked FROM accounts"
         " WHERE tenant_id = %s AND kind = 'player' AND owner = %s"
         "   AND (%s::text IS NULL OR currency = %s::text) ORDER BY currency",
         (tenant_id, player_id, currency, currency),
     )
-    return [(str(c), int(a), int(h)) for c, a, h in await cur.fetchall()]
+    return [(str(c), int(a), int(h), int(b), int(k)) for c, a, h, b, k in await cur.fetchall()]
 
 
 _HOLD_COLUMNS = (
     "hold_id, player_id, account_id, currency, amount, state,"
-    " state = 'open' AND expires_at <= now(), expires_at, authorize_transaction_id"
+    " state = 'open' AND expires_at <= now(), expires_at, authorize_transaction_id,"
+    " bonus_part, locked_part, bonus_id, game_id, game_category"
 )
 _HOLD_COLUMNS_H = (
     "h.hold_id, h.player_id, h.account_id, h.currency, h.amount, h.state,"
-    " h.state = 'open' AND h.expires_at <= now(), h.expires_at, h.authorize_transaction_id"
+    " h.state = 'open' AND h.expires_at <= now(), h.expires_at, h.authorize_transaction_id,"
+    " h.bonus_part, h.locked_part, h.bonus_id, h.game_id, h.game_category"
 )
+_HOLD_WIDTH = 14
 
 
 def _hold(row: tuple[Any, ...]) -> HoldRow:
@@ -327,6 +381,11 @@ def _hold(row: tuple[Any, ...]) -> HoldRow:
         bool(row[6]),
         row[7],
         row[8],
+        int(row[9]),
+        int(row[10]),
+        row[11],
+        str(row[12]),
+        str(row[13]),
     )
 
 
@@ -345,13 +404,24 @@ async def insert_hold(
     state: str,
     expires_at: datetime | None,
     transaction_id: uuid.UUID,
+    bonus_part: int = 0,
+    locked_part: int = 0,
+    bonus_id: uuid.UUID | None = None,
+    game_category: str = "",
+    created_at: datetime | None = None,
 ) -> None:
-    """Insert a hold (or tombstone); a second one for `bet_id` raises UniqueViolation."""
+    """Insert a hold (or tombstone); a second one for `bet_id` raises UniqueViolation.
+    `bonus_part` and `locked_part` are the parts of `amount` taken from those buckets (the rest
+    is cash), belonging to the bonus `bonus_id`. `created_at` is the database time `expires_at`
+    was computed from (default: `now()` where the row is written; on Citus that is the
+    worker's clock, not the coordinator's)."""
     open_ = state == "open"
     await conn.execute(
         "INSERT INTO holds (hold_id, tenant_id, player_id, bet_id, round_id, game_id, account_id,"
         " currency, amount, state, expires_at, authorize_transaction_id, close_transaction_id,"
-        " closed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " closed_at, bonus_part, locked_part, bonus_id, game_category, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+        + ("DEFAULT)" if created_at is None else "%s)"),
         (
             hold_id,
             tenant_id,
@@ -367,6 +437,11 @@ async def insert_hold(
             transaction_id if open_ else None,
             None if open_ else transaction_id,
             None if open_ else datetime.now(UTC),
+            bonus_part,
+            locked_part,
+            bonus_id,
+            game_category,
+            *(() if created_at is None else (created_at,)),
         ),
     )
 
@@ -425,7 +500,8 @@ async def lock_expired_hold(
     r = await cur.fetchone()
     if r is None:
         return None
-    return _hold(r[:9]), (str(r[9]), str(r[10]), str(r[11]))
+    n = _HOLD_WIDTH
+    return _hold(r[:n]), (str(r[n]), str(r[n + 1]), str(r[n + 2]))
 
 
 async def set_player_status(conn: Conn, tenant_id: str, player_id: str, status: str) -> str | None:

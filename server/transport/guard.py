@@ -12,7 +12,7 @@ import psycopg
 
 from server.errors import DomainError, ErrorCode
 from server.transport.status import abort_error, abort_with_status, internal_status
-from server.types import DATABASE_OUTAGE
+from server.types import DATABASE_OUTAGE, is_node_commit_failure
 
 log = logging.getLogger("croupier.rpc")
 
@@ -60,7 +60,10 @@ def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
         except DATABASE_OUTAGE as exc:
             log.warning("database unavailable in %s: %s", handler.__name__, exc)
             await abort_error(context, database_unavailable())
-        except Exception:
+        except Exception as exc:
+            if is_node_commit_failure(exc):
+                log.warning("database node lost at commit in %s: %s", handler.__name__, exc)
+                await abort_error(context, database_unavailable())
             log.exception("internal error in %s", handler.__name__)
             await abort_with_status(context, internal_status())
         raise AssertionError("unreachable")  # abort always raises

@@ -16,6 +16,8 @@ from google.protobuf import message as _message
 from server.errors import invalid
 from server.idempotency import RequestKey, Scope
 from server.money import check_amount, check_currency
+from server.transport.bonus_servicer import BonusRpcs
+from server.transport.bonus_servicer import balance_out as balance_out
 from server.transport.common import (
     Ctx,
     money_in,
@@ -48,24 +50,20 @@ _KIND_TO_PB = {
     "rollback": pb.TRANSACTION_KIND_ROLLBACK,
     "expire": pb.TRANSACTION_KIND_EXPIRE,
     "round": pb.TRANSACTION_KIND_ROUND,
+    "bonus": pb.TRANSACTION_KIND_BONUS,
 }
 _ACCOUNT_NAMES = {
     ("player", "available"): "player/available",
     ("player", "held"): "player/held",
+    ("player", "bonus"): "player/bonus",
+    ("player", "locked"): "player/locked",
+    ("house_bonus", "available"): "house/bonus",
     ("house_game", "available"): "house/game",
     ("house_cashier", "available"): "house/cashier",
 }
 TransferResponse = TypeVar("TransferResponse", pb.CreditResponse, pb.DebitResponse)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-
-
-def balance_out(view: model.BalanceView) -> pb.Balance:
-    """BalanceView -> proto Balance."""
-    return pb.Balance(
-        available=money_out(view.available, view.currency),
-        held=money_out(view.held, view.currency),
-    )
 
 
 def _caller(request: Any) -> model.Caller:
@@ -125,7 +123,7 @@ def transaction_out(row: model.TransactionRow) -> pb.Transaction:
     return tx
 
 
-class WalletServicer(ProtectionRpcs, pb_grpc.WalletServiceServicer):
+class WalletServicer(ProtectionRpcs, BonusRpcs, pb_grpc.WalletServiceServicer):
     """croupier.wallet.v1.WalletService (see the proto for each RPC's contract)."""
 
     def __init__(self, wallet: Wallet) -> None:

@@ -1,7 +1,8 @@
 """Commands the wallet accepts and results it returns (plain data, no grpc, no SQL).
 
-The stored types it returns (`TransactionRow`) are the store's (server/store/wallet_sql.py),
-re-exported here so the transport imports them from the domain (docs/architecture.md, "Layers").
+The stored types it returns (`TransactionRow`, `BonusRow`, `SettingsRow`) are the store's
+(server/store/wallet_sql.py, bonus_sql.py), re-exported here so the transport imports them from
+the domain (docs/architecture.md, "Layers").
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from server.money import Money
+from server.store.bonus_sql import BonusRow as BonusRow
+from server.store.bonus_sql import SettingsRow as SettingsRow
 from server.store.wallet_sql import TransactionRow as TransactionRow
 
 
@@ -95,11 +98,19 @@ class Rollback:
 
 @dataclass(frozen=True, slots=True)
 class BalanceView:
-    """Balances of one account in minor units."""
+    """Balances of one account in minor units: `available` is the cash bucket; `bonus` and
+    `locked` are the bonus money and the real money tied to an active bonus (docs/bonus.md)."""
 
     currency: str
     available: int
     held: int
+    bonus: int = 0
+    locked: int = 0
+
+    @property
+    def spendable(self) -> int:
+        """What the player may bet: cash + bonus + locked (GetBalance's `available`)."""
+        return self.available + self.bonus + self.locked
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,3 +179,12 @@ class StatusResult:
 
     previous: PlayerStatus | None
     status: PlayerStatus
+
+
+@dataclass(frozen=True, slots=True)
+class BonusResult:
+    """A bonus after a grant or forfeit, the journal transaction and the balances after."""
+
+    transaction_id: uuid.UUID
+    bonus: BonusRow
+    balance: BalanceView

@@ -51,9 +51,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from server.error_info import reason_of
 from server.jackpot.reconcile_all import reconcile_pools
+from server.ops import citus_cluster
 from server.reconcile import reconcile_ledger
 from server.store.database import migrate, open_pool
 from server.store.embedded import EmbeddedPostgres
+from tests.scratch import database_on
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -103,8 +105,11 @@ class Ledger:
 class Drill:
     """One chaos run."""
 
-    def __init__(self, seconds: float, players: int, concurrency: int) -> None:
+    def __init__(
+        self, seconds: float, players: int, concurrency: int, *, citus: bool = False
+    ) -> None:
         self.seconds = seconds
+        self.citus = citus  # on the local Citus cluster: restarts hit a worker node
         self.players = players
         self.concurrency = concurrency
         self.tenant = f"chaos-{uuid.uuid4().hex[:6]}"
@@ -199,6 +204,12 @@ class Drill:
             self.stats.faults["worker SIGKILL"] += 1
 
     async def restart_postgres(self, mode: str) -> None:
+        if self.citus:
+            node = random.choice(citus_cluster.Cluster().workers)
+            await asyncio.to_thread(node.stop, mode)
+            await asyncio.to_thread(node.start)
+            self.stats.faults[f"citus worker {mode} restart"] += 1
+            return
         await asyncio.to_thread(self.embedded.restart, mode)
         self.stats.faults[f"postgres {mode} restart"] += 1
 
@@ -581,14 +592,23 @@ class Drill:
     # -- the run -----------------------------------------------------------------------------
 
     async def run(self) -> Stats:
-        base = await asyncio.to_thread(self.embedded.start)
-        name = "croupier_chaos"
-        with psycopg.connect(base, autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        params = conninfo_to_dict(base)
-        params["dbname"] = name
-        self.url = make_conninfo(**params)
+        with contextlib.ExitStack() as stack:
+            if self.citus:
+                base = await asyncio.to_thread(citus_cluster.Cluster().start)
+                self.url = stack.enter_context(database_on(base, "croupier_chaos"))
+            else:
+                base = await asyncio.to_thread(self.embedded.start)
+                name = "croupier_chaos"
+                with psycopg.connect(base, autocommit=True) as c:
+                    c.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+                    c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                params = conninfo_to_dict(base)
+                params["dbname"] = name
+                self.url = make_conninfo(**params)
+            return await self._run()
+
+    async def _run(self) -> Stats:
+        self.embedded.data_dir.mkdir(parents=True, exist_ok=True)
         await migrate(self.url)
         self.start_processes()
         consumer = await self.consume()
@@ -621,7 +641,8 @@ class Drill:
                 ch2 = await conn.channel()
                 await ch2.queue_delete(f"chaos-{self.tenant}")
                 await conn.close()
-            await asyncio.to_thread(self.embedded.stop)
+            if not self.citus:
+                await asyncio.to_thread(self.embedded.stop)
             shutil.rmtree(self.embedded.data_dir, ignore_errors=True)
         return self.stats
 
@@ -647,8 +668,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Croupier chaos drill")
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--players", type=int, default=24)
+    parser.add_argument(
+        "--citus",
+        action="store_true",
+        help="run on the local Citus cluster (make citus); restarts hit a worker node",
+    )
     args = parser.parse_args()
-    drill = Drill(args.seconds, args.players, args.players)
+    drill = Drill(args.seconds, args.players, args.players, citus=args.citus)
     asyncio.run(drill.run())
     print(drill.summary())
     return 1 if drill.stats.anomalies else 0

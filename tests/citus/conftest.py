@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -102,6 +103,11 @@ async def logged_app(
 ) -> AsyncIterator[App]:
     """A server on the logged pool with no background sweeps in the way."""
     a = await build_server(logged_pool[0], "127.0.0.1:0", hold_sweep_seconds=3600)
+    # the background jobs (sweeps, payout retrier, retention) would log their own commands
+    for t in a.tasks:
+        t.cancel()
+    await asyncio.gather(*a.tasks, return_exceptions=True)
+    logged_pool[1].take()
     try:
         yield a
     finally:

@@ -33,7 +33,7 @@ async def _one_node(
     brief = [(s, c[:160]) for s, c in commands][:30]
     assert len(_servers(commands)) == 1, f"{name} touched {_servers(commands)}: {brief}"
     prepared = [c for _, c in commands if c.upper().startswith("PREPARE TRANSACTION")]
-    assert not prepared, f"{name} needed a two-phase commit: {prepared}"
+    assert not prepared, f"{name} needed a two-phase commit: {prepared} {brief}"
     return reply, commands
 
 

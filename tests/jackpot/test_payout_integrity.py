@@ -496,12 +496,17 @@ async def test_a_block_committed_before_the_credit_is_honoured(
             (tenant, "late-block"),
         )
         win = await hit(jackpot, tenant, j.pools[0].pool_id, "late-block")
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'citus'")
+            on_citus = bool((await cur.fetchone() or (0,))[0])
+        # on Citus the lock wait happens on the worker that holds the tenant's shard
+        activity = "citus_stat_activity" if on_citus else "pg_stat_activity"
         for _ in range(200):
             async with pool.connection() as conn:
                 cur = await conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    f"SELECT count(*) FROM {activity} WHERE wait_event_type = 'Lock'"
                     " AND datname = current_database() AND query ILIKE %s",
-                    ("%FROM accounts%",),
+                    ("%FROM %accounts%",),
                 )
                 row = await cur.fetchone()
             if row and row[0] > 0:

@@ -73,7 +73,7 @@ async def balance(w: WalletServiceStub, tenant: str, player: str) -> tuple[int, 
 
 
 async def wait_for(w: WalletServiceStub, tenant: str, player: str, want: tuple[int, int]) -> None:
-    for _ in range(60):
+    for _ in range(120):  # up to 30 s: a sweep may first go through many bad holds
         if await balance(w, tenant, player) == want:
             return
         await asyncio.sleep(0.25)

@@ -5,12 +5,12 @@
 -- every row a wallet call touches lives in one shard group and each call is one transaction
 -- on one node. On plain PostgreSQL the same keys are ordinary composite keys.
 --
--- The balance rule stays in the database, in a form a shard can run on its own: a row
--- trigger on postings, fired at the end of the INSERT statement (AFTER ROW triggers run once
--- the whole statement's rows are in), checks that the postings of the row's transaction sum
--- to zero in its currency and adds the row to its player account. Any other change of a
--- stored balance is refused (accounts_balances_guard). On Citus the trigger runs on the
--- shard; the account it updates is in the co-located shard on the same node.
+-- The balance rule stays in the database on both engines: the postings of a transaction sum
+-- to zero per currency, each player posting is added to its account's bucket in the same
+-- statement, and any other change of a stored balance is refused (accounts_balances_guard).
+-- Plain PostgreSQL runs it as a statement trigger; a Citus shard as a row trigger (below).
+-- On Citus the trigger runs on the shard; the account it updates is in the co-located shard
+-- on the same node.
 
 -- account_balances groups by the primary key of accounts: recreated below.
 DROP VIEW account_balances;
@@ -119,11 +119,57 @@ END $$;
 ALTER TABLE sportsbook_callbacks DROP CONSTRAINT sportsbook_callbacks_pkey,
                                  ADD PRIMARY KEY (tenant_id, callback_id);
 
--- The balance rule as a row trigger (see the header).
-DROP TRIGGER postings_apply ON postings;
-DROP FUNCTION apply_postings();
-DROP TRIGGER postings_pending_player_only ON postings;
-DROP FUNCTION pending_is_player_only();
+-- The balance rule, in two forms of the same checks (see the header). Plain PostgreSQL keeps
+-- the statement trigger: one pass over the statement's postings (a transition table), which
+-- costs less per posting than a row trigger and stays linear when one statement posts to the
+-- same account many times. A Citus shard cannot run statement triggers with transition
+-- tables, so on Citus the DO block below swaps in the row trigger `apply_posting()`. A change
+-- of the rule changes both functions.
+CREATE OR REPLACE FUNCTION apply_postings() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    unbalanced record;
+BEGIN
+    SELECT tenant_id, transaction_id, currency, sum(amount) AS total INTO unbalanced
+      FROM new_postings GROUP BY tenant_id, transaction_id, currency
+    HAVING sum(amount) <> 0 LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'unbalanced transaction % in %: postings sum to %',
+            unbalanced.transaction_id, unbalanced.currency, unbalanced.total
+            USING ERRCODE = 'check_violation';
+    END IF;
+    PERFORM set_config('croupier.applying_postings', 'on', true);
+    UPDATE accounts a
+       SET available = a.available + d.available, held = a.held + d.held,
+           pending = a.pending + d.pending
+      FROM (SELECT tenant_id, account_id,
+                   sum(amount) FILTER (WHERE bucket = 'available') AS available_delta,
+                   sum(amount) FILTER (WHERE bucket = 'held') AS held_delta,
+                   sum(amount) FILTER (WHERE bucket = 'pending') AS pending_delta
+              FROM new_postings GROUP BY tenant_id, account_id) s
+     CROSS JOIN LATERAL (SELECT coalesce(s.available_delta, 0) AS available,
+                                coalesce(s.held_delta, 0) AS held,
+                                coalesce(s.pending_delta, 0) AS pending) d
+     WHERE a.tenant_id = s.tenant_id AND a.account_id = s.account_id AND a.kind = 'player';
+    PERFORM set_config('croupier.applying_postings', 'off', true);
+    RETURN NULL;
+END $$;
+
+-- A house account never holds pending money: buckets are stored for player accounts only, so
+-- a pending posting on a house account would be lost from every stored balance.
+CREATE OR REPLACE FUNCTION pending_is_player_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM new_postings p
+                 JOIN accounts a ON a.tenant_id = p.tenant_id AND a.account_id = p.account_id
+                WHERE p.bucket = 'pending' AND a.kind <> 'player') THEN
+        RAISE EXCEPTION 'pending postings are for player accounts only'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- The row form, for Citus: fired at the end of the INSERT statement (AFTER ROW triggers run
+-- once all the statement's rows are in), it checks that the postings of the row's transaction
+-- sum to zero in its currency and adds the row to its player account, on the shard.
 CREATE FUNCTION apply_posting() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     total numeric;
@@ -144,8 +190,6 @@ BEGIN
         UPDATE accounts SET held = held + NEW.amount
          WHERE tenant_id = NEW.tenant_id AND account_id = NEW.account_id AND kind = 'player';
     ELSE
-        -- A house account never holds pending money: buckets are stored for player accounts
-        -- only, so a pending posting on a house account would be lost from every balance.
         UPDATE accounts SET pending = pending + NEW.amount
          WHERE tenant_id = NEW.tenant_id AND account_id = NEW.account_id AND kind = 'player';
         IF NOT FOUND THEN
@@ -156,8 +200,6 @@ BEGIN
     PERFORM set_config('croupier.applying_postings', 'off', true);
     RETURN NULL;
 END $$;
-CREATE TRIGGER postings_apply AFTER INSERT ON postings
-    FOR EACH ROW EXECUTE FUNCTION apply_posting();
 
 -- Balances of every account (house accounts derived from their postings; numeric, as a house
 -- balance may pass int64).
@@ -181,6 +223,10 @@ BEGIN
         -- A NOTIFY would run on the worker (no relay listens there) and a transaction that
         -- ran one cannot take part in a two-phase commit: relays poll instead.
         DROP TRIGGER outbox_notify ON outbox;
+        DROP TRIGGER postings_apply ON postings;
+        DROP TRIGGER postings_pending_player_only ON postings;
+        CREATE TRIGGER postings_apply AFTER INSERT ON postings
+            FOR EACH ROW EXECUTE FUNCTION apply_posting();
         PERFORM create_distributed_table('players', 'tenant_id');
         PERFORM create_distributed_table('accounts', 'tenant_id', colocate_with => 'players');
         PERFORM create_distributed_table('transactions', 'tenant_id', colocate_with => 'players');

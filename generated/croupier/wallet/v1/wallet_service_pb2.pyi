@@ -49,6 +49,11 @@ class _TransactionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trans
     """A step of a multi-step round (RoundService): bet available/pending -> house, win house ->
     pending (or available on the final step), release pending -> available.
     """
+    TRANSACTION_KIND_BONUS: _TransactionKind.ValueType  # 9
+    """A bonus granted (house bonus -> bonus, cash -> locked), completed (bonus -> cash up to the
+    max conversion, the rest -> house bonus; locked -> cash), forfeited or expired (bonus ->
+    house bonus; locked -> cash).
+    """
 
 class TransactionKind(_TransactionKind, metaclass=_TransactionKindEnumTypeWrapper):
     """The kind of a ledger transaction."""
@@ -72,6 +77,11 @@ TRANSACTION_KIND_EXPIRE: TransactionKind.ValueType  # 7
 TRANSACTION_KIND_ROUND: TransactionKind.ValueType  # 8
 """A step of a multi-step round (RoundService): bet available/pending -> house, win house ->
 pending (or available on the final step), release pending -> available.
+"""
+TRANSACTION_KIND_BONUS: TransactionKind.ValueType  # 9
+"""A bonus granted (house bonus -> bonus, cash -> locked), completed (bonus -> cash up to the
+max conversion, the rest -> house bonus; locked -> cash), forfeited or expired (bonus ->
+house bonus; locked -> cash).
 """
 Global___TransactionKind: _TypeAlias = TransactionKind  # noqa: Y015
 
@@ -285,6 +295,114 @@ COMPLIANCE_HOLD_AML: ComplianceHold.ValueType  # 4
 """An AML investigation is open: `AML_HOLD`."""
 Global___ComplianceHold: _TypeAlias = ComplianceHold  # noqa: Y015
 
+class _BonusState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BonusStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BonusState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BONUS_STATE_UNSPECIFIED: _BonusState.ValueType  # 0
+    """Not set."""
+    BONUS_STATE_ACTIVE: _BonusState.ValueType  # 1
+    """Wagering in progress."""
+    BONUS_STATE_COMPLETED: _BonusState.ValueType  # 2
+    """The requirement was reached: bonus money converted to cash (up to the max conversion)."""
+    BONUS_STATE_FORFEITED: _BonusState.ValueType  # 3
+    """Forfeited (ForfeitBonus, or a withdrawal under the forfeit policy)."""
+    BONUS_STATE_EXPIRED: _BonusState.ValueType  # 4
+    """Expired by the server at `expire_time`."""
+
+class BonusState(_BonusState, metaclass=_BonusStateEnumTypeWrapper):
+    """The state of a bonus."""
+
+BONUS_STATE_UNSPECIFIED: BonusState.ValueType  # 0
+"""Not set."""
+BONUS_STATE_ACTIVE: BonusState.ValueType  # 1
+"""Wagering in progress."""
+BONUS_STATE_COMPLETED: BonusState.ValueType  # 2
+"""The requirement was reached: bonus money converted to cash (up to the max conversion)."""
+BONUS_STATE_FORFEITED: BonusState.ValueType  # 3
+"""Forfeited (ForfeitBonus, or a withdrawal under the forfeit policy)."""
+BONUS_STATE_EXPIRED: BonusState.ValueType  # 4
+"""Expired by the server at `expire_time`."""
+Global___BonusState: _TypeAlias = BonusState  # noqa: Y015
+
+class _WageringBase:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WageringBaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WageringBase.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WAGERING_BASE_UNSPECIFIED: _WageringBase.ValueType  # 0
+    """Not set."""
+    WAGERING_BASE_BONUS: _WageringBase.ValueType  # 1
+    """The bonus amount."""
+    WAGERING_BASE_DEPOSIT_PLUS_BONUS: _WageringBase.ValueType  # 2
+    """The locked deposit plus the bonus amount."""
+
+class WageringBase(_WageringBase, metaclass=_WageringBaseEnumTypeWrapper):
+    """What the wagering multiplier applies to."""
+
+WAGERING_BASE_UNSPECIFIED: WageringBase.ValueType  # 0
+"""Not set."""
+WAGERING_BASE_BONUS: WageringBase.ValueType  # 1
+"""The bonus amount."""
+WAGERING_BASE_DEPOSIT_PLUS_BONUS: WageringBase.ValueType  # 2
+"""The locked deposit plus the bonus amount."""
+Global___WageringBase: _TypeAlias = WageringBase  # noqa: Y015
+
+class _SpendSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SpendSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SpendSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SPEND_SOURCE_UNSPECIFIED: _SpendSource.ValueType  # 0
+    """Not set."""
+    SPEND_SOURCE_CASH: _SpendSource.ValueType  # 1
+    """Cash."""
+    SPEND_SOURCE_LOCKED: _SpendSource.ValueType  # 2
+    """Locked money."""
+    SPEND_SOURCE_BONUS: _SpendSource.ValueType  # 3
+    """Bonus money."""
+
+class SpendSource(_SpendSource, metaclass=_SpendSourceEnumTypeWrapper):
+    """A source of money a bet takes from."""
+
+SPEND_SOURCE_UNSPECIFIED: SpendSource.ValueType  # 0
+"""Not set."""
+SPEND_SOURCE_CASH: SpendSource.ValueType  # 1
+"""Cash."""
+SPEND_SOURCE_LOCKED: SpendSource.ValueType  # 2
+"""Locked money."""
+SPEND_SOURCE_BONUS: SpendSource.ValueType  # 3
+"""Bonus money."""
+Global___SpendSource: _TypeAlias = SpendSource  # noqa: Y015
+
+class _WithdrawalPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WithdrawalPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WithdrawalPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WITHDRAWAL_POLICY_UNSPECIFIED: _WithdrawalPolicy.ValueType  # 0
+    """Not set."""
+    WITHDRAWAL_POLICY_REFUSE: _WithdrawalPolicy.ValueType  # 1
+    """The withdrawal is refused with FAILED_PRECONDITION `BONUS_ACTIVE`."""
+    WITHDRAWAL_POLICY_FORFEIT: _WithdrawalPolicy.ValueType  # 2
+    """The bonus is forfeited in the withdrawal's transaction, then the cash is withdrawn."""
+
+class WithdrawalPolicy(_WithdrawalPolicy, metaclass=_WithdrawalPolicyEnumTypeWrapper):
+    """What a withdrawal does while a bonus is active."""
+
+WITHDRAWAL_POLICY_UNSPECIFIED: WithdrawalPolicy.ValueType  # 0
+"""Not set."""
+WITHDRAWAL_POLICY_REFUSE: WithdrawalPolicy.ValueType  # 1
+"""The withdrawal is refused with FAILED_PRECONDITION `BONUS_ACTIVE`."""
+WITHDRAWAL_POLICY_FORFEIT: WithdrawalPolicy.ValueType  # 2
+"""The bonus is forfeited in the withdrawal's transaction, then the cash is withdrawn."""
+Global___WithdrawalPolicy: _TypeAlias = WithdrawalPolicy  # noqa: Y015
+
 @_typing.final
 class Balance(_message.Message):
     """The balances of one player account (one currency) after an operation."""
@@ -293,6 +411,9 @@ class Balance(_message.Message):
 
     AVAILABLE_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
+    CASH_FIELD_NUMBER: _builtins.int
+    BONUS_FIELD_NUMBER: _builtins.int
+    LOCKED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def available(self) -> _money_pb2.Money:
         """Money the player can bet or withdraw."""
@@ -301,15 +422,30 @@ class Balance(_message.Message):
     def held(self) -> _money_pb2.Money:
         """Money reserved by open holds."""
 
+    @_builtins.property
+    def cash(self) -> _money_pb2.Money:
+        """The player's cash (real money free of any bonus). `available` = cash + bonus + locked."""
+
+    @_builtins.property
+    def bonus(self) -> _money_pb2.Money:
+        """Bonus money of the active bonus (docs/bonus.md)."""
+
+    @_builtins.property
+    def locked(self) -> _money_pb2.Money:
+        """Real money tied to the active bonus until it completes, is forfeited or expires."""
+
     def __init__(
         self,
         *,
         available: _money_pb2.Money | None = ...,
         held: _money_pb2.Money | None = ...,
+        cash: _money_pb2.Money | None = ...,
+        bonus: _money_pb2.Money | None = ...,
+        locked: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "held", b"held"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "bonus", b"bonus", "cash", b"cash", "held", b"held", "locked", b"locked"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "held", b"held"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "bonus", b"bonus", "cash", b"cash", "held", b"held", "locked", b"locked"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -324,7 +460,9 @@ class Posting(_message.Message):
     ACCOUNT_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     account: _builtins.str
-    """The ledger account: "player/available", "player/held", "house/game" or "house/cashier"."""
+    """The ledger account: "player/available", "player/held", "player/bonus", "player/locked",
+    "house/game", "house/cashier" or "house/bonus".
+    """
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
         """Signed amount in minor units: positive increases the account's balance."""
@@ -2013,3 +2151,691 @@ class SetComplianceHoldResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetComplianceHoldResponse: _TypeAlias = SetComplianceHoldResponse  # noqa: Y015
+
+@_typing.final
+class Bonus(_message.Message):
+    """A bonus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class GameWeightsPpmEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CategoryWeightsPpmEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    BONUS_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    LOCKED_DEPOSIT_FIELD_NUMBER: _builtins.int
+    WAGERING_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    WAGERING_BASE_FIELD_NUMBER: _builtins.int
+    REQUIREMENT_FIELD_NUMBER: _builtins.int
+    WAGERED_FIELD_NUMBER: _builtins.int
+    WAGERED_PPM_FIELD_NUMBER: _builtins.int
+    DEFAULT_WEIGHT_PPM_FIELD_NUMBER: _builtins.int
+    GAME_WEIGHTS_PPM_FIELD_NUMBER: _builtins.int
+    CATEGORY_WEIGHTS_PPM_FIELD_NUMBER: _builtins.int
+    MAX_BET_FIELD_NUMBER: _builtins.int
+    MAX_CONVERSION_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    CONVERTED_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    RELEASED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CLOSE_TIME_FIELD_NUMBER: _builtins.int
+    bonus_id: _builtins.str
+    """Server-assigned id (UUID)."""
+    tenant_id: _builtins.str
+    """The tenant."""
+    player_id: _builtins.str
+    """The player."""
+    state: Global___BonusState.ValueType
+    """Its state."""
+    wagering_multiplier: _builtins.int
+    """The wagering multiplier."""
+    wagering_base: Global___WageringBase.ValueType
+    """What the multiplier applies to."""
+    wagered_ppm: _builtins.str
+    """The weighted turnover so far in millionths of a minor unit (exact), as a decimal string."""
+    default_weight_ppm: _builtins.int
+    """Weight of a game without a game or category weight, in ppm (1000000 = 100%)."""
+    reason: _builtins.str
+    """Why it was forfeited or expired."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The bonus money granted."""
+
+    @_builtins.property
+    def locked_deposit(self) -> _money_pb2.Money:
+        """The player's cash locked with it at the grant."""
+
+    @_builtins.property
+    def requirement(self) -> _money_pb2.Money:
+        """The weighted turnover to reach: multiplier x base."""
+
+    @_builtins.property
+    def wagered(self) -> _money_pb2.Money:
+        """The weighted turnover so far (stake x weight), rounded down to the minor unit."""
+
+    @_builtins.property
+    def game_weights_ppm(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Weights by game id, in ppm."""
+
+    @_builtins.property
+    def category_weights_ppm(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Weights by game category (a bet's metadata `game_category`), in ppm."""
+
+    @_builtins.property
+    def max_bet(self) -> _money_pb2.Money:
+        """The most one bet may stake while the bonus is active; unset: no cap."""
+
+    @_builtins.property
+    def max_conversion(self) -> _money_pb2.Money:
+        """The most bonus money converted to cash at completion; unset: no cap."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the server expires it if still active."""
+
+    @_builtins.property
+    def converted(self) -> _money_pb2.Money:
+        """At its end: bonus money converted to cash."""
+
+    @_builtins.property
+    def removed(self) -> _money_pb2.Money:
+        """At its end: bonus money removed (back to the house)."""
+
+    @_builtins.property
+    def released(self) -> _money_pb2.Money:
+        """At its end: locked money released to cash."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was granted."""
+
+    @_builtins.property
+    def close_time(self) -> _timestamp_pb2.Timestamp:
+        """When it ended; unset while active."""
+
+    def __init__(
+        self,
+        *,
+        bonus_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        state: Global___BonusState.ValueType = ...,
+        amount: _money_pb2.Money | None = ...,
+        locked_deposit: _money_pb2.Money | None = ...,
+        wagering_multiplier: _builtins.int = ...,
+        wagering_base: Global___WageringBase.ValueType = ...,
+        requirement: _money_pb2.Money | None = ...,
+        wagered: _money_pb2.Money | None = ...,
+        wagered_ppm: _builtins.str = ...,
+        default_weight_ppm: _builtins.int = ...,
+        game_weights_ppm: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        category_weights_ppm: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        max_bet: _money_pb2.Money | None = ...,
+        max_conversion: _money_pb2.Money | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        converted: _money_pb2.Money | None = ...,
+        removed: _money_pb2.Money | None = ...,
+        released: _money_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        close_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "close_time", b"close_time", "converted", b"converted", "create_time", b"create_time", "expire_time", b"expire_time", "locked_deposit", b"locked_deposit", "max_bet", b"max_bet", "max_conversion", b"max_conversion", "released", b"released", "removed", b"removed", "requirement", b"requirement", "wagered", b"wagered"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bonus_id", b"bonus_id", "category_weights_ppm", b"category_weights_ppm", "close_time", b"close_time", "converted", b"converted", "create_time", b"create_time", "default_weight_ppm", b"default_weight_ppm", "expire_time", b"expire_time", "game_weights_ppm", b"game_weights_ppm", "locked_deposit", b"locked_deposit", "max_bet", b"max_bet", "max_conversion", b"max_conversion", "player_id", b"player_id", "reason", b"reason", "released", b"released", "removed", b"removed", "requirement", b"requirement", "state", b"state", "tenant_id", b"tenant_id", "wagered", b"wagered", "wagered_ppm", b"wagered_ppm", "wagering_base", b"wagering_base", "wagering_multiplier", b"wagering_multiplier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Bonus: _TypeAlias = Bonus  # noqa: Y015
+
+@_typing.final
+class GrantBonusRequest(_message.Message):
+    """Request for GrantBonus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class GameWeightsPpmEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class CategoryWeightsPpmEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    LOCKED_DEPOSIT_FIELD_NUMBER: _builtins.int
+    WAGERING_MULTIPLIER_FIELD_NUMBER: _builtins.int
+    WAGERING_BASE_FIELD_NUMBER: _builtins.int
+    DEFAULT_WEIGHT_PPM_FIELD_NUMBER: _builtins.int
+    GAME_WEIGHTS_PPM_FIELD_NUMBER: _builtins.int
+    CATEGORY_WEIGHTS_PPM_FIELD_NUMBER: _builtins.int
+    MAX_BET_FIELD_NUMBER: _builtins.int
+    MAX_CONVERSION_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player (must hold an account in the currency)."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    wagering_multiplier: _builtins.int
+    """The wagering multiplier, 0 to 1000 (0: no wagering, the bonus completes at once)."""
+    wagering_base: Global___WageringBase.ValueType
+    """What the multiplier applies to (required)."""
+    default_weight_ppm: _builtins.int
+    """Optional: weight of a game without a game or category weight, in ppm (0 to 1000000);
+    unset: 1000000 (100%).
+    """
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The bonus money, more than zero."""
+
+    @_builtins.property
+    def locked_deposit(self) -> _money_pb2.Money:
+        """Optional: the player's cash to lock with the bonus (same currency; zero or more)."""
+
+    @_builtins.property
+    def game_weights_ppm(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Weights by game id, in ppm (0 to 1000000)."""
+
+    @_builtins.property
+    def category_weights_ppm(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Weights by game category (a bet's metadata `game_category`), in ppm (0 to 1000000)."""
+
+    @_builtins.property
+    def max_bet(self) -> _money_pb2.Money:
+        """Optional: the most one bet may stake while the bonus is active (more than zero)."""
+
+    @_builtins.property
+    def max_conversion(self) -> _money_pb2.Money:
+        """Optional: the most bonus money converted to cash at completion (zero or more)."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the bonus expires (required, in the future)."""
+
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free-form context stored on the grant's journal transaction."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        locked_deposit: _money_pb2.Money | None = ...,
+        wagering_multiplier: _builtins.int = ...,
+        wagering_base: Global___WageringBase.ValueType = ...,
+        default_weight_ppm: _builtins.int | None = ...,
+        game_weights_ppm: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        category_weights_ppm: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        max_bet: _money_pb2.Money | None = ...,
+        max_conversion: _money_pb2.Money | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_default_weight_ppm", b"_default_weight_ppm", "amount", b"amount", "default_weight_ppm", b"default_weight_ppm", "expire_time", b"expire_time", "locked_deposit", b"locked_deposit", "max_bet", b"max_bet", "max_conversion", b"max_conversion"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_default_weight_ppm", b"_default_weight_ppm", "amount", b"amount", "category_weights_ppm", b"category_weights_ppm", "default_weight_ppm", b"default_weight_ppm", "expire_time", b"expire_time", "game_weights_ppm", b"game_weights_ppm", "idempotency_key", b"idempotency_key", "locked_deposit", b"locked_deposit", "max_bet", b"max_bet", "max_conversion", b"max_conversion", "metadata", b"metadata", "player_id", b"player_id", "tenant_id", b"tenant_id", "wagering_base", b"wagering_base", "wagering_multiplier", b"wagering_multiplier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__default_weight_ppm: _TypeAlias = _typing.Literal["default_weight_ppm"]  # noqa: Y015
+    _WhichOneofArgType__default_weight_ppm: _TypeAlias = _typing.Literal["_default_weight_ppm", b"_default_weight_ppm"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__default_weight_ppm) -> _WhichOneofReturnType__default_weight_ppm | None: ...
+
+Global___GrantBonusRequest: _TypeAlias = GrantBonusRequest  # noqa: Y015
+
+@_typing.final
+class GrantBonusResponse(_message.Message):
+    """Response for GrantBonus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BONUS_FIELD_NUMBER: _builtins.int
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    BALANCE_FIELD_NUMBER: _builtins.int
+    transaction_id: _builtins.str
+    """The grant's journal transaction."""
+    @_builtins.property
+    def bonus(self) -> Global___Bonus:
+        """The bonus."""
+
+    @_builtins.property
+    def balance(self) -> Global___Balance:
+        """The balances after."""
+
+    def __init__(
+        self,
+        *,
+        bonus: Global___Bonus | None = ...,
+        transaction_id: _builtins.str = ...,
+        balance: Global___Balance | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "bonus", b"bonus"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "bonus", b"bonus", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantBonusResponse: _TypeAlias = GrantBonusResponse  # noqa: Y015
+
+@_typing.final
+class GetBonusRequest(_message.Message):
+    """Request for GetBonus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    BONUS_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    bonus_id: _builtins.str
+    """The bonus id."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        bonus_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bonus_id", b"bonus_id", "player_id", b"player_id", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBonusRequest: _TypeAlias = GetBonusRequest  # noqa: Y015
+
+@_typing.final
+class GetBonusResponse(_message.Message):
+    """Response for GetBonus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BONUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def bonus(self) -> Global___Bonus:
+        """The bonus."""
+
+    def __init__(
+        self,
+        *,
+        bonus: Global___Bonus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bonus", b"bonus"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bonus", b"bonus"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBonusResponse: _TypeAlias = GetBonusResponse  # noqa: Y015
+
+@_typing.final
+class ListBonusesRequest(_message.Message):
+    """Request for ListBonuses."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    state: Global___BonusState.ValueType
+    """Optional: only bonuses in this state."""
+    page_size: _builtins.int
+    """At most this many; default 50, at most 500."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page; the other fields must be unchanged."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        state: Global___BonusState.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "player_id", b"player_id", "state", b"state", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBonusesRequest: _TypeAlias = ListBonusesRequest  # noqa: Y015
+
+@_typing.final
+class ListBonusesResponse(_message.Message):
+    """Response for ListBonuses."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BONUSES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last page."""
+    @_builtins.property
+    def bonuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___Bonus]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        bonuses: _abc.Iterable[Global___Bonus] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bonuses", b"bonuses", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBonusesResponse: _TypeAlias = ListBonusesResponse  # noqa: Y015
+
+@_typing.final
+class ForfeitBonusRequest(_message.Message):
+    """Request for ForfeitBonus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    PLAYER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    BONUS_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    player_id: _builtins.str
+    """The player."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    bonus_id: _builtins.str
+    """The bonus id."""
+    reason: _builtins.str
+    """Why (free text, stored on the bonus)."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        player_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        bonus_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bonus_id", b"bonus_id", "idempotency_key", b"idempotency_key", "player_id", b"player_id", "reason", b"reason", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForfeitBonusRequest: _TypeAlias = ForfeitBonusRequest  # noqa: Y015
+
+@_typing.final
+class ForfeitBonusResponse(_message.Message):
+    """Response for ForfeitBonus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BONUS_FIELD_NUMBER: _builtins.int
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    BALANCE_FIELD_NUMBER: _builtins.int
+    transaction_id: _builtins.str
+    """The forfeit's journal transaction."""
+    @_builtins.property
+    def bonus(self) -> Global___Bonus:
+        """The bonus, forfeited."""
+
+    @_builtins.property
+    def balance(self) -> Global___Balance:
+        """The balances after."""
+
+    def __init__(
+        self,
+        *,
+        bonus: Global___Bonus | None = ...,
+        transaction_id: _builtins.str = ...,
+        balance: Global___Balance | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "bonus", b"bonus"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "bonus", b"bonus", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForfeitBonusResponse: _TypeAlias = ForfeitBonusResponse  # noqa: Y015
+
+@_typing.final
+class BonusSettings(_message.Message):
+    """A tenant's bonus settings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEND_ORDER_FIELD_NUMBER: _builtins.int
+    WITHDRAWAL_POLICY_FIELD_NUMBER: _builtins.int
+    withdrawal_policy: Global___WithdrawalPolicy.ValueType
+    """What a withdrawal does while a bonus is active."""
+    @_builtins.property
+    def spend_order(self) -> _containers.RepeatedScalarFieldContainer[Global___SpendSource.ValueType]:
+        """The order a bet (AuthorizeBet, a stake Debit) takes money: each source once."""
+
+    def __init__(
+        self,
+        *,
+        spend_order: _abc.Iterable[Global___SpendSource.ValueType] | None = ...,
+        withdrawal_policy: Global___WithdrawalPolicy.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["spend_order", b"spend_order", "withdrawal_policy", b"withdrawal_policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BonusSettings: _TypeAlias = BonusSettings  # noqa: Y015
+
+@_typing.final
+class SetBonusSettingsRequest(_message.Message):
+    """Request for SetBonusSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    idempotency_key: _builtins.str
+    """Idempotency key, unique per tenant."""
+    @_builtins.property
+    def settings(self) -> Global___BonusSettings:
+        """The settings (both fields required)."""
+
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        settings: Global___BonusSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "settings", b"settings", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBonusSettingsRequest: _TypeAlias = SetBonusSettingsRequest  # noqa: Y015
+
+@_typing.final
+class SetBonusSettingsResponse(_message.Message):
+    """Response for SetBonusSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___BonusSettings:
+        """The settings now."""
+
+    def __init__(
+        self,
+        *,
+        settings: Global___BonusSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBonusSettingsResponse: _TypeAlias = SetBonusSettingsResponse  # noqa: Y015
+
+@_typing.final
+class GetBonusSettingsRequest(_message.Message):
+    """Request for GetBonusSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    """The tenant (operator or brand)."""
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBonusSettingsRequest: _TypeAlias = GetBonusSettingsRequest  # noqa: Y015
+
+@_typing.final
+class GetBonusSettingsResponse(_message.Message):
+    """Response for GetBonusSettings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___BonusSettings:
+        """The settings."""
+
+    def __init__(
+        self,
+        *,
+        settings: Global___BonusSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBonusSettingsResponse: _TypeAlias = GetBonusSettingsResponse  # noqa: Y015

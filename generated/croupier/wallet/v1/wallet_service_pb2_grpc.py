@@ -133,6 +133,36 @@ class WalletServiceStub:
                 request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldRequest.SerializeToString,
                 response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldResponse.FromString,
                 _registered_method=True)
+        self.GrantBonus = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/GrantBonus',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GrantBonusRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GrantBonusResponse.FromString,
+                _registered_method=True)
+        self.GetBonus = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/GetBonus',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetBonusRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetBonusResponse.FromString,
+                _registered_method=True)
+        self.ListBonuses = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/ListBonuses',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListBonusesRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListBonusesResponse.FromString,
+                _registered_method=True)
+        self.ForfeitBonus = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/ForfeitBonus',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ForfeitBonusRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ForfeitBonusResponse.FromString,
+                _registered_method=True)
+        self.SetBonusSettings = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/SetBonusSettings',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetBonusSettingsRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetBonusSettingsResponse.FromString,
+                _registered_method=True)
+        self.GetBonusSettings = channel.unary_unary(
+                '/croupier.wallet.v1.WalletService/GetBonusSettings',
+                request_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetBonusSettingsRequest.SerializeToString,
+                response_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetBonusSettingsResponse.FromString,
+                _registered_method=True)
 
 
 class WalletServiceServicer:
@@ -322,6 +352,65 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GrantBonus(self, request, context):
+        """Grants bonus money to a player (docs/bonus.md): `amount` goes from the tenant's house bonus
+        account to the player's bonus balance, and `locked_deposit` of the player's cash becomes
+        locked money tied to the bonus until it completes, is forfeited or expires. The bonus
+        completes when the weighted turnover of settled bets reaches the requirement
+        (`wagering_multiplier` x the base); then its bonus money is converted to cash up to
+        `max_conversion`, the rest removed, and the locked money released, in the transaction of
+        the settlement that reached it. Published as `wallet.bonus.granted`.
+        Errors: INVALID_ARGUMENT for a negative or zero amount, a weight outside 0 to 1,000,000
+        ppm, a negative max conversion, an unknown currency, an expire time in the past;
+        NOT_FOUND `PLAYER_NOT_FOUND` / `ACCOUNT_NOT_FOUND`; FAILED_PRECONDITION `PLAYER_BLOCKED`,
+        `PLAYER_SELF_EXCLUDED`, `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`, `BONUS_ALREADY_ACTIVE`,
+        `INSUFFICIENT_FUNDS` (the deposit to lock is more than the cash).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBonus(self, request, context):
+        """Returns one bonus of a player. Errors: NOT_FOUND `BONUS_NOT_FOUND`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBonuses(self, request, context):
+        """Lists a player's bonuses, newest first (AIP-158 pagination).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForfeitBonus(self, request, context):
+        """Forfeits an active bonus: its bonus money goes back to the house, its locked money to
+        cash. Published as `wallet.bonus.forfeited`.
+        Errors: NOT_FOUND `BONUS_NOT_FOUND`; FAILED_PRECONDITION `BONUS_NOT_ACTIVE`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBonusSettings(self, request, context):
+        """Sets the tenant's bonus settings: the order bets take cash, locked and bonus money, and
+        what a withdrawal does while a bonus is active.
+        Errors: INVALID_ARGUMENT for a spend order that does not name each source once, an unset
+        policy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBonusSettings(self, request, context):
+        """Returns the tenant's bonus settings (the defaults when never set: cash, locked, bonus;
+        withdrawals refused while a bonus is active).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WalletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -414,6 +503,36 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     servicer.SetComplianceHold,
                     request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldRequest.FromString,
                     response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldResponse.SerializeToString,
+            ),
+            'GrantBonus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantBonus,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GrantBonusRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GrantBonusResponse.SerializeToString,
+            ),
+            'GetBonus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBonus,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetBonusRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetBonusResponse.SerializeToString,
+            ),
+            'ListBonuses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBonuses,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListBonusesRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListBonusesResponse.SerializeToString,
+            ),
+            'ForfeitBonus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForfeitBonus,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ForfeitBonusRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ForfeitBonusResponse.SerializeToString,
+            ),
+            'SetBonusSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBonusSettings,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetBonusSettingsRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetBonusSettingsResponse.SerializeToString,
+            ),
+            'GetBonusSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBonusSettings,
+                    request_deserializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetBonusSettingsRequest.FromString,
+                    response_serializer=croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetBonusSettingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -911,6 +1030,168 @@ class WalletService:
             '/croupier.wallet.v1.WalletService/SetComplianceHold',
             croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldRequest.SerializeToString,
             croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetComplianceHoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantBonus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/GrantBonus',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GrantBonusRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GrantBonusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBonus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/GetBonus',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetBonusRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetBonusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBonuses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/ListBonuses',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListBonusesRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ListBonusesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForfeitBonus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/ForfeitBonus',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ForfeitBonusRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.ForfeitBonusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBonusSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/SetBonusSettings',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetBonusSettingsRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.SetBonusSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBonusSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/croupier.wallet.v1.WalletService/GetBonusSettings',
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetBonusSettingsRequest.SerializeToString,
+            croupier_dot_wallet_dot_v1_dot_wallet__service__pb2.GetBonusSettingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

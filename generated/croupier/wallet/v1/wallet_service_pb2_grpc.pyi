@@ -143,6 +143,39 @@ class WalletServiceStub:
     every cause is lifted. Errors: INVALID_ARGUMENT for an unset flag; NOT_FOUND
     `PLAYER_NOT_FOUND`.
     """
+    GrantBonus: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.GrantBonusRequest, _wallet_service_pb2.GrantBonusResponse]
+    """Grants bonus money to a player (docs/bonus.md): `amount` goes from the tenant's house bonus
+    account to the player's bonus balance, and `locked_deposit` of the player's cash becomes
+    locked money tied to the bonus until it completes, is forfeited or expires. The bonus
+    completes when the weighted turnover of settled bets reaches the requirement
+    (`wagering_multiplier` x the base); then its bonus money is converted to cash up to
+    `max_conversion`, the rest removed, and the locked money released, in the transaction of
+    the settlement that reached it. Published as `wallet.bonus.granted`.
+    Errors: INVALID_ARGUMENT for a negative or zero amount, a weight outside 0 to 1,000,000
+    ppm, a negative max conversion, an unknown currency, an expire time in the past;
+    NOT_FOUND `PLAYER_NOT_FOUND` / `ACCOUNT_NOT_FOUND`; FAILED_PRECONDITION `PLAYER_BLOCKED`,
+    `PLAYER_SELF_EXCLUDED`, `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`, `BONUS_ALREADY_ACTIVE`,
+    `INSUFFICIENT_FUNDS` (the deposit to lock is more than the cash).
+    """
+    GetBonus: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.GetBonusRequest, _wallet_service_pb2.GetBonusResponse]
+    """Returns one bonus of a player. Errors: NOT_FOUND `BONUS_NOT_FOUND`."""
+    ListBonuses: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.ListBonusesRequest, _wallet_service_pb2.ListBonusesResponse]
+    """Lists a player's bonuses, newest first (AIP-158 pagination)."""
+    ForfeitBonus: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.ForfeitBonusRequest, _wallet_service_pb2.ForfeitBonusResponse]
+    """Forfeits an active bonus: its bonus money goes back to the house, its locked money to
+    cash. Published as `wallet.bonus.forfeited`.
+    Errors: NOT_FOUND `BONUS_NOT_FOUND`; FAILED_PRECONDITION `BONUS_NOT_ACTIVE`.
+    """
+    SetBonusSettings: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.SetBonusSettingsRequest, _wallet_service_pb2.SetBonusSettingsResponse]
+    """Sets the tenant's bonus settings: the order bets take cash, locked and bonus money, and
+    what a withdrawal does while a bonus is active.
+    Errors: INVALID_ARGUMENT for a spend order that does not name each source once, an unset
+    policy.
+    """
+    GetBonusSettings: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.GetBonusSettingsRequest, _wallet_service_pb2.GetBonusSettingsResponse]
+    """Returns the tenant's bonus settings (the defaults when never set: cash, locked, bonus;
+    withdrawals refused while a bonus is active).
+    """
 
 @_typing.type_check_only
 class WalletServiceAsyncStub(WalletServiceStub):
@@ -258,6 +291,39 @@ class WalletServiceAsyncStub(WalletServiceStub):
     `WITHDRAWAL_LIMIT_EXCEEDED`, `AML_HOLD`); the win stays owed and is retried by itself once
     every cause is lifted. Errors: INVALID_ARGUMENT for an unset flag; NOT_FOUND
     `PLAYER_NOT_FOUND`.
+    """
+    GrantBonus: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GrantBonusRequest, _wallet_service_pb2.GrantBonusResponse]  # type: ignore[assignment]
+    """Grants bonus money to a player (docs/bonus.md): `amount` goes from the tenant's house bonus
+    account to the player's bonus balance, and `locked_deposit` of the player's cash becomes
+    locked money tied to the bonus until it completes, is forfeited or expires. The bonus
+    completes when the weighted turnover of settled bets reaches the requirement
+    (`wagering_multiplier` x the base); then its bonus money is converted to cash up to
+    `max_conversion`, the rest removed, and the locked money released, in the transaction of
+    the settlement that reached it. Published as `wallet.bonus.granted`.
+    Errors: INVALID_ARGUMENT for a negative or zero amount, a weight outside 0 to 1,000,000
+    ppm, a negative max conversion, an unknown currency, an expire time in the past;
+    NOT_FOUND `PLAYER_NOT_FOUND` / `ACCOUNT_NOT_FOUND`; FAILED_PRECONDITION `PLAYER_BLOCKED`,
+    `PLAYER_SELF_EXCLUDED`, `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`, `BONUS_ALREADY_ACTIVE`,
+    `INSUFFICIENT_FUNDS` (the deposit to lock is more than the cash).
+    """
+    GetBonus: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GetBonusRequest, _wallet_service_pb2.GetBonusResponse]  # type: ignore[assignment]
+    """Returns one bonus of a player. Errors: NOT_FOUND `BONUS_NOT_FOUND`."""
+    ListBonuses: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.ListBonusesRequest, _wallet_service_pb2.ListBonusesResponse]  # type: ignore[assignment]
+    """Lists a player's bonuses, newest first (AIP-158 pagination)."""
+    ForfeitBonus: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.ForfeitBonusRequest, _wallet_service_pb2.ForfeitBonusResponse]  # type: ignore[assignment]
+    """Forfeits an active bonus: its bonus money goes back to the house, its locked money to
+    cash. Published as `wallet.bonus.forfeited`.
+    Errors: NOT_FOUND `BONUS_NOT_FOUND`; FAILED_PRECONDITION `BONUS_NOT_ACTIVE`.
+    """
+    SetBonusSettings: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.SetBonusSettingsRequest, _wallet_service_pb2.SetBonusSettingsResponse]  # type: ignore[assignment]
+    """Sets the tenant's bonus settings: the order bets take cash, locked and bonus money, and
+    what a withdrawal does while a bonus is active.
+    Errors: INVALID_ARGUMENT for a spend order that does not name each source once, an unset
+    policy.
+    """
+    GetBonusSettings: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GetBonusSettingsRequest, _wallet_service_pb2.GetBonusSettingsResponse]  # type: ignore[assignment]
+    """Returns the tenant's bonus settings (the defaults when never set: cash, locked, bonus;
+    withdrawals refused while a bonus is active).
     """
 
 class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -479,6 +545,75 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         `WITHDRAWAL_LIMIT_EXCEEDED`, `AML_HOLD`); the win stays owed and is retried by itself once
         every cause is lifted. Errors: INVALID_ARGUMENT for an unset flag; NOT_FOUND
         `PLAYER_NOT_FOUND`.
+        """
+
+    @_abc_1.abstractmethod
+    def GrantBonus(
+        self,
+        request: _wallet_service_pb2.GrantBonusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.GrantBonusResponse, _abc.Awaitable[_wallet_service_pb2.GrantBonusResponse]]:
+        """Grants bonus money to a player (docs/bonus.md): `amount` goes from the tenant's house bonus
+        account to the player's bonus balance, and `locked_deposit` of the player's cash becomes
+        locked money tied to the bonus until it completes, is forfeited or expires. The bonus
+        completes when the weighted turnover of settled bets reaches the requirement
+        (`wagering_multiplier` x the base); then its bonus money is converted to cash up to
+        `max_conversion`, the rest removed, and the locked money released, in the transaction of
+        the settlement that reached it. Published as `wallet.bonus.granted`.
+        Errors: INVALID_ARGUMENT for a negative or zero amount, a weight outside 0 to 1,000,000
+        ppm, a negative max conversion, an unknown currency, an expire time in the past;
+        NOT_FOUND `PLAYER_NOT_FOUND` / `ACCOUNT_NOT_FOUND`; FAILED_PRECONDITION `PLAYER_BLOCKED`,
+        `PLAYER_SELF_EXCLUDED`, `PLAYER_COOLING_OFF`, `ACCOUNT_CLOSED`, `BONUS_ALREADY_ACTIVE`,
+        `INSUFFICIENT_FUNDS` (the deposit to lock is more than the cash).
+        """
+
+    @_abc_1.abstractmethod
+    def GetBonus(
+        self,
+        request: _wallet_service_pb2.GetBonusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.GetBonusResponse, _abc.Awaitable[_wallet_service_pb2.GetBonusResponse]]:
+        """Returns one bonus of a player. Errors: NOT_FOUND `BONUS_NOT_FOUND`."""
+
+    @_abc_1.abstractmethod
+    def ListBonuses(
+        self,
+        request: _wallet_service_pb2.ListBonusesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.ListBonusesResponse, _abc.Awaitable[_wallet_service_pb2.ListBonusesResponse]]:
+        """Lists a player's bonuses, newest first (AIP-158 pagination)."""
+
+    @_abc_1.abstractmethod
+    def ForfeitBonus(
+        self,
+        request: _wallet_service_pb2.ForfeitBonusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.ForfeitBonusResponse, _abc.Awaitable[_wallet_service_pb2.ForfeitBonusResponse]]:
+        """Forfeits an active bonus: its bonus money goes back to the house, its locked money to
+        cash. Published as `wallet.bonus.forfeited`.
+        Errors: NOT_FOUND `BONUS_NOT_FOUND`; FAILED_PRECONDITION `BONUS_NOT_ACTIVE`.
+        """
+
+    @_abc_1.abstractmethod
+    def SetBonusSettings(
+        self,
+        request: _wallet_service_pb2.SetBonusSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.SetBonusSettingsResponse, _abc.Awaitable[_wallet_service_pb2.SetBonusSettingsResponse]]:
+        """Sets the tenant's bonus settings: the order bets take cash, locked and bonus money, and
+        what a withdrawal does while a bonus is active.
+        Errors: INVALID_ARGUMENT for a spend order that does not name each source once, an unset
+        policy.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBonusSettings(
+        self,
+        request: _wallet_service_pb2.GetBonusSettingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.GetBonusSettingsResponse, _abc.Awaitable[_wallet_service_pb2.GetBonusSettingsResponse]]:
+        """Returns the tenant's bonus settings (the defaults when never set: cash, locked, bonus;
+        withdrawals refused while a bonus is active).
         """
 
 def add_WalletServiceServicer_to_server(servicer: WalletServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
