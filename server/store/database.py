@@ -28,9 +28,9 @@ from importlib import resources
 from typing import Any
 
 import psycopg
-import sqlparse
 import psycopg_pool
 import psycopg_pool.base
+import sqlparse
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
