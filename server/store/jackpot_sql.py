@@ -1116,38 +1116,54 @@ async def win_ledger_mismatches(conn: Conn, limit: int = 100) -> list[dict[str, 
     amount (minor units), currency, credits (how many payout credits), credited_minor_units
     (their sum less any reversal) and the wallet_transaction_id the win names.
     """
+    # Two reads joined here, not one join in SQL: on a distributed database the wins live on
+    # the coordinator and the ledger on the tenants' nodes.
     cur = await conn.execute(
-        "SELECT w.win_id::text, w.tenant_id, w.player_id, w.payout_state, w.amount::text,"
-        "       w.currency, count(t.transaction_id),"
-        "       (coalesce(sum(t.amount), 0) - coalesce(sum(r.amount), 0))::numeric::text,"
-        "       w.wallet_transaction_id::text"
-        "  FROM jp_wins w"
-        "  LEFT JOIN transactions t ON t.tenant_id = w.tenant_id AND t.kind = 'credit'"
-        "       AND t.idempotency_key = 'jp-payout-' || w.win_id::text"
-        "  LEFT JOIN transactions r ON r.tenant_id = t.tenant_id"
-        "       AND r.target_transaction_id = t.transaction_id AND r.kind = 'rollback'"
-        " GROUP BY w.win_id, w.tenant_id, w.player_id, w.payout_state, w.amount, w.currency,"
-        "          w.wallet_transaction_id"
-        " HAVING NOT CASE WHEN w.payout_state = 'credited' AND w.amount > 0"
-        "   THEN count(t.transaction_id) = 1 AND count(r.transaction_id) = 0"
-        "        AND bool_and(t.player_id = w.player_id AND t.amount = w.amount"
-        "                     AND t.currency = w.currency"
-        "                     AND t.transaction_id = w.wallet_transaction_id)"
-        "   ELSE count(t.transaction_id) = 0 END"
-        " ORDER BY w.win_id LIMIT %s",
-        (limit,),
+        "SELECT win_id::text, tenant_id, player_id, payout_state, amount, currency,"
+        "       wallet_transaction_id FROM jp_wins ORDER BY win_id"
     )
-    return [
-        {
-            "win_id": str(r[0]),
-            "tenant_id": str(r[1]),
-            "player_id": str(r[2]),
-            "payout_state": str(r[3]),
-            "amount_minor_units": int(r[4]),
-            "currency": str(r[5]),
-            "credits": int(r[6]),
-            "credited_minor_units": int(r[7]),
-            "wallet_transaction_id": r[8],
-        }
-        for r in await cur.fetchall()
-    ]
+    wins = await cur.fetchall()
+    cur = await conn.execute(
+        "SELECT t.tenant_id, substr(t.idempotency_key, 11), t.transaction_id, t.player_id,"
+        "       t.amount, t.currency,"
+        "       (SELECT count(*) FROM transactions r WHERE r.tenant_id = t.tenant_id"
+        "          AND r.target_transaction_id = t.transaction_id AND r.kind = 'rollback'),"
+        "       (SELECT coalesce(sum(r.amount), 0) FROM transactions r"
+        "         WHERE r.tenant_id = t.tenant_id AND r.target_transaction_id = t.transaction_id"
+        "           AND r.kind = 'rollback')"
+        "  FROM transactions t WHERE t.kind = 'credit' AND t.idempotency_key LIKE 'jp-payout-%'"
+    )
+    credits: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+    for c in await cur.fetchall():
+        credits.setdefault((str(c[0]), str(c[1])), []).append(tuple(c))
+    out: list[dict[str, object]] = []
+    for win_id, tenant_id, player_id, state, amount, currency, wallet_tx in wins:
+        cs = credits.get((str(tenant_id), str(win_id)), [])
+        rollbacks = sum(int(c[6]) for c in cs)
+        if state == "credited" and int(amount) > 0:
+            agrees = (
+                len(cs) == 1
+                and rollbacks == 0
+                and (cs[0][3], int(cs[0][4]), cs[0][5], cs[0][2])
+                == (player_id, int(amount), currency, wallet_tx)
+            )
+        else:
+            agrees = not cs
+        if agrees:
+            continue
+        out.append(
+            {
+                "win_id": str(win_id),
+                "tenant_id": str(tenant_id),
+                "player_id": str(player_id),
+                "payout_state": str(state),
+                "amount_minor_units": int(amount),
+                "currency": str(currency),
+                "credits": len(cs),
+                "credited_minor_units": sum(int(c[4]) for c in cs) - sum(int(c[7]) for c in cs),
+                "wallet_transaction_id": None if wallet_tx is None else str(wallet_tx),
+            }
+        )
+        if len(out) >= limit:
+            break
+    return out
