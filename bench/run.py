@@ -451,11 +451,13 @@ class Run:
         meter = CpuMeter(pids, self.postmasters)
         hist0 = srv.batch_histogram(kind) if srv and kind else {}
         s0, d0 = meter.read()
+        n0 = [tree_cpu(p) for p in self.postmasters]
         t0 = time.perf_counter()
         info: dict[str, Any] = {"calls": 0}
         yield info
         wall = time.perf_counter() - t0
         s1, d1 = meter.read()
+        n1 = [tree_cpu(p) for p in self.postmasters]
         calls = max(1, int(info["calls"]))
         info.update(
             server_cpu_ms_per_call=round((s1 - s0) * 1000 / calls, 3),
@@ -463,6 +465,10 @@ class Run:
             server_cpu_pct=round((s1 - s0) / wall * 100, 1),
             db_cpu_pct=round((d1 - d0) / wall * 100, 1),
         )
+        if len(self.postmasters) > 1:  # a cluster: coordinator first, then the workers
+            info["db_cpu_ms_per_call_by_node"] = [
+                round((b - a) * 1000 / calls, 3) for a, b in zip(n0, n1, strict=True)
+            ]
         if srv and kind:
             info["batches"] = histogram_delta(hist0, srv.batch_histogram(kind))
 
@@ -884,7 +890,10 @@ def citus_comparison(out: dict[str, Any]) -> str:
         lines.append(
             f"  closed loop {r['inflight']:>3} in flight: {one['calls_per_s']:.0f} -> "
             f"{r['calls_per_s']:.0f}/s; db CPU/call {one['metered']['db_cpu_ms_per_call']} -> "
-            f"{r['metered']['db_cpu_ms_per_call']} ms"
+            f"{r['metered']['db_cpu_ms_per_call']} ms (by node, coordinator first: "
+            f"{r['metered'].get('db_cpu_ms_per_call_by_node')}); server CPU/call "
+            f"{one['metered']['server_cpu_ms_per_call']} -> "
+            f"{r['metered']['server_cpu_ms_per_call']} ms"
         )
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from server.events.relay import CRM_EXCHANGE, EVENTS_EXCHANGE, Relay
+from tests.backlog import drain_backlog
 
 AMQP_URL = os.environ.get("CROUPIER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -86,6 +87,7 @@ async def relay(database_url: str, pool: object) -> AsyncIterator[Relay]:
     r = Relay(database_url, AMQP_URL)
     stop = asyncio.Event()
     task = asyncio.create_task(r.run(stop))
+    await drain_backlog(pool)
     try:
         yield r
     finally:

@@ -23,6 +23,7 @@ from croupier.events.v1.subscription_service_pb2_grpc import SubscriptionService
 from server.events.relay import Relay
 from server.webhooks.config import DispatcherSettings
 from server.webhooks.dispatcher import Dispatcher
+from tests.backlog import drain_backlog
 from tests.rpc import key
 
 AMQP_URL = os.environ.get("CROUPIER_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -156,34 +157,13 @@ async def eventually(predicate: Callable[[], Awaitable[bool] | bool], timeout: f
         await asyncio.sleep(0.05)
 
 
-async def _drain_backlog(pool: Any, most_seconds: float = 240) -> None:
-    """Wait while the relay publishes what earlier tests of the session left in the outbox
-    (the test database is shared by the whole session), so a test's own events are not
-    queued behind thousands of others; stop waiting when nothing is left or nothing moves
-    for 5 s."""
-    deadline = time.monotonic() + most_seconds
-    last, still_since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        async with pool.connection() as conn:
-            cur = await conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            row = await cur.fetchone()
-        left = int(row[0]) if row else 0
-        if left == 0:
-            return
-        if left != last:
-            last, still_since = left, time.monotonic()
-        elif time.monotonic() - still_since > 5:
-            return
-        await asyncio.sleep(0.2)
-
-
 @pytest.fixture
 async def relay(database_url: str, pool: object) -> AsyncIterator[Relay]:
     """One croupier relay over the test database, running for the test."""
     r = Relay(database_url, AMQP_URL)
     stop = asyncio.Event()
     task = asyncio.create_task(r.run(stop))
-    await _drain_backlog(pool)
+    await drain_backlog(pool)
     try:
         yield r
     finally:
