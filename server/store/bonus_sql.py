@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from server.store.rows import fetch_all, fetch_one
 from server.types import Conn
 
 DEFAULT_SPEND_ORDER = ("cash", "locked", "bonus")
@@ -59,50 +60,56 @@ class BonusRow:
 
 _COLUMNS = (
     "bonus_id, tenant_id, player_id, currency, state, amount, locked_deposit, multiplier, base,"
-    " requirement, wagered_ppm::text, default_weight_ppm, game_weights, category_weights,"
+    " requirement, wagered_ppm::text AS wagered_ppm, default_weight_ppm, game_weights,"
+    " category_weights,"
     " max_bet, max_conversion, expires_at, converted, removed, released, reason, created_at,"
     " closed_at"
 )
 
 
-def _bonus(r: Sequence[Any]) -> BonusRow:
+def _bonus(**c: Any) -> BonusRow:
     return BonusRow(
-        bonus_id=r[0],
-        tenant_id=str(r[1]),
-        player_id=str(r[2]),
-        currency=str(r[3]),
-        state=str(r[4]),
-        amount=int(r[5]),
-        locked_deposit=int(r[6]),
-        multiplier=int(r[7]),
-        base=str(r[8]),
-        requirement=int(r[9]),
-        wagered_ppm=int(r[10]),
-        default_weight_ppm=int(r[11]),
-        game_weights={str(k): int(v) for k, v in dict(r[12]).items()},
-        category_weights={str(k): int(v) for k, v in dict(r[13]).items()},
-        max_bet=None if r[14] is None else int(r[14]),
-        max_conversion=None if r[15] is None else int(r[15]),
-        expires_at=r[16],
-        converted=int(r[17]),
-        removed=int(r[18]),
-        released=int(r[19]),
-        reason=str(r[20]),
-        created_at=r[21],
-        closed_at=r[22],
+        bonus_id=c["bonus_id"],
+        tenant_id=str(c["tenant_id"]),
+        player_id=str(c["player_id"]),
+        currency=str(c["currency"]),
+        state=str(c["state"]),
+        amount=int(c["amount"]),
+        locked_deposit=int(c["locked_deposit"]),
+        multiplier=int(c["multiplier"]),
+        base=str(c["base"]),
+        requirement=int(c["requirement"]),
+        wagered_ppm=int(c["wagered_ppm"]),
+        default_weight_ppm=int(c["default_weight_ppm"]),
+        game_weights={str(k): int(v) for k, v in dict(c["game_weights"]).items()},
+        category_weights={str(k): int(v) for k, v in dict(c["category_weights"]).items()},
+        max_bet=None if c["max_bet"] is None else int(c["max_bet"]),
+        max_conversion=None if c["max_conversion"] is None else int(c["max_conversion"]),
+        expires_at=c["expires_at"],
+        converted=int(c["converted"]),
+        removed=int(c["removed"]),
+        released=int(c["released"]),
+        reason=str(c["reason"]),
+        created_at=c["created_at"],
+        closed_at=c["closed_at"],
     )
+
+
+def _settings(**c: Any) -> SettingsRow:
+    return SettingsRow(tuple(str(x) for x in c["spend_order"]), str(c["withdrawal_policy"]))
 
 
 async def settings(conn: Conn, tenant_id: str) -> SettingsRow:
     """The tenant's bonus settings, or the defaults."""
-    cur = await conn.execute(
+    row = await fetch_one(
+        conn,
+        _settings,
         "SELECT spend_order, withdrawal_policy FROM bonus_settings WHERE tenant_id = %s",
         (tenant_id,),
     )
-    row = await cur.fetchone()
     if row is None:
         return SettingsRow()
-    return SettingsRow(tuple(str(x) for x in row[0]), str(row[1]))
+    return row
 
 
 async def set_settings(conn: Conn, tenant_id: str, s: SettingsRow) -> None:
@@ -168,12 +175,12 @@ async def insert_bonus(
 
 async def get_bonus(conn: Conn, tenant_id: str, bonus_id: uuid.UUID) -> BonusRow | None:
     """One bonus of the tenant, or None."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        _bonus,
         f"SELECT {_COLUMNS} FROM bonuses WHERE tenant_id = %s AND bonus_id = %s",
         (tenant_id, bonus_id),
     )
-    row = await cur.fetchone()
-    return None if row is None else _bonus(row)
 
 
 async def list_bonuses(
@@ -185,14 +192,15 @@ async def list_bonuses(
     limit: int,
 ) -> list[BonusRow]:
     """The player's bonuses created before `before`, newest first, at most `limit`."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        _bonus,
         f"SELECT {_COLUMNS} FROM bonuses WHERE tenant_id = %s AND player_id = %s"
         "   AND (%s::text IS NULL OR state = %s::text)"
         "   AND (%s::timestamptz IS NULL OR created_at < %s::timestamptz)"
         " ORDER BY created_at DESC, bonus_id LIMIT %s",
         (tenant_id, player_id, state, state, before, before, limit),
     )
-    return [_bonus(r) for r in await cur.fetchall()]
 
 
 async def add_wagered(conn: Conn, tenant_id: str, bonus_id: uuid.UUID, weighted_ppm: int) -> None:
@@ -230,24 +238,29 @@ async def expired_bonuses(
 ) -> list[tuple[str, uuid.UUID, int]]:
     """Up to `limit` active bonuses past expiry but the `exclude`d ones, oldest expiry first,
     unlocked: [(tenant_id, bonus_id, account_id)]."""
-    cur = await conn.execute(
+
+    def make(**c: Any) -> tuple[str, uuid.UUID, int]:
+        return str(c["tenant_id"]), c["bonus_id"], int(c["account_id"])
+
+    return await fetch_all(
+        conn,
+        make,
         "SELECT tenant_id, bonus_id, account_id FROM bonuses"
         " WHERE state = 'active' AND expires_at <= now() AND bonus_id <> ALL(%s::uuid[])"
         " ORDER BY expires_at LIMIT %s",
         (list(exclude), limit),
     )
-    return [(str(t), b, int(a)) for t, b, a in await cur.fetchall()]
 
 
 async def still_expired(conn: Conn, tenant_id: str, bonus_id: uuid.UUID) -> BonusRow | None:
     """The bonus if it is still active and past expiry (the caller holds its account lock)."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        _bonus,
         f"SELECT {_COLUMNS} FROM bonuses WHERE tenant_id = %s AND bonus_id = %s"
         " AND state = 'active' AND expires_at <= now()",
         (tenant_id, bonus_id),
     )
-    row = await cur.fetchone()
-    return None if row is None else _bonus(row)
 
 
 async def lock_account_skip_locked(conn: Conn, tenant_id: str, account_id: int) -> bool:

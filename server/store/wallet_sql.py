@@ -16,6 +16,7 @@ from typing import Any
 
 from psycopg.pq import TransactionStatus
 
+from server.store.rows import fetch_all, fetch_one, fetch_scalar
 from server.types import Conn
 
 
@@ -101,28 +102,30 @@ class TransactionRow:
 
 # The bonus columns of a locked account: its bonus and locked buckets and its active bonus
 # (id, max bet), joined with `_ACTIVE_BONUS_JOIN` (accounts a).
-_BONUS_COLUMNS = "a.bonus, a.locked, ab.bonus_id, ab.max_bet"
+_BONUS_COLUMNS = "a.bonus, a.locked, ab.bonus_id AS active_bonus_id, ab.max_bet AS active_max_bet"
 _ACTIVE_BONUS_JOIN = (
     "LEFT JOIN bonuses ab ON ab.tenant_id = a.tenant_id AND ab.player_id = a.owner"
     " AND ab.currency = a.currency AND ab.state = 'active'"
 )
 
 
-def _account(
-    account_id: int, currency: str, base: Sequence[Any], bonus: Sequence[Any]
-) -> AccountRow:
-    """An AccountRow from (available, held, status) and the `_BONUS_COLUMNS` values."""
+def _account(account_id: int, currency: str, c: dict[str, Any]) -> AccountRow:
+    """An AccountRow from the columns available, held, player_status and `_BONUS_COLUMNS`."""
     return AccountRow(
         account_id,
         currency,
-        int(base[0]),
-        int(base[1]),
-        str(base[2]),
-        int(bonus[0]),
-        int(bonus[1]),
-        bonus[2],
-        None if bonus[3] is None else int(bonus[3]),
+        int(c["available"]),
+        int(c["held"]),
+        str(c["player_status"]),
+        int(c["bonus"]),
+        int(c["locked"]),
+        c["active_bonus_id"],
+        None if c["active_max_bet"] is None else int(c["active_max_bet"]),
     )
+
+
+def _account_row(**c: Any) -> AccountRow:
+    return _account(int(c["account_id"]), str(c["currency"]), c)
 
 
 async def player_status(
@@ -130,21 +133,27 @@ async def player_status(
 ) -> str | None:
     """The player's status, or None if the player is unknown; with `share` the players row
     is locked FOR SHARE (a concurrent status change waits for this transaction)."""
-    cur = await conn.execute(
+    status = await fetch_scalar(
+        conn,
         "SELECT status FROM players WHERE tenant_id = %s AND player_id = %s"
         + (" FOR SHARE" if share else ""),
         (tenant_id, player_id),
     )
-    row = await cur.fetchone()
-    return None if row is None else str(row[0])
+    return None if status is None else str(status)
 
 
 async def lock_account(
     conn: Conn, tenant_id: str, player_id: str, currency: str
 ) -> AccountRow | None:
     """Lock (FOR UPDATE) and return the player's account in `currency`, or None."""
-    cur = await conn.execute(
-        f"SELECT a.account_id, a.available, a.held, p.status, {_BONUS_COLUMNS}"
+
+    def make(**c: Any) -> AccountRow:
+        return _account(int(c["account_id"]), currency, c)
+
+    return await fetch_one(
+        conn,
+        make,
+        f"SELECT a.account_id, a.available, a.held, p.status AS player_status, {_BONUS_COLUMNS}"
         "  FROM accounts a JOIN players p"
         "    ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
         f" {_ACTIVE_BONUS_JOIN}"
@@ -152,10 +161,6 @@ async def lock_account(
         "   FOR UPDATE OF a",
         (tenant_id, player_id, currency),
     )
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    return _account(int(row[0]), currency, row[1:4], row[4:8])
 
 
 async def lock_account_for_bet(
@@ -165,10 +170,19 @@ async def lock_account_for_bet(
     recorded for `bet_id` and the database's transaction time `now()` (one statement, one
     round trip). Hold expiry is measured on that clock only: the sweeper and SettleBet
     compare `expires_at` with the database's `now()`."""
-    cur = await conn.execute(
-        "SELECT a.account_id, a.available, a.held, p.status,"
-        "       (SELECT h.state FROM holds h WHERE h.tenant_id = %s AND h.bet_id = %s),"
-        f"       now(), {_BONUS_COLUMNS}"
+
+    def make(**c: Any) -> tuple[AccountRow, str | None, datetime]:
+        account = _account(int(c["account_id"]), currency, c)
+        hold_state = c["hold_state"]
+        return account, None if hold_state is None else str(hold_state), c["db_now"]
+
+    found = await fetch_one(
+        conn,
+        make,
+        "SELECT a.account_id, a.available, a.held, p.status AS player_status,"
+        "       (SELECT h.state FROM holds h WHERE h.tenant_id = %s AND h.bet_id = %s)"
+        "         AS hold_state,"
+        f"       now() AS db_now, {_BONUS_COLUMNS}"
         "  FROM accounts a JOIN players p"
         "    ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
         f" {_ACTIVE_BONUS_JOIN}"
@@ -176,11 +190,9 @@ async def lock_account_for_bet(
         "   FOR UPDATE OF a",
         (tenant_id, bet_id, tenant_id, player_id, currency),
     )
-    row = await cur.fetchone()
-    if row is None:
+    if found is None:
         return None, None, datetime.now(UTC)
-    account = _account(int(row[0]), currency, row[1:4], row[6:10])
-    return account, None if row[4] is None else str(row[4]), row[5]
+    return found
 
 
 async def lock_hold_and_account(
@@ -188,8 +200,17 @@ async def lock_hold_and_account(
 ) -> tuple[HoldRow, AccountRow] | None:
     """Lock the hold for `bet_id` and its player account in one statement; None when there is
     no such hold with an account (none at all, or a tombstone: see `find_hold`)."""
-    cur = await conn.execute(
-        f"SELECT {_HOLD_COLUMNS_H}, a.available, a.held, p.status, {_BONUS_COLUMNS}"
+
+    def make(**c: Any) -> tuple[HoldRow, AccountRow]:
+        hold = _hold(c)
+        assert hold.account_id is not None
+        return hold, _account(hold.account_id, hold.currency, c)
+
+    return await fetch_one(
+        conn,
+        make,
+        f"SELECT {_HOLD_COLUMNS_H}, a.available, a.held, p.status AS player_status,"
+        f" {_BONUS_COLUMNS}"
         "  FROM holds h JOIN accounts a"
         "    ON a.tenant_id = h.tenant_id AND a.account_id = h.account_id"
         "  JOIN players p ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
@@ -197,28 +218,23 @@ async def lock_hold_and_account(
         " WHERE h.tenant_id = %s AND h.bet_id = %s FOR UPDATE OF h, a",
         (tenant_id, bet_id),
     )
-    row = await cur.fetchone()
-    if row is None:
-        return None
-    n = _HOLD_WIDTH
-    hold = _hold(row[:n])
-    assert hold.account_id is not None
-    return hold, _account(hold.account_id, hold.currency, row[n : n + 3], row[n + 3 : n + 7])
 
 
 async def lock_account_by_id(conn: Conn, tenant_id: str, account_id: int) -> AccountRow:
     """Lock (FOR UPDATE) and return a player account of the tenant by id."""
-    cur = await conn.execute(
-        f"SELECT a.account_id, a.currency, a.available, a.held, p.status, {_BONUS_COLUMNS}"
+    row = await fetch_one(
+        conn,
+        _account_row,
+        "SELECT a.account_id, a.currency, a.available, a.held, p.status AS player_status,"
+        f" {_BONUS_COLUMNS}"
         "  FROM accounts a JOIN players p"
         "    ON p.tenant_id = a.tenant_id AND p.player_id = a.owner"
         f" {_ACTIVE_BONUS_JOIN}"
         " WHERE a.tenant_id = %s AND a.account_id = %s FOR UPDATE OF a",
         (tenant_id, account_id),
     )
-    row = await cur.fetchone()
     assert row is not None, f"account {account_id} vanished"
-    return _account(int(row[0]), str(row[1]), row[2:5], row[5:9])
+    return row
 
 
 async def open_account(conn: Conn, tenant_id: str, player_id: str, currency: str) -> None:
@@ -254,7 +270,8 @@ async def house_account(conn: Conn, tenant_id: str, kind: str, currency: str) ->
         return known
     idle = conn.info.transaction_status == TransactionStatus.IDLE
     params = {"t": tenant_id, "k": kind, "c": currency}
-    cur = await conn.execute(
+    found = await fetch_scalar(
+        conn,
         "WITH ins AS (INSERT INTO accounts (tenant_id, kind, owner, currency)"
         "             VALUES (%(t)s, %(k)s, '', %(c)s) ON CONFLICT DO NOTHING"
         "             RETURNING account_id)"
@@ -263,20 +280,19 @@ async def house_account(conn: Conn, tenant_id: str, kind: str, currency: str) ->
         "  WHERE tenant_id = %(t)s AND kind = %(k)s AND owner = '' AND currency = %(c)s",
         params,
     )
-    row = await cur.fetchone()
-    if row is None:
+    if found is None:
         # A concurrent transaction created it after this statement's snapshot was taken: a new
         # statement sees it (READ COMMITTED).
-        cur = await conn.execute(
+        found = await fetch_scalar(
+            conn,
             "SELECT account_id FROM accounts"
             " WHERE tenant_id = %(t)s AND kind = %(k)s AND owner = '' AND currency = %(c)s",
             params,
         )
-        row = await cur.fetchone()
-    assert row is not None
+    assert found is not None
     if idle:
-        _house_ids[cache_key] = int(row[0])
-    return int(row[0])
+        _house_ids[cache_key] = int(found)
+    return int(found)
 
 
 async def insert_transaction(
@@ -348,45 +364,61 @@ async def balances(
 ) -> list[tuple[str, int, int, int, int]]:
     """[(currency, available (cash), held, bonus, locked)] of the player's accounts, by
     currency."""
-    cur = await conn.execute(
+
+    def make(**c: Any) -> tuple[str, int, int, int, int]:
+        return (
+            str(c["currency"]),
+            int(c["available"]),
+            int(c["held"]),
+            int(c["bonus"]),
+            int(c["locked"]),
+        )
+
+    return await fetch_all(
+        conn,
+        make,
         "SELECT currency, available, held, bonus, locked FROM accounts"
         " WHERE tenant_id = %s AND kind = 'player' AND owner = %s"
         "   AND (%s::text IS NULL OR currency = %s::text) ORDER BY currency",
         (tenant_id, player_id, currency, currency),
     )
-    return [(str(c), int(a), int(h), int(b), int(k)) for c, a, h, b, k in await cur.fetchall()]
 
 
 _HOLD_COLUMNS = (
     "hold_id, player_id, account_id, currency, amount, state,"
-    " state = 'open' AND expires_at <= now(), expires_at, authorize_transaction_id,"
+    " state = 'open' AND expires_at <= now() AS expired, expires_at, authorize_transaction_id,"
     " bonus_part, locked_part, bonus_id, game_id, game_category"
 )
 _HOLD_COLUMNS_H = (
     "h.hold_id, h.player_id, h.account_id, h.currency, h.amount, h.state,"
-    " h.state = 'open' AND h.expires_at <= now(), h.expires_at, h.authorize_transaction_id,"
+    " h.state = 'open' AND h.expires_at <= now() AS expired, h.expires_at,"
+    " h.authorize_transaction_id,"
     " h.bonus_part, h.locked_part, h.bonus_id, h.game_id, h.game_category"
 )
-_HOLD_WIDTH = 14
 
 
-def _hold(row: tuple[Any, ...]) -> HoldRow:
+def _hold(c: dict[str, Any]) -> HoldRow:
+    """A HoldRow from the `_HOLD_COLUMNS` values by name."""
     return HoldRow(
-        row[0],
-        str(row[1]),
-        None if row[2] is None else int(row[2]),
-        str(row[3]),
-        int(row[4]),
-        str(row[5]),
-        bool(row[6]),
-        row[7],
-        row[8],
-        int(row[9]),
-        int(row[10]),
-        row[11],
-        str(row[12]),
-        str(row[13]),
+        c["hold_id"],
+        str(c["player_id"]),
+        None if c["account_id"] is None else int(c["account_id"]),
+        str(c["currency"]),
+        int(c["amount"]),
+        str(c["state"]),
+        bool(c["expired"]),
+        c["expires_at"],
+        c["authorize_transaction_id"],
+        int(c["bonus_part"]),
+        int(c["locked_part"]),
+        c["bonus_id"],
+        str(c["game_id"]),
+        str(c["game_category"]),
     )
+
+
+def _hold_row(**c: Any) -> HoldRow:
+    return _hold(c)
 
 
 async def insert_hold(
@@ -448,13 +480,13 @@ async def insert_hold(
 
 async def find_hold(conn: Conn, tenant_id: str, bet_id: str, *, lock: bool) -> HoldRow | None:
     """The hold for `bet_id`, locked FOR UPDATE when `lock`."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        _hold_row,
         f"SELECT {_HOLD_COLUMNS} FROM holds WHERE tenant_id = %s AND bet_id = %s"
         + (" FOR UPDATE" if lock else ""),
         (tenant_id, bet_id),
     )
-    row = await cur.fetchone()
-    return None if row is None else _hold(row)
 
 
 async def close_hold(
@@ -478,12 +510,17 @@ async def expired_holds(
     """Up to `limit` open holds past expiry but the `exclude`d hold ids (rows set aside),
     oldest expiry first, unlocked: [(tenant_id, hold_id)] (each is then locked and voided on
     its own, see `lock_expired_hold`)."""
-    cur = await conn.execute(
+
+    def make(**c: Any) -> tuple[str, uuid.UUID]:
+        return str(c["tenant_id"]), c["hold_id"]
+
+    return await fetch_all(
+        conn,
+        make,
         "SELECT tenant_id, hold_id FROM holds WHERE state = 'open' AND expires_at <= now()"
         " AND hold_id <> ALL(%s::uuid[]) ORDER BY expires_at LIMIT %s",
         (list(exclude), limit),
     )
-    return [(str(t), h) for t, h in await cur.fetchall()]
 
 
 async def lock_expired_hold(
@@ -491,22 +528,24 @@ async def lock_expired_hold(
 ) -> tuple[HoldRow, tuple[str, str, str]] | None:
     """Lock the tenant's hold if it is still open and past expiry and no one else holds it
     (SKIP LOCKED): (hold, (bet_id, round_id, game_id)), else None."""
-    cur = await conn.execute(
-        f"SELECT {_HOLD_COLUMNS}, bet_id, round_id, game_id FROM holds"
+
+    def make(**c: Any) -> tuple[HoldRow, tuple[str, str, str]]:
+        return _hold(c), (str(c["bet_id"]), str(c["round_id"]), str(c["bet_game_id"]))
+
+    return await fetch_one(
+        conn,
+        make,
+        f"SELECT {_HOLD_COLUMNS}, bet_id, round_id, game_id AS bet_game_id FROM holds"
         " WHERE tenant_id = %s AND hold_id = %s AND state = 'open' AND expires_at <= now()"
         " FOR UPDATE SKIP LOCKED",
         (tenant_id, hold_id),
     )
-    r = await cur.fetchone()
-    if r is None:
-        return None
-    n = _HOLD_WIDTH
-    return _hold(r[:n]), (str(r[n]), str(r[n + 1]), str(r[n + 2]))
 
 
 async def set_player_status(conn: Conn, tenant_id: str, player_id: str, status: str) -> str | None:
     """Set the status (creating the player if unknown); return the previous status or None."""
-    cur = await conn.execute(
+    previous = await fetch_scalar(
+        conn,
         "WITH old AS (SELECT status FROM players WHERE tenant_id = %(t)s AND player_id = %(p)s"
         "             FOR UPDATE),"
         " up AS (INSERT INTO players (tenant_id, player_id, status) VALUES (%(t)s, %(p)s, %(s)s)"
@@ -515,8 +554,7 @@ async def set_player_status(conn: Conn, tenant_id: str, player_id: str, status: 
         " SELECT status FROM old",
         {"t": tenant_id, "p": player_id, "s": status},
     )
-    row = await cur.fetchone()
-    return None if row is None else str(row[0])
+    return None if previous is None else str(previous)
 
 
 # The postings subquery names the tenant as a constant (two parameters before the query's
@@ -530,27 +568,27 @@ _TX_COLUMNS = (
     "             FROM postings p JOIN accounts a"
     "               ON a.tenant_id = p.tenant_id AND a.account_id = p.account_id"
     "            WHERE p.tenant_id = %s AND a.tenant_id = %s"
-    "              AND p.transaction_id = t.transaction_id), '{}')"
+    "              AND p.transaction_id = t.transaction_id), '{}') AS postings"
 )
 
 
-def _tx(row: tuple[Any, ...]) -> TransactionRow:
-    postings = [(str(k), str(b), str(c), int(m)) for k, b, c, m in row[14]]
+def _tx(**c: Any) -> TransactionRow:
+    postings = [(str(k), str(b), str(cur), int(m)) for k, b, cur, m in c["postings"]]
     return TransactionRow(
-        row[0],
-        int(row[1]),
-        str(row[2]),
-        str(row[3]),
-        str(row[4]),
-        str(row[5]),
-        int(row[6]),
-        row[7],
-        str(row[8]),
-        str(row[9]),
-        str(row[10]),
-        row[11],
-        {str(k): str(v) for k, v in dict(row[12]).items()},
-        row[13],
+        c["transaction_id"],
+        int(c["seq"]),
+        str(c["tenant_id"]),
+        str(c["player_id"]),
+        str(c["kind"]),
+        str(c["currency"]),
+        int(c["amount"]),
+        c["idempotency_key"],
+        str(c["round_id"]),
+        str(c["bet_id"]),
+        str(c["game_id"]),
+        c["target_transaction_id"],
+        {str(k): str(v) for k, v in dict(c["metadata"]).items()},
+        c["created_at"],
         postings,
     )
 
@@ -559,39 +597,38 @@ async def get_transaction(
     conn: Conn, tenant_id: str, transaction_id: uuid.UUID
 ) -> TransactionRow | None:
     """One journal transaction of the tenant with its postings, or None."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        _tx,
         f"SELECT {_TX_COLUMNS} FROM transactions t"
         " WHERE t.tenant_id = %s AND t.transaction_id = %s",
         (tenant_id, tenant_id, tenant_id, transaction_id),
     )
-    row = await cur.fetchone()
-    return None if row is None else _tx(row)
 
 
 async def transaction_by_key(
     conn: Conn, tenant_id: str, idempotency_key: str
 ) -> TransactionRow | None:
     """The journal transaction a request with `idempotency_key` produced, or None."""
-    cur = await conn.execute(
+    return await fetch_one(
+        conn,
+        _tx,
         f"SELECT {_TX_COLUMNS} FROM transactions t"
         " WHERE t.tenant_id = %s AND t.idempotency_key = %s",
         (tenant_id, tenant_id, tenant_id, idempotency_key),
     )
-    row = await cur.fetchone()
-    return None if row is None else _tx(row)
 
 
 async def rollback_of(conn: Conn, tenant_id: str, target: uuid.UUID) -> uuid.UUID | None:
     """The tenant's rollback transaction that reversed `target`, if any."""
-    cur = await conn.execute(
+    tx_id = await fetch_scalar(
+        conn,
         "SELECT transaction_id FROM transactions WHERE tenant_id = %s"
         " AND target_transaction_id = %s AND kind = 'rollback'",
         (tenant_id, target),
     )
-    row = await cur.fetchone()
-    if row is None:
+    if tx_id is None:
         return None
-    tx_id = row[0]
     assert isinstance(tx_id, uuid.UUID)
     return tx_id
 
@@ -605,7 +642,9 @@ async def list_transactions(
     limit: int,
 ) -> list[TransactionRow]:
     """The player's transactions with seq < `before_seq`, newest first, at most `limit`."""
-    cur = await conn.execute(
+    return await fetch_all(
+        conn,
+        _tx,
         f"SELECT {_TX_COLUMNS} FROM transactions t"
         " WHERE t.tenant_id = %s AND t.player_id = %s"
         "   AND (%s::text IS NULL OR t.currency = %s::text)"
@@ -623,4 +662,3 @@ async def list_transactions(
             limit,
         ),
     )
-    return [_tx(r) for r in await cur.fetchall()]
