@@ -137,11 +137,11 @@ class CpuMeter:
     def __init__(self, server_pids: list[int], postmasters: list[int]) -> None:
         self.server_pids, self.postmasters = server_pids, postmasters
 
-    def read(self) -> tuple[float, float]:
-        """(server CPU s, database CPU s summed over every node's postmaster tree)."""
+    def read(self) -> tuple[float, list[float]]:
+        """(server CPU s, database CPU s of each node's postmaster tree, in `postmasters`
+        order)."""
         server = sum(tree_cpu(p) for p in self.server_pids)
-        db = sum(tree_cpu(p) for p in self.postmasters)
-        return server, db
+        return server, [tree_cpu(p) for p in self.postmasters]
 
 
 def postmaster_pid(url: str) -> int | None:
@@ -450,14 +450,13 @@ class Run:
         yielded is filled in at the end (`calls` must be set by the block)."""
         meter = CpuMeter(pids, self.postmasters)
         hist0 = srv.batch_histogram(kind) if srv and kind else {}
-        s0, d0 = meter.read()
-        n0 = [tree_cpu(p) for p in self.postmasters]
+        s0, n0 = meter.read()
         t0 = time.perf_counter()
         info: dict[str, Any] = {"calls": 0}
         yield info
         wall = time.perf_counter() - t0
-        s1, d1 = meter.read()
-        n1 = [tree_cpu(p) for p in self.postmasters]
+        s1, n1 = meter.read()
+        d0, d1 = sum(n0), sum(n1)
         calls = max(1, int(info["calls"]))
         info.update(
             server_cpu_ms_per_call=round((s1 - s0) * 1000 / calls, 3),
