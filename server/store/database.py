@@ -228,11 +228,13 @@ async def migrate(url: str) -> list[str]:
             done = {int(v): (str(n), str(c)) for v, n, c in await cur.fetchall()}
             migrations = load_migrations()
             _check_order(done, migrations)
+            # the citus extension is created by the operator, never by a migration
+            on_citus = await _on_citus(conn)
             for m in migrations:
                 if m.version in done:
                     continue
                 async with conn.transaction():
-                    if await _on_citus(conn):
+                    if on_citus:
                         # Citus sends a DDL statement's own text to the workers, so a migration
                         # runs statement by statement there; DDL on distributed tables and the
                         # functions they depend on, in one transaction, must also use one
