@@ -5,10 +5,12 @@ process holds the whole profile), funds the bench players, drives AuthorizeBet (
 `--inflight`, or open loop at `--rate` calls/s) for `--seconds`, and records the worker with
 `py-spy record` (native frames off, idle frames off) into
 bench/results/profile-<label>-<UTC>.svg. It also prints server and PostgreSQL CPU per call
-over the same window.
+over the same window. With `--statements`, the private cluster runs pg_stat_statements
+(nested statements tracked too) and the statements of the window are written beside the graph,
+by total execution time, with calls and milliseconds per AuthorizeBet.
 
     .venv/bin/python bench/profile.py [--seconds 20] [--inflight 64 | --rate 300] [--label x]
-        [--env CROUPIER_WALLET_BATCH=1 ...]
+        [--env CROUPIER_WALLET_BATCH=1 ...] [--statements]
 """
 
 from __future__ import annotations
@@ -25,10 +27,48 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.scratch, tests.certs
 import openloop
+import psycopg
 from run import CHANNELS, RESULTS, ROOT, Load, Run, croupier
 
 from server.store.database import migrate
 from tests.scratch import scratch_database
+
+STATEMENTS = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
+
+
+async def reset_statements(url: str) -> None:
+    """Start the statement counts afresh (pg_stat_statements must be preloaded)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await conn.execute("SELECT pg_stat_statements_reset()")
+
+
+async def statements_report(url: str, calls: float, top: int = 25, width: int = 160) -> str:
+    """The `top` statements since the reset by total execution time: total ms, calls, mean
+    ms, and ms and executions per measured call (`calls`); `toplevel` false marks a statement
+    run inside a function or trigger (its time is also inside its caller's). Query texts are
+    cut to `width` characters (0: whole)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT total_exec_time, calls, mean_exec_time, toplevel, query"
+            "  FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
+            "  WHERE datname = current_database()) ORDER BY total_exec_time DESC LIMIT %s",
+            (top,),
+        )
+        rows = await cur.fetchall()
+    per = max(calls, 1)
+    lines = [
+        f"statements by total execution time over {calls:.0f} measured calls",
+        f"{'total ms':>10} {'calls':>8} {'mean ms':>8} {'ms/call':>8} {'n/call':>6} top  query",
+    ]
+    for total, n, mean, toplevel, query in rows:
+        text = " ".join(str(query).split())
+        text = text[:width] if width else text
+        lines.append(
+            f"{total:>10.1f} {n:>8} {mean:>8.3f} {total / per:>8.3f} {n / per:>6.2f} "
+            f"{'yes' if toplevel else 'no ':<4} {text}"
+        )
+    return "\n".join(lines)
 
 
 async def amain(args: argparse.Namespace, url: str) -> None:
@@ -65,6 +105,8 @@ async def amain(args: argparse.Namespace, url: str) -> None:
             stdout=subprocess.DEVNULL,
         )
         await asyncio.sleep(1)
+        if args.statements:
+            await reset_statements(url)
         with run.metered(srv, [srv.proc.pid], "wallet") as info:
             if args.rate:
                 await load.prepare_authorize(args.rate, args.seconds)
@@ -85,6 +127,12 @@ async def amain(args: argparse.Namespace, url: str) -> None:
         await asyncio.to_thread(spy.wait, 60)
         print({k: v for k, v in info.items()})
         print(f"wrote {svg.relative_to(ROOT)}")
+        if args.statements:
+            report = await statements_report(url, float(info["calls"]), width=0)
+            txt = svg.with_name(svg.stem + "-statements.txt")
+            txt.write_text(report + "\n")
+            print(await statements_report(url, float(info["calls"])))
+            print(f"wrote {txt.relative_to(ROOT)}")
         await load.close()
 
 
@@ -97,10 +145,16 @@ def main() -> int:
     parser.add_argument("--format", default="flamegraph", help="py-spy: flamegraph or raw")
     parser.add_argument("--root", default="", help="profile another checkout's server code")
     parser.add_argument("--env", nargs="*", default=[], help="KEY=VALUE for the server")
+    parser.add_argument(
+        "--statements", action="store_true", help="pg_stat_statements report of the window"
+    )
     args = parser.parse_args()
     os.environ.pop("CROUPIER_DATABASE_URL", None)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    with scratch_database("croupier_profile", ROOT / ".data" / "bench-postgres") as url:
+    settings = STATEMENTS if args.statements else None
+    with scratch_database(
+        "croupier_profile", ROOT / ".data" / "bench-postgres", settings=settings
+    ) as url:
         asyncio.run(amain(args, url))
     return 0
 

@@ -52,13 +52,20 @@ def database_on(base_url: str, prefix: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def scratch_database(prefix: str, data_dir: Path, *, remove: bool = False) -> Iterator[str]:
+def scratch_database(
+    prefix: str,
+    data_dir: Path,
+    *,
+    remove: bool = False,
+    settings: dict[str, str] | None = None,
+) -> Iterator[str]:
     """A fresh database on CROUPIER_DATABASE_URL's server, else on an embedded cluster in
-    `data_dir` (stopped afterwards; its files removed too when `remove`)."""
+    `data_dir` started with `settings` (stopped afterwards; its files removed too when
+    `remove`)."""
     base = os.environ.get("CROUPIER_DATABASE_URL")
     embedded: EmbeddedPostgres | None = None
     if not base:
-        embedded = EmbeddedPostgres(data_dir)
+        embedded = EmbeddedPostgres(data_dir, settings=settings or {})
         base = embedded.start()
     try:
         with database_on(base, prefix) as url:

@@ -1,35 +1,28 @@
 -- pgbench script: the SQL one AuthorizeBet runs, in the same two pipelined round trips as the
--- server (server/wallet/ledger.py authorize_bet + server/idempotency.py):
---   1) BEGIN; lock the player's account and look for a hold with this bet id;
---   2) journal row, balanced postings (trigger applies them), hold, outbox event, idempotency
---      record, COMMIT.
+-- server (server/wallet/ledger.py authorize_bet, server/idempotency.py run_idempotent):
+--   1) BEGIN; lock the player's account, reading any hold of this bet id and the active bonus;
+--      the responsible-gaming read (limits, usage windows, exclusion) under that lock;
+--   2) usage upsert, journal row, balanced postings (the trigger applies them), hold, outbox
+--      event (its triggers number it and wake relays), idempotency record, COMMIT.
+-- The statements are those of server/store/wallet_sql.py, limits_sql.py, outbox_sql.py and
+-- idempotency_sql.py. One difference: the server knows the account id from the first round
+-- trip, pgbench cannot carry a result into a pipeline, so the postings and the hold look the
+-- account up by owner (one more index probe of a row already locked).
 -- Variables: :players (accounts 'p1'..'pN' of tenant :tenant::text in EUR, funded by the bench).
 \set p random(1, :players)
 \set a random(1, 2000000000)
 \set b random(1, 2000000000)
 \startpipeline
 BEGIN;
-SELECT a.account_id, a.available, a.held, p.status,
-       (SELECT h.state FROM holds h WHERE h.tenant_id = a.tenant_id AND h.bet_id = 'pgb-' || :a::text || '-' || :b::text)
-  FROM accounts a JOIN players p ON p.tenant_id = a.tenant_id AND p.player_id = a.owner
- WHERE a.tenant_id = :tenant::text AND a.kind = 'player' AND a.owner = 'p' || :p::text AND a.currency = 'EUR'
-   FOR UPDATE OF a;
+SELECT a.account_id, a.available, a.held, p.status AS player_status, (SELECT h.state FROM holds h WHERE h.tenant_id = :tenant::text AND h.bet_id = 'pgb-' || :a::text || '-' || :b::text) AS hold_state, now() AS db_now, a.bonus, a.locked, ab.bonus_id AS active_bonus_id, ab.max_bet AS active_max_bet FROM accounts a JOIN players p ON p.tenant_id = a.tenant_id AND p.player_id = a.owner LEFT JOIN bonuses ab ON ab.tenant_id = a.tenant_id AND ab.player_id = a.owner AND ab.currency = a.currency AND ab.state = 'active' WHERE a.tenant_id = :tenant::text AND a.kind = 'player' AND a.owner = 'p' || :p::text AND a.currency = 'EUR' FOR UPDATE OF a;
+WITH d AS (SELECT tz, (now() AT TIME ZONE tz)::date AS today FROM (SELECT coalesce((SELECT s.time_zone FROM rg_tenant_settings s WHERE s.tenant_id = :tenant::text), 'UTC') AS tz) s), b AS (SELECT tz, today, date_trunc('week', today)::date AS week, date_trunc('month', today)::date AS month FROM d) SELECT b.tz, now(), b.today, b.week, b.month, (SELECT json_build_array( coalesce(sum(u.deposits) FILTER (WHERE u.day = b.today), 0), coalesce(sum(u.stakes) FILTER (WHERE u.day = b.today), 0), coalesce(sum(u.wins) FILTER (WHERE u.day = b.today), 0), coalesce(sum(u.deposits) FILTER (WHERE u.day >= b.week), 0), coalesce(sum(u.stakes) FILTER (WHERE u.day >= b.week), 0), coalesce(sum(u.wins) FILTER (WHERE u.day >= b.week), 0), coalesce(sum(u.deposits) FILTER (WHERE u.day >= b.month), 0), coalesce(sum(u.stakes) FILTER (WHERE u.day >= b.month), 0), coalesce(sum(u.wins) FILTER (WHERE u.day >= b.month), 0)) FROM rg_usage u WHERE u.tenant_id = :tenant::text AND u.player_id = 'p' || :p::text AND u.currency = 'EUR' AND u.day >= least(b.week, b.month) AND u.day <= b.today) AS usage, (SELECT json_agg(json_build_array(l.kind, l.period, CASE WHEN l.pending_at IS NOT NULL AND l.pending_at <= now() THEN l.pending_amount ELSE l.amount END)) FROM rg_limits l WHERE l.tenant_id = :tenant::text AND l.player_id = 'p' || :p::text AND l.currency = 'EUR') AS limits, (SELECT json_build_array(e.kind, e.until, e.until IS NULL OR e.until > now(), e.reason) FROM rg_exclusions e WHERE e.tenant_id = :tenant::text AND e.player_id = 'p' || :p::text) AS exclusion FROM b;
 \endpipeline
 \startpipeline
-INSERT INTO transactions (transaction_id, tenant_id, player_id, kind, currency, amount, idempotency_key, round_id, bet_id, game_id, target_transaction_id, metadata)
-VALUES ((lpad(to_hex(:a::bigint), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(:b::bigint), 12, '0'))::uuid, :tenant::text, 'p' || :p::text, 'authorize', 'EUR', 100, 'pgb-' || :a::text || '-' || :b::text, 'r', 'pgb-' || :a::text || '-' || :b::text, 'g', NULL, '{}');
-INSERT INTO postings (transaction_id, account_id, bucket, currency, amount)
-SELECT (lpad(to_hex(:a::bigint), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(:b::bigint), 12, '0'))::uuid, coalesce(l.a, h.account_id), l.b, 'EUR', l.m
-  FROM unnest(ARRAY[(SELECT account_id FROM accounts WHERE tenant_id = :tenant::text AND kind = 'player' AND owner = 'p' || :p::text AND currency = 'EUR'), (SELECT account_id FROM accounts WHERE tenant_id = :tenant::text AND kind = 'player' AND owner = 'p' || :p::text AND currency = 'EUR')]::bigint[],
-              ARRAY[NULL, NULL]::text[], ARRAY['available', 'held']::text[], ARRAY[-100, 100]::bigint[]) AS l(a, k, b, m)
-  LEFT JOIN accounts h ON l.a IS NULL AND h.tenant_id = :tenant::text AND h.kind = l.k AND h.owner = '' AND h.currency = 'EUR';
-INSERT INTO holds (hold_id, tenant_id, player_id, bet_id, round_id, game_id, account_id, currency, amount, state, expires_at, authorize_transaction_id, close_transaction_id, closed_at)
-VALUES ((lpad(to_hex(:b::bigint), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(:a::bigint), 12, '0'))::uuid, :tenant::text, 'p' || :p::text, 'pgb-' || :a::text || '-' || :b::text, 'r', 'g',
-        (SELECT account_id FROM accounts WHERE tenant_id = :tenant::text AND kind = 'player' AND owner = 'p' || :p::text AND currency = 'EUR'),
-        'EUR', 100, 'open', now() + interval '1 hour', (lpad(to_hex(:a::bigint), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(:b::bigint), 12, '0'))::uuid, NULL, NULL);
-INSERT INTO outbox (event_id, event_type, schema_version, aggregate, partition, tenant_id, trace_id, payload)
-VALUES (gen_random_uuid(), 'wallet.bet.authorized', '1.0.0', concat_ws(chr(58), 'account', :tenant::text, 'p' || :p::text, 'EUR'), mod(:p::int, 16), :tenant::text, '', jsonb_build_object('amount', jsonb_build_object('minor_units', 100, 'currency', 'EUR')));
-INSERT INTO idempotency_records (tenant_id, scope, idempotency_key, method, fingerprint, state, grpc_code, response)
-VALUES (:tenant::text, 'wallet', 'pgb-' || :a::text || '-' || :b::text, 'AuthorizeBet', '\x00', 'done', 0, '\x00');
+INSERT INTO rg_usage (tenant_id, player_id, currency, day, deposits, stakes, wins) SELECT a.tenant_id, a.owner, a.currency, (coalesce(NULL::timestamptz, now()) AT TIME ZONE coalesce(s.time_zone, 'UTC'))::date, 0, 100, 0 FROM accounts a LEFT JOIN rg_tenant_settings s ON s.tenant_id = a.tenant_id WHERE a.tenant_id = :tenant::text AND a.kind = 'player' AND a.owner = 'p' || :p::text AND a.currency = 'EUR' ON CONFLICT (tenant_id, player_id, currency, day) DO UPDATE SET deposits = rg_usage.deposits + EXCLUDED.deposits, stakes = rg_usage.stakes + EXCLUDED.stakes, wins = rg_usage.wins + EXCLUDED.wins;
+INSERT INTO transactions (transaction_id, tenant_id, player_id, kind, currency, amount, idempotency_key, round_id, bet_id, game_id, target_transaction_id, metadata) VALUES ((lpad(to_hex(:a::bigint), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(:b::bigint), 12, '0'))::uuid, :tenant::text, 'p' || :p::text, 'authorize', 'EUR', 100, 'pgb-' || :a::text || '-' || :b::text, 'r', 'pgb-' || :a::text || '-' || :b::text, 'g', NULL, '{}');
+INSERT INTO postings (tenant_id, transaction_id, account_id, bucket, currency, amount) SELECT :tenant::text, (lpad(to_hex(:a::bigint), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(:b::bigint), 12, '0'))::uuid, a.account_id, l.bucket, 'EUR', l.amount FROM accounts a, (VALUES ('available', -100), ('held', 100)) AS l(bucket, amount) WHERE a.tenant_id = :tenant::text AND a.kind = 'player' AND a.owner = 'p' || :p::text AND a.currency = 'EUR';
+INSERT INTO holds (hold_id, tenant_id, player_id, bet_id, round_id, game_id, account_id, currency, amount, state, expires_at, authorize_transaction_id, close_transaction_id, closed_at, bonus_part, locked_part, bonus_id, game_category, created_at) SELECT (lpad(to_hex(:b::bigint), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(:a::bigint), 12, '0'))::uuid, :tenant::text, 'p' || :p::text, 'pgb-' || :a::text || '-' || :b::text, 'r', 'g', a.account_id, 'EUR', 100, 'open', now() + interval '1 hour', (lpad(to_hex(:a::bigint), 8, '0') || '-0000-4000-8000-' || lpad(to_hex(:b::bigint), 12, '0'))::uuid, NULL, NULL, 0, 0, NULL, '', now() FROM accounts a WHERE a.tenant_id = :tenant::text AND a.kind = 'player' AND a.owner = 'p' || :p::text AND a.currency = 'EUR';
+INSERT INTO outbox (event_id, event_type, schema_version, aggregate, partition, tenant_id, trace_id, payload) VALUES (gen_random_uuid(), 'wallet.bet.authorized', '1.2.0', concat_ws(chr(58), 'account', :tenant::text, 'p' || :p::text, 'EUR'), mod(:p::int, 16), :tenant::text, '0123456789abcdef0123456789abcdef', jsonb_build_object('amount', jsonb_build_object('minor_units', '100', 'currency', 'EUR'), 'balance_after', jsonb_build_object('available', jsonb_build_object('minor_units', '999', 'currency', 'EUR'), 'held', jsonb_build_object('minor_units', '100', 'currency', 'EUR')), 'bet_id', 'pgb-' || :a::text || '-' || :b::text, 'expire_time', now()::text, 'game_id', 'g', 'hold_id', gen_random_uuid()::text, 'player_id', 'p' || :p::text, 'round_id', 'r', 'transaction_id', gen_random_uuid()::text));
+INSERT INTO idempotency_records (tenant_id, scope, idempotency_key, method, fingerprint, state, grpc_code, response) VALUES (:tenant::text, 'wallet', 'pgb-' || :a::text || '-' || :b::text, '/croupier.wallet.v1.WalletService/AuthorizeBet', '\x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f', 'done', 0, '\x0a2430313233343536372d303030302d343030302d383030302d3030303030303030303030301224');
 COMMIT;
 \endpipeline

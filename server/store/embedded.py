@@ -103,6 +103,8 @@ class EmbeddedPostgres:
 
     data_dir: Path
     bindir: Path | None = None
+    # extra server settings for this start (name -> value), e.g. shared_preload_libraries
+    settings: dict[str, str] = field(default_factory=dict)
     _socket_dir: Path | None = field(default=None, init=False)
     _run_as: str | None = field(default=None, init=False)
 
@@ -173,7 +175,7 @@ class EmbeddedPostgres:
         opts = (
             f"-c listen_addresses='' -c unix_socket_directories='{self._socket_dir}' "
             "-c fsync=on -c max_connections=300 -c shared_buffers=256MB"
-        )
+        ) + "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             "pg_ctl",
             "-D",

@@ -9,6 +9,7 @@ Local days are computed by PostgreSQL from the tenant's time zone (`rg_tenant_se
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -124,6 +125,15 @@ async def check_state(conn: Conn, tenant_id: str, player_id: str, currency: str)
     """The limits in force, the usage of the current windows and the exclusion of the
     player's `currency` account (one statement; call it under the account lock so the usage
     includes every committed request of the account)."""
+    read = await send_check_state(conn, tenant_id, player_id, currency)
+    return await read()
+
+
+async def send_check_state(
+    conn: Conn, tenant_id: str, player_id: str, currency: str
+) -> Callable[[], Awaitable[CheckState]]:
+    """`check_state`, sent now and read later: sent right after the statement that locks the
+    account, it shares that statement's round trip and still runs under its lock."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         f"{_WINDOWS}"
@@ -137,19 +147,23 @@ async def check_state(conn: Conn, tenant_id: str, player_id: str, currency: str)
         " FROM b",
         {"t": tenant_id, "p": player_id, "c": currency},
     )
-    row = await cur.fetchone()
-    assert row is not None
-    limits = {(str(k), str(p)): int(a) for k, p, a in (row["limits"] or []) if a is not None}
-    exclusion = None
-    if row["exclusion"] is not None:
-        kind, until, active, reason = row["exclusion"]
-        exclusion = Exclusion(
-            str(kind),
-            None if until is None else datetime.fromisoformat(until),
-            bool(active),
-            reason,
-        )
-    return CheckState(_windows(row), limits, exclusion)
+
+    async def read() -> CheckState:
+        row = await cur.fetchone()
+        assert row is not None
+        limits = {(str(k), str(p)): int(a) for k, p, a in (row["limits"] or []) if a is not None}
+        exclusion = None
+        if row["exclusion"] is not None:
+            kind, until, active, reason = row["exclusion"]
+            exclusion = Exclusion(
+                str(kind),
+                None if until is None else datetime.fromisoformat(until),
+                bool(active),
+                reason,
+            )
+        return CheckState(_windows(row), limits, exclusion)
+
+    return read
 
 
 async def add_usage(

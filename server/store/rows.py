@@ -6,7 +6,7 @@ taking the columns as keyword arguments; psycopg's `kwargs_row` calls it once pe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from psycopg.abc import Params, QueryNoTemplate
@@ -24,6 +24,17 @@ async def fetch_one(
     cur = conn.cursor(row_factory=kwargs_row(make))
     await cur.execute(query, params)
     return await cur.fetchone()
+
+
+async def send_one(
+    conn: Conn, make: Callable[..., T], query: QueryNoTemplate, params: Params | None = None
+) -> Callable[[], Awaitable[T | None]]:
+    """Send `query` now and return the reader of its first row (`make(**columns)` or None).
+    In pipeline mode statements sent before the first read share one round trip, and run in
+    the order sent (so a read sent after a locking read runs under that lock)."""
+    cur = conn.cursor(row_factory=kwargs_row(make))
+    await cur.execute(query, params)
+    return cur.fetchone
 
 
 async def fetch_all(

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.pq import TransactionStatus
 
-from server.store.rows import fetch_all, fetch_one, fetch_scalar
+from server.store.rows import fetch_all, fetch_one, fetch_scalar, send_one
 from server.types import Conn
 
 
@@ -170,13 +170,22 @@ async def lock_account_for_bet(
     recorded for `bet_id` and the database's transaction time `now()` (one statement, one
     round trip). Hold expiry is measured on that clock only: the sweeper and SettleBet
     compare `expires_at` with the database's `now()`."""
+    read = await send_lock_account_for_bet(conn, tenant_id, player_id, currency, bet_id)
+    return await read()
+
+
+async def send_lock_account_for_bet(
+    conn: Conn, tenant_id: str, player_id: str, currency: str, bet_id: str
+) -> Callable[[], Awaitable[tuple[AccountRow | None, str | None, datetime]]]:
+    """`lock_account_for_bet`, sent now and read later (server.store.rows.send_one): reads sent
+    after it share its round trip and run under its lock."""
 
     def make(**c: Any) -> tuple[AccountRow, str | None, datetime]:
         account = _account(int(c["account_id"]), currency, c)
         hold_state = c["hold_state"]
         return account, None if hold_state is None else str(hold_state), c["db_now"]
 
-    found = await fetch_one(
+    row = await send_one(
         conn,
         make,
         "SELECT a.account_id, a.available, a.held, p.status AS player_status,"
@@ -190,9 +199,12 @@ async def lock_account_for_bet(
         "   FOR UPDATE OF a",
         (tenant_id, bet_id, tenant_id, player_id, currency),
     )
-    if found is None:
-        return None, None, datetime.now(UTC)
-    return found
+
+    async def read() -> tuple[AccountRow | None, str | None, datetime]:
+        found = await row()
+        return (None, None, datetime.now(UTC)) if found is None else found
+
+    return read
 
 
 async def lock_hold_and_account(

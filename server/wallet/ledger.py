@@ -440,13 +440,16 @@ class Wallet:
         clock only.
         """
         c, amount, currency = cmd.caller, cmd.amount.minor_units, cmd.amount.currency
-        account, hold_state, db_now = await wallet_sql.lock_account_for_bet(
+        # the lock and the limits read share one round trip; the limits read runs under the lock
+        locked = await wallet_sql.send_lock_account_for_bet(
             conn, c.tenant_id, c.player_id, currency, cmd.ref.bet_id
         )
+        read_rg = await protection.send_read_state(conn, c, currency)
+        account, hold_state, db_now = await locked()
+        rg = await read_rg()
         if account is None:
             raise await self._no_account(conn, c, currency)
         _check_may_bet(account)
-        rg = await protection.read_state(conn, c, currency)
         protection.check_may_bet(rg)
         if hold_state == "tombstone":
             raise _precondition("BET_CANCELLED", "a cancel for this bet arrived first")

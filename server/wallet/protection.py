@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -177,6 +178,14 @@ def _view(row: LimitRow, windows: Windows) -> LimitView:
 async def read_state(conn: Conn, caller: Caller, currency: str) -> CheckState:
     """The player's limits, usage and exclusion for `currency` (one round trip)."""
     return await limits_sql.check_state(conn, caller.tenant_id, caller.player_id, currency)
+
+
+async def send_read_state(
+    conn: Conn, caller: Caller, currency: str
+) -> Callable[[], Awaitable[CheckState]]:
+    """`read_state` sent now, read later: sent right after the statement that locks the
+    player's account it shares that round trip and runs under the lock."""
+    return await limits_sql.send_check_state(conn, caller.tenant_id, caller.player_id, currency)
 
 
 def _precondition(reason: str, message: str, **meta: str) -> DomainError:
