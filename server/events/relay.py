@@ -16,7 +16,10 @@ Events follow commits (docs/architecture.md invariant 8).
   transaction never holds back other aggregates' events. The outbox is split in 16 partitions
   by aggregate; a relay publishes a partition only while holding its advisory lock, so several
   relays may run at once without double work or reordering. See docs/events.md.
-- Wake-up: LISTEN croupier_outbox (NOTIFY at commit), with a 1 s poll as a safety net.
+- Wake-up: LISTEN croupier_outbox, and a poll every `POLL_SECONDS` (0.1 s). A writing
+  connection sends the NOTIFY at most once per 100 ms (migration 1000: a NOTIFY serializes
+  commits), so an event committed just after one waits for the next NOTIFY or the poll. On
+  Citus there is no NOTIFY and the poll alone wakes the relay.
 - Broker down: the batch is not marked, the relay backs off (0.2 s doubling to 10 s) and
   reconnects, then catches up; nothing is lost.
 """
@@ -50,6 +53,8 @@ EVENTS_EXCHANGE = "croupier.events"
 CRM_EXCHANGE = "croupier.crm"
 CRM_ROUTING_KEY = "casino"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+# how often a relay looks for events when no NOTIFY woke it (seconds)
+POLL_SECONDS = 0.1
 
 
 def envelope(row: OutboxRow) -> dict[str, Any]:
@@ -206,8 +211,8 @@ class Relay:
         await self.close()
 
     async def _wait(self, listener: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
-        """Until a NOTIFY arrives or 1 s passes (stop is checked by the caller)."""
-        async for _ in listener.notifies(timeout=1.0, stop_after=1):
+        """Until a NOTIFY arrives or `POLL_SECONDS` pass (stop is checked by the caller)."""
+        async for _ in listener.notifies(timeout=POLL_SECONDS, stop_after=1):
             break
 
 
