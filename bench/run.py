@@ -788,6 +788,13 @@ class Run:
         pool = await open_pool(self.url, 1, 2)
         try:
             _key_id, secret = await KeyStore(pool).create(TENANT, ["wallet:write", "wallet:read"])
+            # the arms before this one ran without a relay: their events are not this arm's
+            # work, and draining them would be measured as its database CPU
+            async with pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = statement_timestamp()"
+                    " WHERE published_at IS NULL"
+                )
         finally:
             await pool.close()
         env = {

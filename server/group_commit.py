@@ -5,14 +5,15 @@ pipeline machinery, the idempotency record) is what limits throughput, not the r
 
 `Batcher` is the queue all batchers share (natural batching, no timer): a request starts a
 transaction at once while fewer than `max_inflight` of this batcher's transactions are at the
-database (the wallet's default: all but one of the pool's connections), and queues only when
-all are busy; a finished batch takes the next `max_batch` queued requests at once. So a lone
-request never waits behind another request's COMMIT, and batches form under load. A request
-that finds nobody to share with runs by itself on the one-request path (`alone`,
-server.idempotency.run_idempotent). A subclass's `_commit` applies a
-batch and returns each applied request's stored reply by batch index; a request it leaves out
-(or every request, when `_commit` raises) goes the one-request way, which applies it or
-replays it exactly once. Nothing is answered before COMMIT.
+database (the wallet's default: all but one of the pool's connections), running alone in its
+caller's task when nothing is queued, and queues only when all are busy; a finished batch
+takes the next `max_batch` queued requests at once. So a lone request never waits behind
+another request's COMMIT, and batches form under load. A queued request that finds nobody to
+share with runs by itself on the one-request path (`alone`, server.idempotency.run_idempotent).
+A subclass's `_commit` applies a batch and returns each applied request's stored reply by
+batch index; a request it leaves out (or every request, when `_commit` raises) goes the
+one-request way, which applies it or replays it exactly once. Nothing is answered before
+COMMIT.
 
 `WalletGroupCommit` batches wallet writes of one tenant that lock one player's account and
 post between it and the tenant's house accounts (AuthorizeBet, SettleBet, Credit, Debit;
@@ -71,11 +72,28 @@ class Batcher(Generic[E]):
         self._queue: list[E] = []
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._size = BATCH_SIZE.labels(kind)  # labels() takes a lock and builds a key
 
     @property
     def enabled(self) -> bool:
         """Whether requests are batched at all (max_batch > 1)."""
         return self.max_batch > 1
+
+    def _idle(self) -> bool:
+        """Whether a request may run at once, by itself, in its caller's task: nothing is
+        queued and one of the `max_inflight` slots is free."""
+        return not self._queue and self._inflight < self.max_inflight
+
+    async def _run_direct(self, alone: Callable[[], Awaitable[StoredReply]]) -> StoredReply:
+        """Run a request alone in its caller's task, holding one in-flight slot: the idle
+        case, without a batch task, a future or a copied context. Its errors propagate."""
+        self._inflight += 1
+        self._size.observe(1)
+        try:
+            return await alone()
+        finally:
+            self._inflight -= 1
+            self._pump()
 
     async def _enqueue(self, entry: E) -> StoredReply | None:
         self._queue.append(entry)
@@ -103,7 +121,7 @@ class Batcher(Generic[E]):
         batch = [e for e in self._queue if self._group(e) == group][: self.max_batch]
         taken = {id(e) for e in batch}
         self._queue = [e for e in self._queue if id(e) not in taken]
-        BATCH_SIZE.labels(self.kind).observe(len(batch))
+        self._size.observe(len(batch))
         if len(batch) == 1:  # nobody to share with: the one-request path, still in turn
             await _alone(batch[0])
             return
@@ -225,6 +243,8 @@ class WalletGroupCommit(Batcher[_WalletEntry]):
         """The stored reply of the request, batched with concurrent ones, or run `alone`."""
         if not self.enabled:
             return await alone()
+        if self._idle():
+            return await self._run_direct(alone)
         future: asyncio.Future[StoredReply | None] = asyncio.get_running_loop().create_future()
         entry = _WalletEntry(
             key,

@@ -156,6 +156,8 @@ class ContributionBatcher(Batcher[_Entry]):
         plan = self._plan(cmd)
         if plan is None:
             return None
+        if self._idle():
+            return await self._run_direct(alone)
         future: asyncio.Future[StoredReply | None] = asyncio.get_running_loop().create_future()
         return await self._enqueue(
             _Entry(

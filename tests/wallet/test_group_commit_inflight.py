@@ -22,12 +22,19 @@ class Probe(Batcher[Pending]):
         super().__init__("probe", max_batch=8, max_inflight=inflight)
         self.batches: list[list[str]] = []
         self.batch_gate = asyncio.Event()
+        self.ran_in: dict[str, tuple[asyncio.Task[object] | None, int]] = {}
 
-    async def submit(self, name: str, gate: asyncio.Event) -> StoredReply:
+    async def submit(self, name: str, gate: asyncio.Event, direct: bool = False) -> StoredReply:
+        """`direct`: the wallet's and the contributions' policy, an idle request runs at once
+        in its caller's task."""
+
         async def alone() -> StoredReply:
+            self.ran_in[name] = (asyncio.current_task(), self._inflight)
             await gate.wait()
             return DONE
 
+        if direct and self._idle():
+            return await self._run_direct(alone)
         key = RequestKey("t", name, "Probe", b"", Scope.WALLET)
         future: asyncio.Future[StoredReply | None] = asyncio.get_running_loop().create_future()
         entry = Pending(key, alone, contextvars.copy_context(), "", future)
@@ -72,6 +79,25 @@ async def test_requests_queue_and_share_a_transaction_only_when_all_are_busy() -
     slow.set()
     assert all(r == DONE for r in await asyncio.gather(*first, *queued))
     assert probe.batches == [["c", "d", "e"]]
+
+
+async def test_an_idle_request_runs_in_its_callers_task_and_holds_a_slot() -> None:
+    """Nothing queued and a slot free: the request runs at once in the caller's own task (no
+    batch task, future or copied context), holding the slot; one arriving meanwhile queues,
+    and runs when the slot is given back."""
+    probe = Probe(1)
+    slow, fast = asyncio.Event(), asyncio.Event()
+    fast.set()
+    a = asyncio.create_task(probe.submit("a", slow, direct=True))
+    await asyncio.sleep(0.01)
+    assert probe.ran_in["a"] == (a, 1) and probe._inflight == 1
+    b = asyncio.create_task(probe.submit("b", fast, direct=True))
+    await asyncio.sleep(0.01)
+    assert len(probe._queue) == 1 and "b" not in probe.ran_in  # busy: b waits its turn
+    slow.set()
+    assert await a == DONE and await b == DONE
+    assert probe.ran_in["b"][0] is not b and probe._inflight == 0  # b ran from the queue
+    assert probe.batches == []  # alone, as a batch of one
 
 
 async def test_default_keeps_one_pool_connection_free(pool: AsyncConnectionPool) -> None:
