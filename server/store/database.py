@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
+import weakref
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -32,6 +34,7 @@ import psycopg_pool
 import psycopg_pool.base
 import sqlparse
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import ConnStatus
 from psycopg.rows import scalar_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -255,6 +258,38 @@ async def migrate(url: str) -> list[str]:
     return applied_now
 
 
+# A connection back in the pool for less than this is reused without a round trip to check it
+# (seconds).
+RECHECK_IDLE_SECONDS = 1.0
+
+
+class _Checkout:
+    """The pool's check and reset callbacks: a connection that left the pool less than
+    `RECHECK_IDLE_SECONDS` ago and whose socket libpq still sees open is handed out as is;
+    one idle for longer is checked with one empty query (a round trip), and thrown away when
+    that fails. Under load every connection is back within milliseconds, so requests do not
+    pay a round trip each for the check; after a failover a connection that died in that
+    second fails its request with an outage error (UNAVAILABLE, retried with the same
+    idempotency key) and is discarded."""
+
+    def __init__(self) -> None:
+        self._returned: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Raise (so the pool discards `conn`) when it is closed or fails the check."""
+        if conn.closed or conn.pgconn.status != ConnStatus.OK:
+            raise psycopg.OperationalError("the connection is closed")
+        returned = self._returned.get(conn)
+        if returned is None or time.monotonic() - returned > RECHECK_IDLE_SECONDS:
+            await AsyncConnectionPool.check_connection(conn)
+
+    async def reset(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Note when `conn` came back to the pool."""
+        self._returned[conn] = time.monotonic()
+
+
 async def open_pool(
     url: str,
     min_size: int = 4,
@@ -269,8 +304,9 @@ async def open_pool(
     Built to outlive a failover (docs/operations.md, "High availability"):
     - `url` may be a libpq multi-host URL with `target_session_attrs=read-write`; every new
       connection then goes to whichever host is the primary now;
-    - `check`: a connection is checked (one empty query) when it leaves the pool, so a
-      connection to a dead or demoted primary is thrown away instead of failing a request;
+    - `check`: a connection idle in the pool for over `RECHECK_IDLE_SECONDS` is checked (one
+      empty query) when it leaves the pool, so a connection to a dead or demoted primary is
+      thrown away instead of failing a request (`_Checkout`);
     - a connection that breaks while in use is discarded when it comes back (psycopg_pool);
     - `wait_seconds`: how long a request waits for a connection before PoolTimeout
       (answered UNAVAILABLE, retryable);
@@ -279,6 +315,7 @@ async def open_pool(
     kwargs: dict[str, object] = {"autocommit": True, "prepare_threshold": 0}
     if "connect_timeout" not in conninfo_to_dict(url):
         kwargs["connect_timeout"] = 3
+    checkout = _Checkout() if check else None
     pool = AsyncConnectionPool(
         url,
         min_size=min_size,
@@ -287,7 +324,8 @@ async def open_pool(
         open=False,
         name=name,
         timeout=wait_seconds,
-        check=AsyncConnectionPool.check_connection if check else None,
+        check=checkout.check if checkout else None,
+        reset=checkout.reset if checkout else None,
     )
     await pool.open(wait=True, timeout=30)
     return pool
