@@ -16,6 +16,7 @@ from server.events.catalog import EVENT_TYPES
 from server.events.context import current_trace_id, new_trace_id
 from server.store import outbox_sql
 from server.store.outbox_sql import PARTITIONS
+from server.store.statements import Write
 from server.types import Conn
 
 
@@ -72,15 +73,14 @@ async def append_event(
     Raises KeyError for an event type missing from server.events.catalog.
     """
     event = new_event(event_type, aggregate=aggregate, tenant_id=tenant_id, payload=payload)
-    await outbox_sql.insert_event(
-        conn,
-        event_id=event.event_id,
-        event_type=event.event_type,
-        schema_version=event.schema_version,
-        aggregate=event.aggregate,
-        partition=event.partition,
-        tenant_id=event.tenant_id,
-        trace_id=event.trace_id,
-        payload=event.payload,
-    )
+    await outbox_sql.insert_event(conn, event)
     return event.event_id
+
+
+def event_write(
+    event_type: str, *, aggregate: str, tenant_id: str, payload: dict[str, Any]
+) -> Write:
+    """`append_event`'s INSERT, for a caller that sends it with its other writes
+    (server.store.statements). Raises KeyError for an unknown event type."""
+    event = new_event(event_type, aggregate=aggregate, tenant_id=tenant_id, payload=payload)
+    return outbox_sql.event_write(event)

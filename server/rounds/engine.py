@@ -27,7 +27,7 @@ from server.errors import DomainError, ErrorCode, invalid
 from server.events.outbox import append_event
 from server.events.outbox import money as event_money
 from server.money import INT64_MAX
-from server.store import rounds_sql, wallet_sql
+from server.store import rounds_sql, statements, wallet_sql
 from server.store.rounds_sql import RoundRow as RoundRow
 from server.store.rounds_sql import StepRow as StepRow
 from server.store.wallet_sql import Leg
@@ -177,18 +177,20 @@ async def _journal(conn: Conn, step: Step, legs: list[Leg]) -> uuid.UUID:
     tx = uuid.uuid4()
     meta = dict(step.metadata)
     meta["round.final"] = "true" if step.final else "false"
-    await wallet_sql.insert_transaction(
+    await statements.execute(
         conn,
-        transaction_id=tx,
-        tenant_id=step.tenant_id,
-        player_id=step.player_id,
-        kind="round",
-        currency=step.currency,
-        amount=step.bet,
-        idempotency_key=step.idempotency_key,
-        round_id=step.round_id,
-        game_id=step.game_id,
-        metadata=meta,
+        wallet_sql.transaction_write(
+            transaction_id=tx,
+            tenant_id=step.tenant_id,
+            player_id=step.player_id,
+            kind="round",
+            currency=step.currency,
+            amount=step.bet,
+            idempotency_key=step.idempotency_key,
+            round_id=step.round_id,
+            game_id=step.game_id,
+            metadata=meta,
+        ),
     )
     # legs on the same account and bucket are merged, zero legs dropped: one posting each
     merged: dict[tuple[int | None, str, str | None], int] = {}

@@ -16,7 +16,9 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from server.store import statements
 from server.store.rows import fetch_all, fetch_one, fetch_scalar
+from server.store.statements import Write
 from server.types import Conn
 
 DEFAULT_TIME_ZONE = "UTC"
@@ -178,42 +180,70 @@ async def add_usage(
     at_hold: uuid.UUID | None = None,
     at: datetime | None = None,
 ) -> None:
-    """Add to the usage of the local day of `at_hold`'s creation, of `at`, or of the
-    transaction's time (in that order); no result is read, so it pipelines. The player's
-    account in `currency` exists (the caller holds its lock): the row is built from it, so
-    on Citus the statement runs on the tenant's shard alone."""
+    """Send `usage_write` (no result is read, so it pipelines)."""
+    await statements.execute(
+        conn,
+        usage_write(
+            tenant_id,
+            player_id,
+            currency,
+            deposits=deposits,
+            stakes=stakes,
+            wins=wins,
+            at_hold=at_hold,
+            at=at,
+        ),
+    )
+
+
+def usage_write(
+    tenant_id: str,
+    player_id: str,
+    currency: str,
+    *,
+    deposits: int = 0,
+    stakes: int = 0,
+    wins: int = 0,
+    at_hold: uuid.UUID | None = None,
+    at: datetime | None = None,
+) -> Write:
+    """Add to the usage (minor units) of the local day of `at_hold`'s creation, of `at`, or of
+    the transaction's time (in that order). The player's account in `currency` exists (the
+    caller holds its lock): the row is built from it, so on Citus the statement runs on the
+    tenant's shard alone."""
     # (without a hold, no join on holds: a join on `hold_id = NULL` is folded away, and Citus
     # then no longer sees it as a join on the tenant)
     hold_join, hold_time = (
-        (" LEFT JOIN holds h ON h.tenant_id = a.tenant_id AND h.hold_id = %(h)s", "h.created_at, ")
+        (" LEFT JOIN holds h ON h.tenant_id = a.tenant_id AND h.hold_id = %s", "h.created_at, ")
         if at_hold is not None
         else ("", "")
     )
-    await conn.execute(
+    return Write(
+        "rg_usage",
         "INSERT INTO rg_usage (tenant_id, player_id, currency, day, deposits, stakes, wins)"
         " SELECT a.tenant_id, a.owner, a.currency,"
-        f"   (coalesce({hold_time}%(at)s::timestamptz, now())"
+        f"   (coalesce({hold_time}%s::timestamptz, now())"
         "      AT TIME ZONE coalesce(s.time_zone, 'UTC'))::date,"
-        "   %(d)s, %(s)s, %(w)s"
+        "   %s, %s, %s"
         "  FROM accounts a"
         "  LEFT JOIN rg_tenant_settings s ON s.tenant_id = a.tenant_id"
         f"{hold_join}"
-        " WHERE a.tenant_id = %(t)s AND a.kind = 'player' AND a.owner = %(p)s"
-        "   AND a.currency = %(c)s"
+        " WHERE a.tenant_id = %s AND a.kind = 'player' AND a.owner = %s"
+        "   AND a.currency = %s"
         " ON CONFLICT (tenant_id, player_id, currency, day) DO UPDATE"
         "   SET deposits = rg_usage.deposits + EXCLUDED.deposits,"
         "       stakes = rg_usage.stakes + EXCLUDED.stakes,"
         "       wins = rg_usage.wins + EXCLUDED.wins",
-        {
-            "t": tenant_id,
-            "p": player_id,
-            "c": currency,
-            "h": at_hold,
-            "at": at,
-            "d": deposits,
-            "s": stakes,
-            "w": wins,
-        },
+        (
+            at,
+            deposits,
+            stakes,
+            wins,
+            *(() if at_hold is None else (at_hold,)),
+            tenant_id,
+            player_id,
+            currency,
+        ),
     )
 
 

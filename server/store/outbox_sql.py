@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from server.store import statements
 from server.store.rows import fetch_all, fetch_one, fetch_scalars
+from server.store.statements import Write
 from server.types import Conn
 
 PARTITIONS = 16
@@ -35,31 +37,26 @@ class OutboxRow:
     payload: dict[str, Any]
 
 
-async def insert_event(
-    conn: Conn,
-    *,
-    event_id: uuid.UUID,
-    event_type: str,
-    schema_version: str,
-    aggregate: str,
-    partition: int,
-    tenant_id: str,
-    trace_id: str,
-    payload: dict[str, Any],
-) -> None:
+async def insert_event(conn: Conn, event: NewEvent) -> None:
     """Insert one event in the caller's transaction (no result is read, so it pipelines)."""
-    await conn.execute(
+    await statements.execute(conn, event_write(event))
+
+
+def event_write(event: NewEvent) -> Write:
+    """The INSERT of one event (its triggers give it the aggregate's next `aggregate_seq`)."""
+    return Write(
+        "outbox",
         "INSERT INTO outbox (event_id, event_type, schema_version, aggregate, partition,"
         " tenant_id, trace_id, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
         (
-            event_id,
-            event_type,
-            schema_version,
-            aggregate,
-            partition,
-            tenant_id,
-            trace_id,
-            json.dumps(payload, sort_keys=True),
+            event.event_id,
+            event.event_type,
+            event.schema_version,
+            event.aggregate,
+            event.partition,
+            event.tenant_id,
+            event.trace_id,
+            json.dumps(event.payload, sort_keys=True),
         ),
     )
 

@@ -16,7 +16,9 @@ from typing import Any
 
 from psycopg.pq import TransactionStatus
 
+from server.store import statements
 from server.store.rows import fetch_all, fetch_one, fetch_scalar, send_one
+from server.store.statements import Write
 from server.types import Conn
 
 
@@ -307,8 +309,7 @@ async def house_account(conn: Conn, tenant_id: str, kind: str, currency: str) ->
     return int(found)
 
 
-async def insert_transaction(
-    conn: Conn,
+def transaction_write(
     *,
     transaction_id: uuid.UUID,
     tenant_id: str,
@@ -322,9 +323,10 @@ async def insert_transaction(
     game_id: str = "",
     target_transaction_id: uuid.UUID | None = None,
     metadata: dict[str, str] | None = None,
-) -> None:
-    """Append a journal transaction (no result is read, so it pipelines)."""
-    await conn.execute(
+) -> Write:
+    """The INSERT of a journal transaction (amount in minor units of `currency`)."""
+    return Write(
+        "transactions",
         "INSERT INTO transactions (transaction_id, tenant_id, player_id, kind, currency, amount,"
         " idempotency_key, round_id, bet_id, game_id, target_transaction_id, metadata)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -354,9 +356,19 @@ async def insert_postings(
     sends it to the tenant's shard as is. A leg naming another tenant's account is refused by
     the foreign key (tenant_id, account_id). House legs name their account by kind: its id is
     read once per process (`house_account`)."""
+    write = await postings_write(conn, transaction_id, tenant_id, currency, legs)
+    if write is not None:
+        await statements.execute(conn, write)
+
+
+async def postings_write(
+    conn: Conn, transaction_id: uuid.UUID, tenant_id: str, currency: str, legs: Sequence[Leg]
+) -> Write | None:
+    """The INSERT of `insert_postings` (None when every leg is 0); `conn` only reads house
+    account ids not yet known to the process."""
     legs = [leg for leg in legs if leg.amount != 0]
     if not legs:
-        return
+        return None
     values: list[Any] = []
     for leg in legs:
         account_id = leg.account_id
@@ -364,10 +376,11 @@ async def insert_postings(
             assert leg.house is not None, "a leg names an account id or a house kind"
             account_id = await house_account(conn, tenant_id, leg.house, currency)
         values += [tenant_id, transaction_id, account_id, leg.bucket, currency, leg.amount]
-    await conn.execute(
+    return Write(
+        "postings",
         "INSERT INTO postings (tenant_id, transaction_id, account_id, bucket, currency, amount)"
         " VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(legs)),
-        values,
+        tuple(values),
     )
 
 
@@ -433,8 +446,7 @@ def _hold_row(**c: Any) -> HoldRow:
     return _hold(c)
 
 
-async def insert_hold(
-    conn: Conn,
+def hold_write(
     *,
     hold_id: uuid.UUID,
     tenant_id: str,
@@ -453,14 +465,15 @@ async def insert_hold(
     bonus_id: uuid.UUID | None = None,
     game_category: str = "",
     created_at: datetime | None = None,
-) -> None:
+) -> Write:
     """Insert a hold (or tombstone); a second one for `bet_id` raises UniqueViolation.
     `bonus_part` and `locked_part` are the parts of `amount` taken from those buckets (the rest
     is cash), belonging to the bonus `bonus_id`. `created_at` is the database time `expires_at`
     was computed from (default: `now()` where the row is written; on Citus that is the
     worker's clock, not the coordinator's)."""
     open_ = state == "open"
-    await conn.execute(
+    return Write(
+        "holds",
         "INSERT INTO holds (hold_id, tenant_id, player_id, bet_id, round_id, game_id, account_id,"
         " currency, amount, state, expires_at, authorize_transaction_id, close_transaction_id,"
         " closed_at, bonus_part, locked_part, bonus_id, game_category, created_at)"
@@ -509,7 +522,13 @@ async def close_hold(
     The guard is written `state || '' = 'open'` on purpose: `state = 'open'` matches the
     partial index holds_open_by_expiry's predicate, and with stale statistics the planner
     chose that index (a scan of every open hold: 17 ms with 73,000 open) over the primary key."""
-    await conn.execute(
+    await statements.execute(conn, close_hold_write(tenant_id, hold_id, state, tx_id))
+
+
+def close_hold_write(tenant_id: str, hold_id: uuid.UUID, state: str, tx_id: uuid.UUID) -> Write:
+    """`close_hold`'s UPDATE, for a caller that sends it with its other writes."""
+    return Write(
+        "holds",
         "UPDATE holds SET state = %s, close_transaction_id = %s, closed_at = now()"
         " WHERE tenant_id = %s AND hold_id = %s AND state || '' = 'open'",
         (state, tx_id, tenant_id, hold_id),

@@ -23,7 +23,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from server.errors import DomainError, ErrorCode, invalid
-from server.events.outbox import append_event
+from server.events.outbox import event_write
 from server.events.outbox import money as event_money
 from server.group_commit import WalletGroupCommit
 from server.idempotency import (
@@ -35,9 +35,10 @@ from server.idempotency import (
     run_idempotent,
 )
 from server.money import INT64_MAX, Money
-from server.store import bonus_sql, idempotency_sql, wallet_sql
+from server.store import bonus_sql, idempotency_sql, statements, wallet_sql
 from server.store.bonus_sql import BonusRow, SettingsRow
 from server.store.replica import ReadSource
+from server.store.statements import Write
 from server.store.wallet_sql import AccountRow, HoldRow, Leg, TransactionRow
 from server.telemetry import BACKGROUND_ROWS_SET_ASIDE
 from server.types import Conn
@@ -166,7 +167,24 @@ async def _emit(
     currency: str,
     fields: dict[str, Any],
 ) -> None:
-    """Write a wallet event in the transaction that made the change (invariant 8).
+    """Write a wallet event in the transaction that made the change (invariant 8); see
+    `_event_write`."""
+    await statements.execute(
+        conn, _event_write(event_type, tenant_id, player_id, tx, view, currency, fields)
+    )
+
+
+def _event_write(
+    event_type: str,
+    tenant_id: str,
+    player_id: str,
+    tx: uuid.UUID,
+    view: BalanceView | None,
+    currency: str,
+    fields: dict[str, Any],
+) -> Write:
+    """The INSERT of a wallet event, to send in the transaction that made the change
+    (invariant 8).
 
     Aggregate: the player's account in `currency`, so one account's events keep commit order.
     """
@@ -186,8 +204,7 @@ async def _emit(
                 bonus=event_money(view.bonus, view.currency),
                 locked=event_money(view.locked, view.currency),
             )
-    await append_event(
-        conn,
+    return event_write(
         event_type,
         aggregate=f"account:{tenant_id}:{player_id}:{currency}",
         tenant_id=tenant_id,
@@ -353,6 +370,27 @@ def _view(
     )
 
 
+def _journal_write(
+    c: Caller, kind: str, money: Money, ref: RoundRef, target: uuid.UUID | None = None
+) -> tuple[uuid.UUID, Write]:
+    """The journal row of this request: its transaction id (made here) and its INSERT."""
+    tx = uuid.uuid4()
+    return tx, wallet_sql.transaction_write(
+        transaction_id=tx,
+        tenant_id=c.tenant_id,
+        player_id=c.player_id,
+        kind=kind,
+        currency=money.currency,
+        amount=money.minor_units,
+        idempotency_key=c.idempotency_key,
+        round_id=ref.round_id,
+        bet_id=ref.bet_id,
+        game_id=ref.game_id,
+        target_transaction_id=target,
+        metadata=ref.metadata,
+    )
+
+
 class Wallet:
     """The wallet over one connection pool. Writes go through `execute`; reads are direct."""
 
@@ -466,9 +504,9 @@ class Wallet:
                 "amount.minor_units", "AMOUNT_OVERFLOW", "the held balance would pass 2^63-1"
             )
         parts = await self._take(conn, c.tenant_id, account, amount)
-        await protection.take_stake(conn, c, currency, amount, rg, "bet")
-        tx = await self._journal(conn, c, "authorize", cmd.amount, cmd.ref)
-        await wallet_sql.insert_postings(
+        usage = await protection.stake_write(conn, c, currency, amount, rg, "bet")
+        tx, journal = _journal_write(c, "authorize", cmd.amount, cmd.ref)
+        postings = await wallet_sql.postings_write(
             conn,
             tx,
             c.tenant_id,
@@ -478,8 +516,7 @@ class Wallet:
         hold_id = uuid.uuid4()
         # the database's clock, the one expiry is checked against (sweeper, SettleBet)
         expires_at = db_now + timedelta(seconds=cmd.ttl_seconds)
-        await wallet_sql.insert_hold(
-            conn,
+        hold = wallet_sql.hold_write(
             hold_id=hold_id,
             tenant_id=c.tenant_id,
             player_id=c.player_id,
@@ -509,9 +546,11 @@ class Wallet:
             fields.update(
                 amount_parts=_parts_money(parts, currency), bonus_id=str(account.bonus_id)
             )
-        await _emit(
-            conn, "wallet.bet.authorized", c.tenant_id, c.player_id, tx, view, currency, fields
+        event = _event_write(
+            "wallet.bet.authorized", c.tenant_id, c.player_id, tx, view, currency, fields
         )
+        # one statement for the five writes (server.store.statements)
+        await statements.send_together(conn, [usage, journal, postings, hold, event])
         return AuthorizeResult(tx, hold_id, expires_at, view)
 
     async def _open_hold(
@@ -578,13 +617,14 @@ class Wallet:
             if account.bonus_id is None
             else await bonus_sql.get_bonus(conn, c.tenant_id, account.bonus_id)
         )
-        tx = await self._journal(conn, c, "settle", Money(captured, hold.currency), cmd.ref)
-        # limits count the stake on its bet's day and the win on today
-        await protection.count(
-            conn, c.tenant_id, c.player_id, hold.currency, stakes=-released, at_hold=hold.hold_id
+        tx, journal = _journal_write(c, "settle", Money(captured, hold.currency), cmd.ref)
+        # limits count the stake on its bet's day (the hold's creation, which closing the hold
+        # leaves as it is) and the win on today
+        released_usage = protection.count_write(
+            c.tenant_id, c.player_id, hold.currency, stakes=-released, at_hold=hold.hold_id
         )
-        await protection.count(conn, c.tenant_id, c.player_id, hold.currency, wins=win)
-        await wallet_sql.insert_postings(
+        win_usage = protection.count_write(c.tenant_id, c.player_id, hold.currency, wins=win)
+        postings = await wallet_sql.postings_write(
             conn,
             tx,
             c.tenant_id,
@@ -597,7 +637,7 @@ class Wallet:
                 *paid,
             ],
         )
-        await wallet_sql.close_hold(conn, c.tenant_id, hold.hold_id, "settled", tx)
+        close = wallet_sql.close_hold_write(c.tenant_id, hold.hold_id, "settled", tx)
         got = Parts(
             got_back.cash + got_win.cash,
             got_back.bonus + got_win.bonus,
@@ -618,8 +658,12 @@ class Wallet:
                 win_parts=_parts_money(win_parts, hold.currency),
                 bonus_id=str(hold.bonus_id),
             )
-        await _emit(
-            conn, "wallet.bet.settled", c.tenant_id, c.player_id, tx, view, hold.currency, fields
+        event = _event_write(
+            "wallet.bet.settled", c.tenant_id, c.player_id, tx, view, hold.currency, fields
+        )
+        # as few statements as server.store.statements allows (two usage rows: two statements)
+        await statements.send_together(
+            conn, [journal, released_usage, win_usage, postings, close, event]
         )
         if bonus is not None and captured > 0:
             weight = weights_of(bonus).of(hold.game_id, hold.game_category)
@@ -642,20 +686,22 @@ class Wallet:
         ref = RoundRef(cmd.ref.bet_id, cmd.ref.round_id, cmd.ref.game_id, meta)
         if await wallet_sql.find_hold(conn, c.tenant_id, cmd.ref.bet_id, lock=True) is None:
             tx = await self._journal(conn, c, "cancel", Money(0, ""), ref)
-            await wallet_sql.insert_hold(
+            await statements.execute(
                 conn,
-                hold_id=uuid.uuid4(),
-                tenant_id=c.tenant_id,
-                player_id=c.player_id,
-                bet_id=cmd.ref.bet_id,
-                round_id=cmd.ref.round_id,
-                game_id=cmd.ref.game_id,
-                account_id=None,
-                currency="",
-                amount=0,
-                state="tombstone",
-                expires_at=None,
-                transaction_id=tx,
+                wallet_sql.hold_write(
+                    hold_id=uuid.uuid4(),
+                    tenant_id=c.tenant_id,
+                    player_id=c.player_id,
+                    bet_id=cmd.ref.bet_id,
+                    round_id=cmd.ref.round_id,
+                    game_id=cmd.ref.game_id,
+                    account_id=None,
+                    currency="",
+                    amount=0,
+                    state="tombstone",
+                    expires_at=None,
+                    transaction_id=tx,
+                ),
             )
             return CancelResult(tx, "", 0, None)
         hold, account = await self._open_hold(conn, c, cmd.ref.bet_id)
@@ -727,18 +773,20 @@ class Wallet:
         account = await wallet_sql.lock_account_by_id(conn, tenant_id, hold.account_id)
         _check_release(account, hold)
         tx = uuid.uuid4()
-        await wallet_sql.insert_transaction(
+        await statements.execute(
             conn,
-            transaction_id=tx,
-            tenant_id=tenant_id,
-            player_id=hold.player_id,
-            kind="expire",
-            currency=hold.currency,
-            amount=hold.amount,
-            idempotency_key=None,
-            round_id=round_id,
-            bet_id=bet_id,
-            game_id=game_id,
+            wallet_sql.transaction_write(
+                transaction_id=tx,
+                tenant_id=tenant_id,
+                player_id=hold.player_id,
+                kind="expire",
+                currency=hold.currency,
+                amount=hold.amount,
+                idempotency_key=None,
+                round_id=round_id,
+                bet_id=bet_id,
+                game_id=game_id,
+            ),
         )
         await protection.count(
             conn,
@@ -1049,22 +1097,8 @@ class Wallet:
         target: uuid.UUID | None = None,
     ) -> uuid.UUID:
         """Append the journal row of this request (id made here, so it pipelines)."""
-        tx = uuid.uuid4()
-        await wallet_sql.insert_transaction(
-            conn,
-            transaction_id=tx,
-            tenant_id=c.tenant_id,
-            player_id=c.player_id,
-            kind=kind,
-            currency=money.currency,
-            amount=money.minor_units,
-            idempotency_key=c.idempotency_key,
-            round_id=ref.round_id,
-            bet_id=ref.bet_id,
-            game_id=ref.game_id,
-            target_transaction_id=target,
-            metadata=ref.metadata,
-        )
+        tx, write = _journal_write(c, kind, money, ref, target)
+        await statements.execute(conn, write)
         return tx
 
     # -- bonus money (docs/bonus.md) ---------------------------------------------------------
@@ -1111,16 +1145,18 @@ class Wallet:
         removed = view.bonus - converted
         released = view.locked
         tx = uuid.uuid4()
-        await wallet_sql.insert_transaction(
+        await statements.execute(
             conn,
-            transaction_id=tx,
-            tenant_id=tenant_id,
-            player_id=bonus.player_id,
-            kind="bonus",
-            currency=currency,
-            amount=view.bonus + released,
-            idempotency_key=idempotency_key,
-            metadata={"bonus_id": str(bonus.bonus_id), "bonus_state": state.value},
+            wallet_sql.transaction_write(
+                transaction_id=tx,
+                tenant_id=tenant_id,
+                player_id=bonus.player_id,
+                kind="bonus",
+                currency=currency,
+                amount=view.bonus + released,
+                idempotency_key=idempotency_key,
+                metadata={"bonus_id": str(bonus.bonus_id), "bonus_state": state.value},
+            ),
         )
         await wallet_sql.insert_postings(
             conn,

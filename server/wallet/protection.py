@@ -26,9 +26,10 @@ from server.errors import DomainError, ErrorCode, invalid
 from server.events.outbox import append_event
 from server.events.outbox import money as event_money
 from server.money import Money
-from server.store import aml_sql, limits_sql
+from server.store import aml_sql, limits_sql, statements
 from server.store.limits_sql import CheckState, LimitRow, Windows
 from server.store.limits_sql import Exclusion as Exclusion
+from server.store.statements import Write
 from server.types import Conn
 from server.wallet.model import Caller, RoundRef
 
@@ -269,6 +270,16 @@ async def take_stake(
     raises FAILED_PRECONDITION `LOSS_LIMIT_EXCEEDED` / `WAGER_LIMIT_EXCEEDED` with metadata
     limit, window, remaining (minor units); otherwise the stake is added to today's usage.
     """
+    await statements.execute(
+        conn, await stake_write(conn, caller, currency, amount, state, operation)
+    )
+
+
+async def stake_write(
+    conn: Conn, caller: Caller, currency: str, amount: int, state: CheckState, operation: str
+) -> Write:
+    """`take_stake`'s checks (a refusal is raised as there), then the write that counts the
+    stake, for the caller to send with its other writes (server.store.statements)."""
     for kind in (LimitKind.LOSS, LimitKind.WAGER):
         for window in _WINDOW_ORDER:
             limit = state.limits.get((kind.value, window.value))
@@ -279,7 +290,7 @@ async def take_stake(
                 raise await _refuse(
                     conn, caller, currency, state, kind, window, limit, used, amount, operation
                 )
-    await limits_sql.add_usage(conn, caller.tenant_id, caller.player_id, currency, stakes=amount)
+    return limits_sql.usage_write(caller.tenant_id, caller.player_id, currency, stakes=amount)
 
 
 async def take_deposit(
@@ -371,18 +382,45 @@ async def count(
 ) -> None:
     """Count released stakes (negative), wins or reversed amounts that need no check, on the
     local day of the hold's bet (`at_hold`), of `at`, or of now. Nothing when all are 0."""
-    if stakes or wins or deposits:
-        await limits_sql.add_usage(
-            conn,
-            tenant_id,
-            player_id,
-            currency,
-            deposits=deposits,
-            stakes=stakes,
-            wins=wins,
-            at_hold=at_hold,
-            at=at,
-        )
+    write = count_write(
+        tenant_id,
+        player_id,
+        currency,
+        stakes=stakes,
+        wins=wins,
+        deposits=deposits,
+        at_hold=at_hold,
+        at=at,
+    )
+    if write is not None:
+        await statements.execute(conn, write)
+
+
+def count_write(
+    tenant_id: str,
+    player_id: str,
+    currency: str,
+    *,
+    stakes: int = 0,
+    wins: int = 0,
+    deposits: int = 0,
+    at_hold: uuid.UUID | None = None,
+    at: datetime | None = None,
+) -> Write | None:
+    """`count`'s write (minor units), for a caller that sends it with its other writes; None
+    when all are 0."""
+    if not (stakes or wins or deposits):
+        return None
+    return limits_sql.usage_write(
+        tenant_id,
+        player_id,
+        currency,
+        deposits=deposits,
+        stakes=stakes,
+        wins=wins,
+        at_hold=at_hold,
+        at=at,
+    )
 
 
 # -- limits, settings ---------------------------------------------------------------------------
