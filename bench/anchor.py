@@ -4,11 +4,11 @@ server ran it.
 - `batched_authorize_script(n)`: one group-committed AuthorizeBet batch of `n` calls, as
   server.group_commit.WalletGroupCommit runs it: BEGIN and the used-keys read (one round trip);
   then per call, in player order, the account lock read and the limits read under it, whose
-  round trip also carries the previous call's queued writes (usage, journal row, postings,
-  hold, outbox event); the last call's writes, the multi-row idempotency insert and COMMIT in
-  the final round trip. The statements
-  are those of bench/pgbench/authorize.sql (one call per transaction), which mirror
-  server/store/wallet_sql.py.
+  round trip also carries the previous call's writes (one statement: usage, journal row,
+  postings, hold, outbox event); the last call's writes, the multi-row idempotency insert and
+  COMMIT in the final round trip. The statements are those of bench/pgbench/authorize.sql (one
+  call per transaction), which mirror server/store/wallet_sql.py, limits_sql.py and
+  outbox_sql.py.
 - `pgbench(...)`: tx/s of a script at a client count; `best_of(...)` sweeps client counts and
   keeps the best, so the anchor is the database's best, not one arbitrary point.
 - `notify_triggers(url, enabled)`: turn the outbox's NOTIFY trigger(s) off and on again in the
@@ -36,14 +36,14 @@ PGBENCH = ROOT / "bench" / "pgbench"
 
 
 def _per_call_statements() -> tuple[list[str], list[str]]:
-    """The reads (the account lock, then the limits read under it) and the write statements
-    of one AuthorizeBet (bench/pgbench/authorize.sql)."""
+    """The reads (the account lock, then the limits read under it) and the writes (one
+    statement) of one AuthorizeBet (bench/pgbench/authorize.sql)."""
     text = (PGBENCH / "authorize.sql").read_text()
     body = [line for line in text.splitlines() if line and not line.startswith(("--", "\\"))]
     statements = [s.strip() + ";" for s in "\n".join(body).split(";") if s.strip()]
     statements = [s for s in statements if s not in ("BEGIN;", "COMMIT;")]
-    reads = [s for s in statements if s.startswith(("SELECT", "WITH"))]
-    writes = [s for s in statements if s.startswith("INSERT") and "idempotency_records" not in s]
+    writes = [s for s in statements if s.startswith("WITH w0 AS (")]
+    reads = [s for s in statements if s.startswith(("SELECT", "WITH")) and s not in writes]
     return reads, writes
 
 
