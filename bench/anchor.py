@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -136,19 +137,26 @@ def best_of(
     seconds: float,
     variables: dict[str, str],
     calls_per_tx: int,
+    db_cpu: Callable[[], float] | None = None,
 ) -> dict[str, object]:
-    """pgbench at each client count; every point and the best, in calls/s (tx/s x calls)."""
+    """pgbench at each client count; every point and the best, in calls/s (tx/s x calls).
+    With `db_cpu` (the database's CPU seconds so far), each point also gets the database's
+    CPU milliseconds per call: what the SQL alone costs PostgreSQL, driven from C."""
     points = []
     for c in clients:
+        before = db_cpu() if db_cpu else 0.0
         r = pgbench(url, script, c, seconds, variables)
-        points.append(
-            {
-                "clients": c,
-                "tx_per_s": r["tps"],
-                "calls_per_s": r["tps"] * calls_per_tx,
-                "latency_ms": r["latency_ms"],
-            }
-        )
+        used = (db_cpu() - before) if db_cpu else 0.0
+        calls = r["tps"] * calls_per_tx * int(seconds)
+        point: dict[str, object] = {
+            "clients": c,
+            "tx_per_s": r["tps"],
+            "calls_per_s": r["tps"] * calls_per_tx,
+            "latency_ms": r["latency_ms"],
+        }
+        if db_cpu and calls:
+            point["db_cpu_ms_per_call"] = round(used * 1000 / calls, 3)
+        points.append(point)
     best = max(points, key=lambda p: float(p["calls_per_s"]))  # type: ignore[arg-type]
     return {"calls_per_tx": calls_per_tx, "points": points, "best": best}
 
