@@ -1154,6 +1154,14 @@ def main() -> int:
         help="p99 bound of the search (the product SLO is 25 ms; a busy shared machine may "
         "need a looser bound to compare arms at all: say so when quoting)",
     )
+    parser.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the private cluster for this run (repeatable; recorded with the "
+        "others in the results)",
+    )
     parser.add_argument("--quick", action="store_true", help="short cells, one repeat (smoke)")
     parser.add_argument(
         "--citus",
@@ -1180,7 +1188,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, interrupted)
     started = time.time()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    with scratch_database("croupier_bench", ROOT / ".data" / "bench-postgres") as url:
+    settings = dict(kv.split("=", 1) for kv in args.pg_setting)
+    with scratch_database(
+        "croupier_bench", ROOT / ".data" / "bench-postgres", settings=settings
+    ) as url:
         run = Run(args, url)
         try:
             asyncio.run(run.main())
