@@ -16,7 +16,6 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from server.store import statements
 from server.store.rows import fetch_all, fetch_one, fetch_scalar
 from server.store.statements import Write
 from server.types import Conn
@@ -168,34 +167,6 @@ async def send_check_state(
     return read
 
 
-async def add_usage(
-    conn: Conn,
-    tenant_id: str,
-    player_id: str,
-    currency: str,
-    *,
-    deposits: int = 0,
-    stakes: int = 0,
-    wins: int = 0,
-    at_hold: uuid.UUID | None = None,
-    at: datetime | None = None,
-) -> None:
-    """Send `usage_write` (no result is read, so it pipelines)."""
-    await statements.execute(
-        conn,
-        usage_write(
-            tenant_id,
-            player_id,
-            currency,
-            deposits=deposits,
-            stakes=stakes,
-            wins=wins,
-            at_hold=at_hold,
-            at=at,
-        ),
-    )
-
-
 def usage_write(
     tenant_id: str,
     player_id: str,
@@ -208,9 +179,9 @@ def usage_write(
     at: datetime | None = None,
 ) -> Write:
     """Add to the usage (minor units) of the local day of `at_hold`'s creation, of `at`, or of
-    the transaction's time (in that order). The player's account in `currency` exists (the
-    caller holds its lock): the row is built from it, so on Citus the statement runs on the
-    tenant's shard alone."""
+    the transaction's time (in that order); send it with `server.store.statements`. The
+    player's account in `currency` exists (the caller holds its lock): the row is built from
+    it, so on Citus the statement runs on the tenant's shard alone."""
     # (without a hold, no join on holds: a join on `hold_id = NULL` is folded away, and Citus
     # then no longer sees it as a join on the tenant)
     hold_join, hold_time = (

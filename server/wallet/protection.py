@@ -316,7 +316,9 @@ async def take_deposit(
                 amount,
                 "deposit",
             )
-    await limits_sql.add_usage(conn, caller.tenant_id, caller.player_id, currency, deposits=amount)
+    await statements.execute(
+        conn, limits_sql.usage_write(caller.tenant_id, caller.player_id, currency, deposits=amount)
+    )
 
 
 async def hold_payout(

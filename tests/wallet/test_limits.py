@@ -13,7 +13,7 @@ from croupier.wallet.v1.wallet_service_pb2_grpc import WalletServiceStub
 from google.protobuf import duration_pb2
 from psycopg_pool import AsyncConnectionPool
 
-from server.store import limits_sql
+from server.store import limits_sql, statements
 from server.telemetry import BATCH_SIZE
 from tests.rpc import error_info, eur, fails, key
 
@@ -234,10 +234,13 @@ async def test_day_window_follows_the_tenant_time_zone(
     assert (start.hour, start.minute) == (18, 30)
     assert r.limit.window_end_time.ToDatetime(tzinfo=UTC) - start == timedelta(days=1)
     async with pool.connection() as conn:
-        await limits_sql.add_usage(
-            conn, tenant, "p", "EUR", stakes=700, at=start - timedelta(seconds=1)
+        await statements.execute(
+            conn,
+            limits_sql.usage_write(tenant, "p", "EUR", stakes=700, at=start - timedelta(seconds=1)),
         )
-        await limits_sql.add_usage(conn, tenant, "p", "EUR", stakes=300, at=start)
+        await statements.execute(
+            conn, limits_sql.usage_write(tenant, "p", "EUR", stakes=300, at=start)
+        )
     got = await wallet.GetLimit(
         pb.GetLimitRequest(tenant_id=tenant, player_id="p", currency="EUR", kind=WAGER, window=DAY)
     )
