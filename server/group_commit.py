@@ -6,7 +6,7 @@ pipeline machinery, the idempotency record) is what limits throughput, not the r
 `Batcher` is the queue all batchers share (natural batching, no timer): a request starts a
 transaction at once while fewer than `max_inflight` of this batcher's transactions are at the
 database (the wallet's default: all but one of the pool's connections), running alone in its
-caller's task when nothing is queued, and queues only when all are busy; a finished batch
+caller's task when the batcher is idle, and queues only when all are busy; a finished batch
 takes the next `max_batch` queued requests at once. So a lone request never waits behind
 another request's COMMIT, and batches form under load. A queued request that finds nobody to
 share with runs by itself on the one-request path (`alone`, server.idempotency.run_idempotent).
@@ -81,8 +81,10 @@ class Batcher(Generic[E]):
 
     def _idle(self) -> bool:
         """Whether a request may run at once, by itself, in its caller's task: nothing is
-        queued and one of the `max_inflight` slots is free."""
-        return not self._queue and self._inflight < self.max_inflight
+        queued and none of this batcher's transactions is at the database (then nobody can
+        share its transaction; with one in flight, requests arriving together still go
+        through the queue and share a batch)."""
+        return not self._queue and self._inflight == 0
 
     async def _run_direct(self, alone: Callable[[], Awaitable[StoredReply]]) -> StoredReply:
         """Run a request alone in its caller's task, holding one in-flight slot: the idle

@@ -82,9 +82,9 @@ async def test_requests_queue_and_share_a_transaction_only_when_all_are_busy() -
 
 
 async def test_an_idle_request_runs_in_its_callers_task_and_holds_a_slot() -> None:
-    """Nothing queued and a slot free: the request runs at once in the caller's own task (no
-    batch task, future or copied context), holding the slot; one arriving meanwhile queues,
-    and runs when the slot is given back."""
+    """Nothing queued and nothing in flight: the request runs at once in the caller's own
+    task (no batch task, future or copied context), holding its slot; one arriving meanwhile
+    queues, and runs when the slot is given back."""
     probe = Probe(1)
     slow, fast = asyncio.Event(), asyncio.Event()
     fast.set()
@@ -98,6 +98,21 @@ async def test_an_idle_request_runs_in_its_callers_task_and_holds_a_slot() -> No
     assert await a == DONE and await b == DONE
     assert probe.ran_in["b"][0] is not b and probe._inflight == 0  # b ran from the queue
     assert probe.batches == []  # alone, as a batch of one
+
+
+async def test_with_a_transaction_in_flight_a_request_goes_through_the_queue() -> None:
+    """A free slot but one transaction in flight: the request does not wait for it, but goes
+    through the queue (so requests arriving together share a batch)."""
+    probe = Probe(2)
+    slow, fast = asyncio.Event(), asyncio.Event()
+    fast.set()
+    a = asyncio.create_task(probe.submit("a", slow, direct=True))
+    await asyncio.sleep(0.01)
+    b = asyncio.create_task(probe.submit("b", fast, direct=True))
+    done, _ = await asyncio.wait({b}, timeout=0.2)
+    assert b in done and probe.ran_in["b"][0] is not b  # ran at once, from the queue
+    slow.set()
+    assert await a == DONE and await b == DONE
 
 
 async def test_default_keeps_one_pool_connection_free(pool: AsyncConnectionPool) -> None:
