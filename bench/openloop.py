@@ -216,8 +216,9 @@ async def find_slo_rate(
     before_cell: Callable[[float, float], Any] | None = None,
     log: Callable[[str], None] = print,
 ) -> SloResult:
-    """Search the highest rate with p99 < SLO (probes of `probe_seconds`: x1.5 from `start`
-    until a probe fails, then `bisections` halvings of the gap), then measure it `repeats`
+    """Search the highest rate with p99 < SLO (probes of `probe_seconds`, a failed one run
+    once more: x1.5 from `start` until a probe fails, then `bisections` halvings of the gap),
+    then measure it `repeats`
     times for `seconds`; if the median p99 of those fails, step down 15% and measure again
     (at most twice). `before_cell(rate, seconds)` may prepare work (an awaitable)."""
 
@@ -234,11 +235,21 @@ async def find_slo_rate(
         return c
 
     probes: list[Cell] = []
+
+    async def probe(rate: float) -> Cell:
+        # a failed probe runs once more: one stall of a few hundred milliseconds in a
+        # 4-second probe should not cap the search (the 20-second cells judge the rate)
+        c = await cell(rate, probe_seconds)
+        probes.append(c)
+        if not c.meets_slo:
+            c = await cell(rate, probe_seconds)
+            probes.append(c)
+        return c
+
     lo, hi = 0.0, 0.0
     rate = start
     while rate <= ceiling:
-        c = await cell(rate, probe_seconds)
-        probes.append(c)
+        c = await probe(rate)
         if c.meets_slo:
             lo = rate
             rate *= 1.5
@@ -251,8 +262,7 @@ async def find_slo_rate(
         rate = start
         while rate > 5 and lo == 0.0:
             rate /= 2
-            c = await cell(rate, probe_seconds)
-            probes.append(c)
+            c = await probe(rate)
             if c.meets_slo:
                 lo = rate
             else:
@@ -261,8 +271,7 @@ async def find_slo_rate(
         if lo == 0.0:
             break
         mid = (lo * hi) ** 0.5
-        c = await cell(mid, probe_seconds)
-        probes.append(c)
+        c = await probe(mid)
         if c.meets_slo:
             lo = mid
         else:

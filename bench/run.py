@@ -149,9 +149,9 @@ def postmaster_pid(url: str) -> int | None:
     """The PostgreSQL postmaster's pid (the parent of a backend of ours)."""
     import psycopg
 
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(url) as conn:  # read while the backend lives
         backend = conn.execute("SELECT pg_backend_pid()").fetchone()
-    s = _stat(int(backend[0])) if backend else None
+        s = _stat(int(backend[0])) if backend else None
     return s[0] if s else None
 
 
