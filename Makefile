@@ -100,7 +100,7 @@ clean:
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
 
 ## bench: SLO-bound throughput (open loop, p99 < 25 ms) beside a like-for-like pgbench anchor, the
-## echo server, group commit off, the hot-pool four arms and a production-shaped arm (~10 min;
+## echo server, group commit off, the hot-pool four arms and a production-shaped arm (~20 min;
 ## bench/run.py; results and a PNG plot in bench/results/). BENCH_ARGS="--quick" for a smoke run.
 bench: $(VENV)/.installed
 	$(PY) bench/run.py $(BENCH_ARGS)

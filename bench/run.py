@@ -1,5 +1,5 @@
 """`make bench`: throughput within the latency SLO, against a like-for-like database anchor,
-in one run (about 15 minutes; docs/scaling.md explains how to read it).
+in one run (about 20 minutes; docs/scaling.md explains how to read it).
 
 On loopback only, with a private PostgreSQL cluster under .data/bench-postgres (so the
 database CPU read from /proc is this run's alone; `--shared-db` uses CROUPIER_DATABASE_URL's
