@@ -35,9 +35,10 @@ class Write:
     params: tuple[Any, ...]
 
 
-async def execute(conn: Conn, write: Write) -> None:
-    """Send one write (in pipeline mode it is queued: no round trip)."""
-    await conn.execute(write.query, write.params)
+async def execute(conn: Conn, write: Write | None) -> None:
+    """Send one write, if any (in pipeline mode it is queued: no round trip)."""
+    if write is not None:
+        await conn.execute(write.query, write.params)
 
 
 async def send_together(conn: Conn, writes: Sequence[Write | None]) -> int:

@@ -157,23 +157,6 @@ def _check_release(account: AccountRow, hold: HoldRow) -> None:
         )
 
 
-async def _emit(
-    conn: Conn,
-    event_type: str,
-    tenant_id: str,
-    player_id: str,
-    tx: uuid.UUID,
-    view: BalanceView | None,
-    currency: str,
-    fields: dict[str, Any],
-) -> None:
-    """Write a wallet event in the transaction that made the change (invariant 8); see
-    `_event_write`."""
-    await statements.execute(
-        conn, _event_write(event_type, tenant_id, player_id, tx, view, currency, fields)
-    )
-
-
 def _event_write(
     event_type: str,
     tenant_id: str,
@@ -238,19 +221,21 @@ async def _void_hold(
     view = _view(account, held=-hold.amount, parts=got)
     if stake.cash != hold.amount:
         fields = {**fields, "released_parts": _parts_money(stake, hold.currency)}
-    await _emit(
+    await statements.execute(
         conn,
-        event_type,
-        tenant_id,
-        hold.player_id,
-        tx,
-        view,
-        hold.currency,
-        {
-            "hold_id": str(hold.hold_id),
-            "released": event_money(hold.amount, hold.currency),
-            **fields,
-        },
+        _event_write(
+            event_type,
+            tenant_id,
+            hold.player_id,
+            tx,
+            view,
+            hold.currency,
+            {
+                "hold_id": str(hold.hold_id),
+                "released": event_money(hold.amount, hold.currency),
+                **fields,
+            },
+        ),
     )
     return view
 
@@ -268,16 +253,25 @@ async def _uncount(conn: Conn, c: Caller, target: TransactionRow) -> None:
     """Give back the limit usage of a reversed debit or credit, on the target's local day."""
     cur, amount, meta = target.currency, target.amount, target.metadata
     if target.kind == "debit" and meta.get("debit_reason") != "withdrawal":
-        await protection.count(
-            conn, c.tenant_id, c.player_id, cur, stakes=-amount, at=target.created_at
+        await statements.execute(
+            conn,
+            protection.count_write(
+                c.tenant_id, c.player_id, cur, stakes=-amount, at=target.created_at
+            ),
         )
     elif target.kind == "credit" and meta.get("credit_reason") == "deposit":
-        await protection.count(
-            conn, c.tenant_id, c.player_id, cur, deposits=-amount, at=target.created_at
+        await statements.execute(
+            conn,
+            protection.count_write(
+                c.tenant_id, c.player_id, cur, deposits=-amount, at=target.created_at
+            ),
         )
     elif target.kind == "credit" and meta.get("credit_reason") == "win":
-        await protection.count(
-            conn, c.tenant_id, c.player_id, cur, wins=-amount, at=target.created_at
+        await statements.execute(
+            conn,
+            protection.count_write(
+                c.tenant_id, c.player_id, cur, wins=-amount, at=target.created_at
+            ),
         )
 
 
@@ -707,8 +701,11 @@ class Wallet:
         hold, account = await self._open_hold(conn, c, cmd.ref.bet_id)
         _check_release(account, hold)
         tx = await self._journal(conn, c, "cancel", Money(hold.amount, hold.currency), ref)
-        await protection.count(
-            conn, c.tenant_id, c.player_id, hold.currency, stakes=-hold.amount, at_hold=hold.hold_id
+        await statements.execute(
+            conn,
+            protection.count_write(
+                c.tenant_id, c.player_id, hold.currency, stakes=-hold.amount, at_hold=hold.hold_id
+            ),
         )
         view = await _void_hold(
             conn,
@@ -788,13 +785,15 @@ class Wallet:
                 game_id=game_id,
             ),
         )
-        await protection.count(
+        await statements.execute(
             conn,
-            tenant_id,
-            hold.player_id,
-            hold.currency,
-            stakes=-hold.amount,
-            at_hold=hold.hold_id,
+            protection.count_write(
+                tenant_id,
+                hold.player_id,
+                hold.currency,
+                stakes=-hold.amount,
+                at_hold=hold.hold_id,
+            ),
         )
         await _void_hold(
             conn,
@@ -833,7 +832,9 @@ class Wallet:
         if rg is not None:
             await protection.take_deposit(conn, c, currency, amount, rg)
         elif cmd.reason == "win":
-            await protection.count(conn, c.tenant_id, c.player_id, currency, wins=amount)
+            await statements.execute(
+                conn, protection.count_write(c.tenant_id, c.player_id, currency, wins=amount)
+            )
         elif cmd.reason == "payout":
             await protection.hold_payout(conn, c, cmd.ref, currency, amount)
         tx = await self._journal(conn, c, "credit", cmd.amount, _with_reason(cmd, "credit"))
@@ -848,18 +849,20 @@ class Wallet:
             ],
         )
         view = _view(account, cash=amount)
-        await _emit(
+        await statements.execute(
             conn,
-            "wallet.credited",
-            c.tenant_id,
-            c.player_id,
-            tx,
-            view,
-            currency,
-            {
-                "amount": event_money(amount, currency),
-                **_round(cmd.ref),
-            },
+            _event_write(
+                "wallet.credited",
+                c.tenant_id,
+                c.player_id,
+                tx,
+                view,
+                currency,
+                {
+                    "amount": event_money(amount, currency),
+                    **_round(cmd.ref),
+                },
+            ),
         )
         return TransferResult(tx, view)
 
@@ -949,7 +952,10 @@ class Wallet:
             fields.update(
                 amount_parts=_parts_money(parts, currency), bonus_id=str(account.bonus_id)
             )
-        await _emit(conn, "wallet.debited", c.tenant_id, c.player_id, tx, view, currency, fields)
+        await statements.execute(
+            conn,
+            _event_write("wallet.debited", c.tenant_id, c.player_id, tx, view, currency, fields),
+        )
         return TransferResult(tx, view)
 
     async def rollback(self, conn: Conn, cmd: Rollback) -> RollbackResult:
@@ -1054,25 +1060,27 @@ class Wallet:
             [*back, Leg(None, AVAILABLE, -delta, house=HOUSE_CASHIER)],
         )
         view = _view(account, parts=got)
-        await _emit(
+        await statements.execute(
             conn,
-            "wallet.rolled_back",
-            c.tenant_id,
-            c.player_id,
-            tx,
-            view,
-            target.currency,
-            {
-                "target_transaction_id": str(target.transaction_id),
-                "target_kind": target.kind,
-                "reversed": event_money(delta, target.currency),
-                **_round(ref),
-                **(
-                    {"reversed_parts": _parts_money(taken, target.currency)}
-                    if delta > 0 and taken.cash != delta
-                    else {}
-                ),
-            },
+            _event_write(
+                "wallet.rolled_back",
+                c.tenant_id,
+                c.player_id,
+                tx,
+                view,
+                target.currency,
+                {
+                    "target_transaction_id": str(target.transaction_id),
+                    "target_kind": target.kind,
+                    "reversed": event_money(delta, target.currency),
+                    **_round(ref),
+                    **(
+                        {"reversed_parts": _parts_money(taken, target.currency)}
+                        if delta > 0 and taken.cash != delta
+                        else {}
+                    ),
+                },
+            ),
         )
         return RollbackResult(
             tx, RollbackOutcome.REVERSED, target.transaction_id, target.currency, delta, view
@@ -1193,15 +1201,17 @@ class Wallet:
         }
         if state is not BonusState.COMPLETED:
             fields["reason"] = reason
-        await _emit(
+        await statements.execute(
             conn,
-            f"wallet.bonus.{state.value}",
-            tenant_id,
-            bonus.player_id,
-            tx,
-            after,
-            currency,
-            fields,
+            _event_write(
+                f"wallet.bonus.{state.value}",
+                tenant_id,
+                bonus.player_id,
+                tx,
+                after,
+                currency,
+                fields,
+            ),
         )
         return tx, after
 
@@ -1271,21 +1281,23 @@ class Wallet:
             transaction_id=tx,
         )
         view = _view(account, cash=-locked, parts=Parts(0, cmd.amount_minor, locked))
-        await _emit(
+        await statements.execute(
             conn,
-            "wallet.bonus.granted",
-            c.tenant_id,
-            c.player_id,
-            tx,
-            view,
-            currency,
-            {
-                "bonus_id": str(bonus_id),
-                "amount": event_money(cmd.amount_minor, currency),
-                "locked_deposit": event_money(locked, currency),
-                "requirement": event_money(cmd.requirement_minor, currency),
-                "expire_time": cmd.expire_time.isoformat(),
-            },
+            _event_write(
+                "wallet.bonus.granted",
+                c.tenant_id,
+                c.player_id,
+                tx,
+                view,
+                currency,
+                {
+                    "bonus_id": str(bonus_id),
+                    "amount": event_money(cmd.amount_minor, currency),
+                    "locked_deposit": event_money(locked, currency),
+                    "requirement": event_money(cmd.requirement_minor, currency),
+                    "expire_time": cmd.expire_time.isoformat(),
+                },
+            ),
         )
         bonus = await bonus_sql.get_bonus(conn, c.tenant_id, bonus_id)
         assert bonus is not None

@@ -370,34 +370,6 @@ async def hold_payout(
     )
 
 
-async def count(
-    conn: Conn,
-    tenant_id: str,
-    player_id: str,
-    currency: str,
-    *,
-    stakes: int = 0,
-    wins: int = 0,
-    deposits: int = 0,
-    at_hold: uuid.UUID | None = None,
-    at: datetime | None = None,
-) -> None:
-    """Count released stakes (negative), wins or reversed amounts that need no check, on the
-    local day of the hold's bet (`at_hold`), of `at`, or of now. Nothing when all are 0."""
-    write = count_write(
-        tenant_id,
-        player_id,
-        currency,
-        stakes=stakes,
-        wins=wins,
-        deposits=deposits,
-        at_hold=at_hold,
-        at=at,
-    )
-    if write is not None:
-        await statements.execute(conn, write)
-
-
 def count_write(
     tenant_id: str,
     player_id: str,
@@ -409,8 +381,9 @@ def count_write(
     at_hold: uuid.UUID | None = None,
     at: datetime | None = None,
 ) -> Write | None:
-    """`count`'s write (minor units), for a caller that sends it with its other writes; None
-    when all are 0."""
+    """Count released stakes (negative), wins or reversed amounts (minor units) that need no
+    check, on the local day of the hold's bet (`at_hold`), of `at`, or of now: the write to send
+    (server.store.statements), or None when all are 0."""
     if not (stakes or wins or deposits):
         return None
     return limits_sql.usage_write(
